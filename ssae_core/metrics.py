@@ -1,0 +1,73 @@
+"""Identifiability metrics: MCC (matched |Pearson|) and UDR (median pairwise MCC across seeds)."""
+
+from __future__ import annotations
+
+import itertools
+from typing import NamedTuple
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+
+class Matching(NamedTuple):
+    """Columns ``rows[i]`` of the first matrix matched to ``cols[i]`` of the second."""
+
+    mcc: float
+    rows: np.ndarray
+    cols: np.ndarray
+    corr: np.ndarray  # signed correlation of each matched pair
+
+
+def correlation_matrix(a_NK: np.ndarray, b_NL: np.ndarray) -> np.ndarray:
+    """Pearson correlation between every column of ``a`` and every column of ``b``: [K, L].
+
+    A constant column correlates 0 with everything.
+    """
+    a = np.asarray(a_NK, dtype=np.float64)
+    b = np.asarray(b_NL, dtype=np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[0]:
+        raise ValueError(
+            f"need two matrices with the same number of rows; got {a.shape}, {b.shape}"
+        )
+    a = a - a.mean(axis=0)
+    b = b - b.mean(axis=0)
+    a_norm = np.linalg.norm(a, axis=0)
+    b_norm = np.linalg.norm(b, axis=0)
+    a = np.divide(a, a_norm, out=np.zeros_like(a), where=a_norm > 1e-12)
+    b = np.divide(b, b_norm, out=np.zeros_like(b), where=b_norm > 1e-12)
+    return a.T @ b
+
+
+def match_columns(a_NK: np.ndarray, b_NL: np.ndarray) -> Matching:
+    """Match min(K, L) columns one-to-one maximising the summed |correlation|."""
+    corr = correlation_matrix(a_NK, b_NL)
+    rows, cols = linear_sum_assignment(-np.abs(corr))
+    matched = corr[rows, cols]
+    return Matching(float(np.abs(matched).mean()), rows, cols, matched)
+
+
+def mcc(a_NK: np.ndarray, b_NL: np.ndarray) -> float:
+    """Mean correlation coefficient: mean |Pearson| of optimally matched columns of a and b.
+
+    Invariant to permutation, sign and scale of columns; with K != L the min(K, L) best matches
+    count.
+    """
+    return match_columns(a_NK, b_NL).mcc
+
+
+def vector_mcc(u_MD: np.ndarray, v_MD: np.ndarray) -> float:
+    """MCC of two sets of vectors (e.g. decoder rows of two seeds): rows are compared as samples
+    over the D coordinates, i.e. ``mcc(u.T, v.T)``."""
+    return mcc(np.asarray(u_MD).T, np.asarray(v_MD).T)
+
+
+def pairwise(values: list[np.ndarray], score) -> list[float]:
+    """``score(a, b)`` for every unordered pair of items."""
+    return [float(score(a, b)) for a, b in itertools.combinations(values, 2)]
+
+
+def udr(pairwise_scores: list[float]) -> float:
+    """Unsupervised disentanglement ranking score: the median of the pairwise cross-seed MCCs."""
+    if not pairwise_scores:
+        return float("nan")
+    return float(np.median(pairwise_scores))

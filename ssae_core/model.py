@@ -1,0 +1,230 @@
+"""The Sparse Shift Autoencoder as one stacked module: S members (seeds or settings) in lockstep.
+
+Shapes in names: S members, B batch, D embedding width, M latents. Every member sees its own batch
+(``x_SBD``); parameters are ``[S, ...]`` and all products are batched matmuls, so the sum of the S
+member losses gives each member exactly the gradient of a separate run.
+
+Per member (DESIGN section 1):
+    u = (x - b_dec) @ W_enc                         affine encoder
+    h = gamma * (u - mean_B u) / std_B u + b_enc    BatchNorm on the codes (running stats in eval)
+    x_hat = h @ W_dec + b_dec                       decoder rows (one per latent) at unit L2 norm
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ssae_core.errors import InputError
+
+NORMALIZATIONS = ("global", "layer", "none")
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+BN_MOMENTUM = 0.1
+BN_EPS = 1e-5
+
+
+# --------------------------------------------------------------------------- normalisation
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """Input normalisation of the shifts; its statistics travel with the model.
+
+    ``global``: subtract the training mean shift, divide by one scalar (RMS norm of the centred
+    training shifts / sqrt(D)). ``layer``: per-sample layer norm without parameters (the paper's).
+    ``none``: identity.
+    """
+
+    mode: str
+    mean: np.ndarray  # [D]; zeros unless mode == "global"
+    scale: float  # 1.0 unless mode == "global"
+
+    @classmethod
+    def fit(cls, delta_ND: np.ndarray, mode: str) -> Normalizer:
+        if mode not in NORMALIZATIONS:
+            raise InputError(
+                f"normalize={mode!r} is unknown; use one of {', '.join(NORMALIZATIONS)}"
+            )
+        dim = delta_ND.shape[1]
+        if mode != "global":
+            return cls(mode, np.zeros(dim, np.float32), 1.0)
+        mean = delta_ND.mean(axis=0, dtype=np.float64)
+        centred = delta_ND - mean
+        rms = math.sqrt(float((centred.astype(np.float64) ** 2).sum(axis=1).mean()) / dim)
+        return cls(mode, mean.astype(np.float32), rms if rms > 0 else 1.0)
+
+    def __call__(self, delta_BD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised shifts and each sample's scale (to multiply codes back into raw units)."""
+        if self.mode == "layer":
+            mu = delta_BD.mean(dim=-1, keepdim=True)
+            std = delta_BD.var(dim=-1, keepdim=True, unbiased=False).sqrt().clamp_min(1e-12)
+            return (delta_BD - mu) / std, std.squeeze(-1)
+        mean = torch.as_tensor(self.mean, dtype=delta_BD.dtype, device=delta_BD.device)
+        x = (delta_BD - mean) / self.scale
+        return x, torch.full(x.shape[:-1], self.scale, dtype=x.dtype, device=x.device)
+
+    def to_dict(self) -> dict:
+        return {"mode": self.mode, "scale": self.scale}
+
+
+# --------------------------------------------------------------------------- the stacked module
+
+
+class Output(NamedTuple):
+    codes_SBM: torch.Tensor
+    recon_SBD: torch.Tensor
+
+
+class StackedSSAE(nn.Module):
+    """S independent shift autoencoders sharing shapes, trained as one module."""
+
+    def __init__(self, dim: int, latent_dim: int, seeds: list[int], x_rms: float) -> None:
+        super().__init__()
+        if latent_dim < 1:
+            raise InputError(f"latent_dim={latent_dim}: must be at least 1")
+        if not seeds:
+            raise InputError("seeds: give at least one seed")
+        self.dim, self.latent_dim, self.seeds, self.x_rms = dim, latent_dim, list(seeds), x_rms
+        weights = [_init_member(dim, latent_dim, seed) for seed in self.seeds]
+        num = len(self.seeds)
+        self.W_enc_SDM = nn.Parameter(torch.stack([w for w, _ in weights]))
+        self.W_dec_SMD = nn.Parameter(torch.stack([w for _, w in weights]))
+        self.b_dec_SD = nn.Parameter(torch.zeros(num, dim))
+        self.b_enc_SM = nn.Parameter(torch.zeros(num, latent_dim))
+        self.gamma_SM = nn.Parameter(torch.full((num, latent_dim), x_rms / math.sqrt(latent_dim)))
+        self.register_buffer("running_mean_SM", torch.zeros(num, latent_dim))
+        self.register_buffer("running_var_SM", torch.ones(num, latent_dim))
+        self._projection_hook = self.W_dec_SMD.register_hook(self._remove_parallel_grad)
+
+    @property
+    def num_members(self) -> int:
+        return len(self.seeds)
+
+    def _remove_parallel_grad(self, grad_SMD: torch.Tensor) -> torch.Tensor:
+        """Drop each decoder row's gradient component along that row (a tensor hook, so it acts
+        in both extra-gradient passes; reads the current weights, never a stale storage)."""
+        w = self.W_dec_SMD.detach()
+        w_unit = w / w.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        return grad_SMD - (grad_SMD * w_unit).sum(-1, keepdim=True) * w_unit
+
+    @torch.no_grad()
+    def normalize_decoder_(self) -> None:
+        """Set every decoder row (one per latent) to unit L2 norm."""
+        self.W_dec_SMD.data = self.W_dec_SMD.data / self.W_dec_SMD.data.norm(
+            dim=-1, keepdim=True
+        ).clamp_min(1e-12)
+
+    def encode(self, x_SBD: torch.Tensor) -> torch.Tensor:
+        u_SBM = torch.bmm(x_SBD - self.b_dec_SD[:, None, :], self.W_enc_SDM)
+        if self.training:
+            mean_SM = u_SBM.mean(dim=1)
+            var_SM = u_SBM.var(dim=1, unbiased=False)
+            with torch.no_grad():
+                n = u_SBM.shape[1]
+                unbiased = var_SM * (n / max(n - 1, 1))
+                self.running_mean_SM.lerp_(mean_SM, BN_MOMENTUM)
+                self.running_var_SM.lerp_(unbiased, BN_MOMENTUM)
+        else:
+            mean_SM, var_SM = self.running_mean_SM, self.running_var_SM
+        scale_SM = self.gamma_SM / (var_SM + BN_EPS).sqrt()
+        return (u_SBM - mean_SM[:, None, :]) * scale_SM[:, None, :] + self.b_enc_SM[:, None, :]
+
+    def decode(self, codes_SBM: torch.Tensor) -> torch.Tensor:
+        return torch.bmm(codes_SBM, self.W_dec_SMD) + self.b_dec_SD[:, None, :]
+
+    def forward(self, x_SBD: torch.Tensor) -> Output:
+        codes = self.encode(x_SBD)
+        return Output(codes, self.decode(codes))
+
+    def member(self, index: int) -> StackedSSAE:
+        """A stand-alone copy of one member (a stack of one)."""
+        single = StackedSSAE(self.dim, self.latent_dim, [self.seeds[index]], self.x_rms)
+        with torch.no_grad():
+            for (name, mine), (_, theirs) in zip(
+                self.state_dict().items(), single.state_dict().items(), strict=True
+            ):
+                theirs.copy_(mine[index : index + 1])
+                del name
+        return single
+
+
+def _init_member(dim: int, latent_dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encoder like nn.Linear's default; decoder = row-normalised transpose of the encoder."""
+    gen = torch.Generator().manual_seed(int(seed))
+    bound = 1.0 / math.sqrt(dim)
+    w_enc_DM = torch.empty(dim, latent_dim).uniform_(-bound, bound, generator=gen)
+    w_dec_MD = w_enc_DM.T.clone()
+    w_dec_MD /= w_dec_MD.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return w_enc_DM, w_dec_MD
+
+
+# --------------------------------------------------------------------------- one trained model
+
+
+@dataclass
+class ShiftAutoencoder:
+    """One trained member with its normalisation: what is saved, loaded and used downstream."""
+
+    net: StackedSSAE  # a stack of one
+    normalizer: Normalizer
+    config: dict
+
+    @property
+    def steering_vectors(self) -> np.ndarray:
+        """Decoder rows mapped back to raw embedding units, unit-normalised: [M, D]."""
+        w = self.net.W_dec_SMD.detach()[0].numpy().astype(np.float64) * self.normalizer.scale
+        return (w / np.linalg.norm(w, axis=1, keepdims=True).clip(1e-12)).astype(np.float32)
+
+    @torch.no_grad()
+    def encode(self, delta_ND: np.ndarray, *, rescale: bool = False) -> np.ndarray:
+        """Codes [N, M] of raw shifts; ``rescale`` multiplies them by each sample's norm scale."""
+        self.net.eval()
+        x_ND, scale_N = self.normalizer(torch.as_tensor(delta_ND, dtype=torch.float32))
+        codes = self.net.encode(x_ND[None])[0]
+        if rescale:
+            codes = codes * scale_N[:, None]
+        return codes.numpy()
+
+    @torch.no_grad()
+    def reconstruct(self, delta_ND: np.ndarray) -> np.ndarray:
+        """The model's reconstruction of raw shifts, in raw units (global/none normalisation)."""
+        self.net.eval()
+        x_ND, scale_N = self.normalizer(torch.as_tensor(delta_ND, dtype=torch.float32))
+        recon = self.net(x_ND[None]).recon_SBD[0] * scale_N[:, None]
+        if self.normalizer.mode == "global":
+            recon = recon + torch.as_tensor(self.normalizer.mean)
+        return recon.numpy()
+
+    def save(self, folder: str | Path) -> None:
+        """Write ``model.safetensors`` and ``config.json`` into ``folder`` (which must exist)."""
+        folder = Path(folder)
+        tensors = {k: v[0].contiguous() for k, v in self.net.state_dict().items()}
+        tensors["norm_mean_D"] = torch.as_tensor(self.normalizer.mean)
+        save_file(tensors, str(folder / MODEL_FILE))
+        (folder / CONFIG_FILE).write_text(json.dumps(self.config, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, folder: str | Path) -> ShiftAutoencoder:
+        folder = Path(folder)
+        if not (folder / MODEL_FILE).exists() or not (folder / CONFIG_FILE).exists():
+            raise InputError(
+                f"{folder}: not a model folder (needs {MODEL_FILE} and {CONFIG_FILE}); "
+                "give a folder written by `ssae train`"
+            )
+        config = json.loads((folder / CONFIG_FILE).read_text())
+        tensors = load_file(str(folder / MODEL_FILE))
+        norm = config["normalization"]
+        normalizer = Normalizer(norm["mode"], tensors.pop("norm_mean_D").numpy(), norm["scale"])
+        net = StackedSSAE(config["dim"], config["latent_dim"], [config["seed"]], config["x_rms"])
+        net.load_state_dict({k: v[None] for k, v in tensors.items()})
+        net.eval()
+        return cls(net, normalizer, config)

@@ -1,0 +1,175 @@
+"""A training run on disk: embedding table in, one model folder per member out.
+
+Layout of a run folder::
+
+    RUN/seed-0/{model.safetensors, config.json}     one folder per member (eps-1.0_seed-0 when
+    RUN/seed-1/...                                  several sparsities are stacked)
+    RUN/history.csv                                 per-epoch, per-member log (dvc plots)
+    RUN/run.json                                    the TrainConfig, data provenance, timing
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from ssae_core.errors import InputError
+from ssae_core.io import EmbeddingTable, atomic_dir, load_embeddings, write_parquet
+from ssae_core.model import ShiftAutoencoder
+from ssae_core.train import TrainConfig, TrainResult, check_constraint_active, train
+
+RUN_FILE = "run.json"
+HISTORY_FILE = "history.csv"
+
+
+def member_name(seed: int, eps: float, stacked_sparsities: bool) -> str:
+    return f"eps-{eps:g}_seed-{seed}" if stacked_sparsities else f"seed-{seed}"
+
+
+def training_rows(table: EmbeddingTable, split: str, path: object) -> EmbeddingTable:
+    """The rows to train on: one split, or every row with ``split='all'``."""
+    if split == "all":
+        return table
+    rows = table.subset(split)
+    if len(rows) == 0:
+        present = ", ".join(sorted(set(table.split.tolist())))
+        raise InputError(
+            f"{path}: no rows with split '{split}' (splits present: {present}); "
+            "choose one with --split, or --split all"
+        )
+    return rows
+
+
+def resolve_latent_dim(cfg: TrainConfig, table: EmbeddingTable, overcomplete: float = 1.0) -> int:
+    """``cfg.latent_dim``, or (when 0) the number of concepts in the table x ``overcomplete``."""
+    if cfg.latent_dim > 0:
+        return cfg.latent_dim
+    if not table.concepts:
+        raise InputError(
+            "latent_dim=0 means 'number of concepts', but the table names none; give --latent-dim"
+        )
+    return max(1, round(len(table.concepts) * overcomplete))
+
+
+def train_run(
+    embeddings: str | Path | EmbeddingTable,
+    out_dir: str | Path,
+    cfg: TrainConfig,
+    *,
+    split: str = "train",
+    require_active: bool = True,
+    progress: bool = True,
+    checkpoint: str | Path | None = None,
+) -> TrainResult:
+    """Train ``cfg`` on one embedding table and write the run folder atomically.
+
+    ``checkpoint`` (default: a hidden file beside ``out_dir``) lets an interrupted run resume.
+    """
+    if isinstance(embeddings, EmbeddingTable):
+        table, source = embeddings, embeddings.metadata.get("path", "<table>")
+    else:
+        table, source = load_embeddings(embeddings), str(embeddings)
+    rows = training_rows(table, split, source)
+    cfg = replace(cfg, latent_dim=resolve_latent_dim(cfg, table))
+    out_dir = Path(out_dir)
+    if checkpoint is None:
+        checkpoint = out_dir.parent / f".{out_dir.name}.checkpoint"
+    with atomic_dir(out_dir) as tmp:
+        started = time.perf_counter()
+        result = train(
+            rows.delta,
+            cfg,
+            checkpoint=checkpoint,
+            progress=progress,
+            provenance={"embeddings": source, "split": split, **table.metadata},
+        )
+        seconds = time.perf_counter() - started
+        problems = check_constraint_active(result, where=str(out_dir))
+        if problems and require_active:
+            raise InputError(problems[0])
+        write_run(result, cfg, tmp, seconds=seconds, concepts=table.concepts)
+    return result
+
+
+def write_run(
+    result: TrainResult,
+    cfg: TrainConfig,
+    folder: Path,
+    *,
+    seconds: float,
+    concepts: list[str] | None,
+) -> None:
+    """Model folders, history.csv and run.json of a finished training into ``folder``."""
+    stacked = len(cfg.sparsities) > 1
+    names = []
+    for model in result.models:
+        name = member_name(model.config["seed"], model.config["sparsity"] or 0.0, stacked)
+        (folder / name).mkdir()
+        model.config["concepts"] = concepts
+        model.save(folder / name)
+        names.append(name)
+    with (folder / HISTORY_FILE).open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(result.history[0]))
+        writer.writeheader()
+        writer.writerows(result.history)
+    run = {
+        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
+        "members": names,
+        "epochs_run": result.stopped_epoch,
+        "train_seconds": round(seconds, 3),
+    }
+    (folder / RUN_FILE).write_text(json.dumps(run, indent=2) + "\n")
+
+
+def load_run(run_dir: str | Path) -> list[ShiftAutoencoder]:
+    """Every member of a run folder, in the order training wrote them."""
+    run_dir = Path(run_dir)
+    if not (run_dir / RUN_FILE).exists():
+        raise InputError(
+            f"{run_dir}: not a run folder (no {RUN_FILE}); give a folder from ssae train"
+        )
+    names = json.loads((run_dir / RUN_FILE).read_text())["members"]
+    return [ShiftAutoencoder.load(run_dir / name) for name in names]
+
+
+def load_model(path: str | Path) -> ShiftAutoencoder:
+    """One model folder; a run folder with exactly one member is accepted too."""
+    path = Path(path)
+    if (path / RUN_FILE).exists():
+        models = load_run(path)
+        if len(models) != 1:
+            raise InputError(
+                f"{path}: run folder has {len(models)} members; pick one, e.g. {path}/seed-0"
+            )
+        return models[0]
+    return ShiftAutoencoder.load(path)
+
+
+def encode_table(
+    model_dir: str | Path, embeddings: str | Path, out_file: str | Path, *, rescale: bool = False
+) -> int:
+    """Write the codes of every pair in ``embeddings`` as Parquet: ``pair_id``, ``split``, ``h``."""
+    model = load_model(model_dir)
+    table = load_embeddings(embeddings)
+    if table.dim != model.config["dim"]:
+        raise InputError(
+            f"{embeddings}: embeddings have width {table.dim} but the model at {model_dir} expects "
+            f"{model.config['dim']}; use embeddings from the same model and layer"
+        )
+    codes = model.encode(table.delta, rescale=rescale).astype(np.float32)
+    flat = pa.array(codes.reshape(-1), pa.float32())
+    out = pa.table(
+        {
+            "pair_id": pa.array(table.pair_id, pa.int64()),
+            "split": pa.array(table.split.astype(str), pa.string()),
+            "h": pa.FixedSizeListArray.from_arrays(flat, codes.shape[1]),
+        }
+    )
+    write_parquet(out, out_file)
+    return len(codes)

@@ -1,0 +1,64 @@
+"""Shared fixtures: a tiny random Llama and its tokenizer, saved to a folder, built offline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+TINY_VOCABULARY = (
+    "the a an of and to in is was on at it for with as by this that he she they king queen man "
+    "woman boy girl father mother son daughter actor actress waiter waitress cat dog house table "
+    "chair lamp door window le la un une chat chien maison roi reine homme femme red blue green "
+    "small big round square cube ball box true false yes no answer question what who where why ."
+)
+
+
+def build_tiny_tokenizer():
+    """A word-level tokenizer (other words -> <unk>) that adds BOS and has no pad token."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<s>", "</s>"]
+    vocab = {
+        token: i for i, token in enumerate(specials + list(dict.fromkeys(TINY_VOCABULARY.split())))
+    }
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", vocab["<s>"])]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+    )
+
+
+def build_tiny_llama(vocab_size: int, *, layers: int = 3, seed: int = 0):
+    """A random Llama with ``layers`` blocks of width 48 (init std 0.2, so states are not tiny)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    config.initializer_range = 0.2
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with a tiny random Llama (3 blocks, d=48) and a word-level tokenizer."""
+    folder = tmp_path_factory.mktemp("tiny_lm")
+    tokenizer = build_tiny_tokenizer()
+    model = build_tiny_llama(len(tokenizer))
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -1,0 +1,164 @@
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ssae_core.cli import main
+from ssae_core.io import load_embeddings, save_embeddings
+from ssae_core.metrics import mcc
+from ssae_core.runs import load_run
+
+FAST = ["--epochs", "2", "--min-steps", "0", "--patience", "0", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "synth.parquet"
+    assert (
+        main(
+            [
+                "synth",
+                str(path),
+                "--concepts",
+                "3",
+                "--max-changes",
+                "2",
+                "--dim",
+                "12",
+                "--pairs",
+                "600",
+            ]
+        )
+        == 0
+    )
+    return path
+
+
+def test_train_writes_one_folder_per_seed_and_encode(data, tmp_path):
+    out = tmp_path / "run"
+    assert (
+        main(["train", str(data), "--out", str(out), "--latent-dim", "3", "--seeds", "0,2", *FAST])
+        == 0
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["history.csv", "run.json", "seed-0", "seed-2"]
+    config = json.loads((out / "seed-2" / "config.json").read_text())
+    assert config["seed"] == 2 and config["method"] == "ssae" and config["latent_dim"] == 3
+    assert (out / "seed-0" / "model.safetensors").exists()
+    codes = tmp_path / "codes.parquet"
+    assert main(["encode", str(out / "seed-0"), str(data), "--out", str(codes)]) == 0
+    table = pq.read_table(codes)
+    assert table.column_names == ["pair_id", "split", "h"]
+    assert table.schema.field("h").type == pa.list_(pa.float32(), 3)
+    h = np.stack(table.column("h").to_numpy(zero_copy_only=False))
+    np.testing.assert_allclose(h, load_run(out)[0].encode(load_embeddings(data).delta), atol=1e-6)
+
+
+def test_cli_defaults_recover_shifts(data, tmp_path):
+    out = tmp_path / "run"
+    assert (
+        main(
+            ["train", str(data), "--out", str(out), "--latent-dim", "3", "--seeds", "0", "--quiet"]
+        )
+        == 0
+    )
+    test = load_embeddings(data).subset("test")
+    assert mcc(load_run(out)[0].encode(test.delta), test.shift) > 0.97
+
+
+def _bad_tables(data, tmp_path):
+    good = pq.read_table(data)
+    n = good.num_rows
+    yield "no_z_tilde", good.drop_columns(["z_tilde"]), "missing column(s) z_tilde"
+    wide = pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(n * 5, np.float32)), 5)
+    idx = good.column_names.index("z_tilde")
+    yield "widths", good.set_column(idx, "z_tilde", wide), "width 12 but z_tilde has width 5"
+    yield "empty", good.slice(0, 0), "no rows"
+    t = load_embeddings(data)
+    t.z_tilde[3, 0] = np.inf
+    yield "inf", t.to_arrow(), "NaN or inf"
+
+
+def test_bad_input_is_one_line_and_leaves_nothing(data, tmp_path, capsys):
+    cases = list(_bad_tables(data, tmp_path))
+    for name, table, message in cases:
+        path = tmp_path / f"{name}.parquet"
+        pq.write_table(table, path)
+        out = tmp_path / f"out_{name}"
+        assert main(["train", str(path), "--out", str(out), *FAST]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err, err
+        assert not out.exists()
+    (tmp_path / "junk.parquet").write_bytes(b"PAR1 nonsense")
+    assert main(["train", str(tmp_path / "junk.parquet"), "--out", str(tmp_path / "o"), *FAST]) == 2
+    assert "not a readable Parquet file" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    assert list(tmp_path.glob(".*")) == []  # no temporary folders or checkpoints left
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--latent-dim", "-2"], "--latent-dim -2"),
+        (["--method", "pca"], "invalid choice: 'pca'"),
+        (["--seeds", "a,b"], "--seeds"),
+    ],
+)
+def test_bad_options_are_one_line(data, tmp_path, capsys, args, message):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exc:
+        code = main(["train", str(data), "--out", str(out), *args, *FAST])
+        raise SystemExit(code)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err, err
+    assert not out.exists()
+
+
+def test_inactive_multiplier_is_an_error(data, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert (
+        main(
+            ["train", str(data), "--out", str(out), "--latent-dim", "3", "--sparsity", "50", *FAST]
+        )
+        == 2
+    )
+    assert "multiplier 0" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_latent_dim_defaults_to_number_of_concepts(data, tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", str(data), "--out", str(out), "--seeds", "0", *FAST]) == 0
+    assert load_run(out)[0].config["latent_dim"] == 3
+
+
+def test_help_documents_every_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    for option in (
+        "--method",
+        "--latent-dim",
+        "--seeds",
+        "--sparsity",
+        "--epochs",
+        "--batch-size",
+        "--lr",
+        "--dual-lr",
+        "--normalize",
+        "--split",
+    ):
+        assert option in text
+
+
+def test_save_load_roundtrip(data, tmp_path):
+    out = tmp_path / "run"
+    main(["train", str(data), "--out", str(out), "--latent-dim", "3", "--seeds", "1", *FAST])
+    model = load_run(out)[0]
+    t = load_embeddings(data)
+    save_embeddings(t, tmp_path / "copy.parquet")
+    assert model.encode(t.delta).shape == (len(t), 3)
+    assert model.steering_vectors.shape == (3, 12)
+    np.testing.assert_allclose(np.linalg.norm(model.steering_vectors, axis=1), 1.0, rtol=1e-5)

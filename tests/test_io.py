@@ -1,0 +1,82 @@
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ssae_core.errors import InputError
+from ssae_core.io import EmbeddingTable, atomic_dir, load_embeddings, save_embeddings
+
+
+def _table(n: int = 6, d: int = 3) -> EmbeddingTable:
+    rng = np.random.default_rng(0)
+    return EmbeddingTable(
+        pair_id=np.arange(n, dtype=np.int64),
+        split=np.array(["train"] * (n - 2) + ["test"] * 2, dtype=object),
+        z=rng.standard_normal((n, d)).astype(np.float32),
+        z_tilde=rng.standard_normal((n, d)).astype(np.float32),
+        shift=rng.standard_normal((n, 2)).astype(np.float32),
+        concepts=["a", "b"],
+        metadata={"model": "tiny", "layer": "3"},
+    )
+
+
+def test_roundtrip_file(tmp_path):
+    t = _table()
+    save_embeddings(t, tmp_path / "e.parquet")
+    back = load_embeddings(tmp_path / "e.parquet")
+    np.testing.assert_array_equal(back.z, t.z)
+    np.testing.assert_array_equal(back.shift, t.shift)
+    assert back.concepts == ["a", "b"] and back.metadata == {"model": "tiny", "layer": "3"}
+    schema = pq.read_schema(tmp_path / "e.parquet")
+    assert pa.types.is_fixed_size_list(schema.field("z").type)
+    assert back.subset("test").pair_id.tolist() == [4, 5]
+
+
+def test_folder_of_shards_reads_as_one(tmp_path):
+    t = _table(10)
+    (tmp_path / "emb").mkdir()
+    save_embeddings(t.select(np.arange(10) < 4), tmp_path / "emb" / "shard-00000.parquet")
+    save_embeddings(t.select(np.arange(10) >= 4), tmp_path / "emb" / "shard-00001.parquet")
+    back = load_embeddings(tmp_path / "emb")
+    np.testing.assert_array_equal(back.z_tilde, t.z_tilde)
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda t: t.drop_columns(["z_tilde"]), "missing column"),
+        (lambda t: t.slice(0, 0), "no rows"),
+    ],
+)
+def test_bad_tables(tmp_path, mutate, message):
+    pq.write_table(mutate(_table().to_arrow()), tmp_path / "bad.parquet")
+    with pytest.raises(InputError, match=message):
+        load_embeddings(tmp_path / "bad.parquet")
+
+
+def test_mismatched_widths_and_nan(tmp_path):
+    t = _table()
+    arrow = t.to_arrow()
+    wide = pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(6 * 4, np.float32)), 4)
+    pq.write_table(arrow.set_column(3, "z_tilde", wide), tmp_path / "w.parquet")
+    with pytest.raises(InputError, match="width 3 but z_tilde has width 4"):
+        load_embeddings(tmp_path / "w.parquet")
+    t.z[2, 1] = np.nan
+    save_embeddings(t, tmp_path / "n.parquet")
+    with pytest.raises(InputError, match="NaN or inf"):
+        load_embeddings(tmp_path / "n.parquet")
+
+
+def test_unreadable_and_missing_files(tmp_path):
+    (tmp_path / "junk.parquet").write_text("not parquet")
+    with pytest.raises(InputError, match="not a readable Parquet"):
+        load_embeddings(tmp_path / "junk.parquet")
+    with pytest.raises(InputError, match="no such file"):
+        load_embeddings(tmp_path / "absent.parquet")
+
+
+def test_atomic_dir_leaves_nothing_on_failure(tmp_path):
+    with pytest.raises(RuntimeError), atomic_dir(tmp_path / "out") as tmp:
+        (tmp / "partial").write_text("x")
+        raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
