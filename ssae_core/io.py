@@ -35,6 +35,12 @@ EMBEDDING_COLUMNS = ("pair_id", "split", "z", "z_tilde")
 # --------------------------------------------------------------------------- atomic writes
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; renamed onto ``path`` only if the block succeeds."""
@@ -43,6 +49,7 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
     try:
         yield tmp
         os.replace(tmp, target)
@@ -61,6 +68,7 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[P
         raise InputError(f"{target} already exists; remove it or choose another --out")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the usual permissions
     try:
         yield tmp
         if target.exists():
@@ -156,13 +164,13 @@ def _matrix(column: pa.ChunkedArray, path: object, name: str) -> np.ndarray:
     if pa.types.is_fixed_size_list(arr.type):
         width = arr.type.list_size
         flat = arr.flatten().to_numpy(zero_copy_only=False)
-        return flat.astype(np.float32, copy=False).reshape(len(arr), width)
+        return np.array(flat, dtype=np.float32).reshape(len(arr), width)  # owned, writable
     if pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type):
         lengths = np.diff(arr.offsets.to_numpy())
         if len(np.unique(lengths)) != 1:
             raise InputError(f"{path}: rows of column {name} have different lengths; fix the table")
         flat = arr.flatten().to_numpy(zero_copy_only=False)
-        return flat.astype(np.float32, copy=False).reshape(len(arr), int(lengths[0]))
+        return np.array(flat, dtype=np.float32).reshape(len(arr), int(lengths[0]))
     raise InputError(f"{path}: column {name} must be a list of floats, got {arr.type}")
 
 

@@ -110,6 +110,7 @@ class SparseShiftProblem(cooper.ConstrainedMinimizationProblem):
     def __init__(self, num_members: int, budgets: torch.Tensor, x_rms: float) -> None:
         super().__init__()
         self.budgets, self.x_rms = budgets, x_rms
+        self.observed: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.sparsity = cooper.Constraint(
             constraint_type=cooper.ConstraintType.INEQUALITY,
             formulation_type=cooper.formulations.Lagrangian,
@@ -118,6 +119,7 @@ class SparseShiftProblem(cooper.ConstrainedMinimizationProblem):
 
     def compute_cmp_state(self, net: StackedSSAE, x_SBD: torch.Tensor) -> cooper.CMPState:
         loss_S, l1_S = member_losses(net, x_SBD)
+        self.observed.append((loss_S.detach(), l1_S.detach()))
         return cooper.CMPState(
             loss=loss_S.sum(),
             observed_constraints={
@@ -213,15 +215,22 @@ def _make_optimizers(
     return opt, cmp
 
 
-def _step(cfg: TrainConfig, net: StackedSSAE, opt: object, cmp, x_SBD: torch.Tensor) -> None:
+def _step(
+    net: StackedSSAE, opt: object, cmp: SparseShiftProblem | None, x_SBD: torch.Tensor
+) -> torch.Tensor:
+    """One optimiser step; returns [2, S]: loss and L1 of the batch before the step."""
     if cmp is not None:
+        cmp.observed.clear()
         opt.roll(compute_cmp_state_kwargs={"net": net, "x_SBD": x_SBD})
+        loss_S, l1_S = cmp.observed[0]  # the extrapolation pass, at the pre-step weights
     else:
         opt.zero_grad()
-        loss_S, _ = member_losses(net, x_SBD)
+        loss_S, l1_S = member_losses(net, x_SBD)
         loss_S.sum().backward()
         opt.step()
+        loss_S, l1_S = loss_S.detach(), l1_S.detach()
     net.normalize_decoder_()
+    return torch.stack([loss_S, l1_S])
 
 
 @torch.no_grad()
@@ -299,11 +308,7 @@ def train(
         sums = torch.zeros(2, len(members))
         steps = 0
         for idx_SB in _epoch_batches(generators, len(x_train), cfg.batch_size):
-            x_SBD = x_train[idx_SB]
-            _step(cfg, net, opt, cmp, x_SBD)
-            with torch.no_grad():
-                loss_S, l1_S = member_losses(net, x_SBD)
-            sums += torch.stack([loss_S, l1_S])
+            sums += _step(net, opt, cmp, x_train[idx_SB])
             steps += 1
         train_loss, train_l1 = (sums / max(steps, 1)).unbind(0)
         val_loss, val_l1 = (

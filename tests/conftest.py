@@ -33,7 +33,7 @@ def build_tiny_tokenizer():
     )
 
 
-def build_tiny_llama(vocab_size: int, *, layers: int = 3, seed: int = 0):
+def build_tiny_llama(vocab_size: int, *, layers: int = 3, seed: int = 0, max_positions: int = 64):
     """A random Llama with ``layers`` blocks of width 48 (init std 0.2, so states are not tiny)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -45,7 +45,7 @@ def build_tiny_llama(vocab_size: int, *, layers: int = 3, seed: int = 0):
         num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=64,
+        max_position_embeddings=max_positions,
         tie_word_embeddings=False,
     )
     torch.manual_seed(seed)
