@@ -127,6 +127,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="fraction of training shifts held out for the stopping rule (default: %(default)s)",
     )
     p.add_argument(
+        "--threads",
+        type=int,
+        default=d.threads,
+        help="torch threads while training; 0: torch's default (default: %(default)s)",
+    )
+    p.add_argument(
         "--split",
         default="train",
         help="rows to train on: a split name, or 'all' (default: %(default)s)",
@@ -159,6 +165,7 @@ def _run_train(args: argparse.Namespace) -> None:
         lr=args.lr,
         dual_lr=args.dual_lr,
         val_fraction=args.val_fraction,
+        threads=args.threads,
     )
     result = train_run(
         args.embeddings,
@@ -337,10 +344,17 @@ def _run_embed(args: argparse.Namespace) -> None:
     print(f"wrote embeddings to {out}")
 
 
+def _add_steer(sub: argparse._SubParsersAction) -> None:
+    from ssae_core.steer import add_steer_parser
+
+    add_steer_parser(sub)
+
+
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_train,
     _add_encode,
     _add_embed,
+    _add_steer,
     _add_synth,
 )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from ssae_core.model import NORMALIZATIONS, Normalizer, ShiftAutoencoder, Stacke
 
 METHODS = ("ssae", "aff")
 VAL_SPLIT_SEED = 12345
+CHECKPOINT_SECONDS = 30.0  # how often an interrupted run can lose work, at most
 FEASIBILITY_TOL = 0.05  # a plateau counts only once every L1 is within 5% of its budget
 
 
@@ -59,6 +61,9 @@ class TrainConfig:
     """Learning rate of the multiplier (ExtraAdam, ascent); keep it <= lr / 3."""
     val_fraction: float = 0.1
     """Fraction of the training shifts held out for the plateau criterion and the held-out loss."""
+    threads: int = 1
+    """torch intra-op threads while training (0: torch's default). The model's tensors are small:
+    a second thread rarely helps and stalls badly when other processes share the cores."""
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -75,6 +80,8 @@ class TrainConfig:
             raise InputError(f"seeds={list(self.seeds)}: seeds must be distinct")
         if any(eps <= 0 for eps in self.sparsities):
             raise InputError(f"sparsity={self.sparsity}: the L1 budget must be positive")
+        if self.threads < 0:
+            raise InputError(f"threads={self.threads}: must be >= 0 (0: torch's default)")
         if self.min_steps < 0:
             raise InputError(f"min_steps={self.min_steps}: must be >= 0")
         for name in ("epochs", "batch_size"):
@@ -255,6 +262,20 @@ def train(
     ``checkpoint``: a file written after every epoch; a run interrupted and started again with the
     same arguments resumes from it (it is deleted at the end).
     """
+    with torch_threads(cfg.threads):
+        return _train(
+            delta_ND, cfg, checkpoint=checkpoint, progress=progress, provenance=provenance
+        )
+
+
+def _train(
+    delta_ND: np.ndarray,
+    cfg: TrainConfig,
+    *,
+    checkpoint: str | Path | None,
+    progress: bool,
+    provenance: dict | None,
+) -> TrainResult:
     delta_ND = np.asarray(delta_ND, dtype=np.float32)
     if delta_ND.ndim != 2 or delta_ND.shape[0] < 4:
         raise InputError(f"training needs at least 4 shifts of shape [N, D]; got {delta_ND.shape}")
@@ -303,6 +324,7 @@ def train(
         total=max_epochs,
     )
     epoch = start_epoch
+    last_save = time.monotonic()
     for epoch in bar:
         net.train()
         sums = torch.zeros(2, len(members))
@@ -337,18 +359,20 @@ def train(
         elif feasible:
             stale += 1
         bar.set_postfix(val_loss=f"{total / len(members):.4f}", l1=f"{float(val_l1.mean()):.3f}")
-        ckpt.save(
-            {
-                "net": net.state_dict(),
-                "opt": opt.state_dict(),
-                "cmp": cmp.state_dict() if cmp is not None else None,
-                "rng": _rng_state(generators),
-                "history": history,
-                "best": best,
-                "stale": stale,
-                "epoch": epoch + 1,
-            }
-        )
+        if time.monotonic() - last_save >= CHECKPOINT_SECONDS:
+            last_save = time.monotonic()
+            ckpt.save(
+                {
+                    "net": net.state_dict(),
+                    "opt": opt.state_dict(),
+                    "cmp": cmp.state_dict() if cmp is not None else None,
+                    "rng": _rng_state(generators),
+                    "history": history,
+                    "best": best,
+                    "stale": stale,
+                    "epoch": epoch + 1,
+                }
+            )
         past_min_steps = (epoch + 1) * steps_per_epoch >= cfg.min_steps
         if cfg.patience and stale >= cfg.patience and past_min_steps:
             break

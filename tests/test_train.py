@@ -119,6 +119,7 @@ def test_interrupted_training_resumes_to_identical_weights(synth, tmp_path, monk
         return real_evaluate(*args)
 
     ckpt = tmp_path / "run.ckpt"
+    monkeypatch.setattr(train_mod, "CHECKPOINT_SECONDS", 0.0)
     monkeypatch.setattr(train_mod, "_evaluate", interrupt_after_two)
     with pytest.raises(KeyboardInterrupt):
         train(delta, cfg, checkpoint=ckpt, progress=False)

@@ -1,0 +1,488 @@
+"""Steering hooks, vector files and `ssae steer` on a tiny random Llama (no downloads)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ssae_core import steer as st
+from ssae_core.embed import _left_pad
+from ssae_core.errors import InputError
+from ssae_core.model import Normalizer, ShiftAutoencoder, StackedSSAE
+from tests.conftest import build_tiny_llama, build_tiny_tokenizer
+
+WIDTH = 48
+PROMPTS = [[1, 5, 6, 7, 8], [1, 9, 10], [1, 11, 12, 13, 14, 15, 16], [1, 17]]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_tiny_llama(len(build_tiny_tokenizer()), layers=3, seed=0)
+
+
+def direction(seed: int = 0, scale: float = 3.0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    v = torch.randn(WIDTH, generator=gen)
+    return scale * v / v.norm()
+
+
+def hooks_of(model: torch.nn.Module) -> dict[str, tuple]:
+    """Every hook registered on every module (what a steering context must leave as it found)."""
+    return {
+        name: tuple(
+            tuple(getattr(module, attr).keys())
+            for attr in ("_forward_hooks", "_forward_pre_hooks", "_forward_hooks_with_kwargs")
+        )
+        for name, module in model.named_modules()
+    }
+
+
+@torch.no_grad()
+def states(model, ids, **kwargs):
+    return model(torch.tensor(ids), output_hidden_states=True, **kwargs).hidden_states
+
+
+# --------------------------------------------------------------------------- where and how much
+
+
+@torch.no_grad()
+def block_outputs(model, ids) -> list[torch.Tensor]:
+    """Each block's output, recorded by hooks that run after any steering hook (for the last
+    block, output_hidden_states reports the normed state instead)."""
+    found: list[torch.Tensor] = []
+    blocks = model.model.layers
+    handles = [b.register_forward_hook(lambda m, a, out: found.append(out)) for b in blocks]
+    try:
+        model(torch.tensor(ids))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return found
+
+
+@pytest.mark.parametrize("layer", [0, 1, 2])
+def test_block_steering_adds_alpha_v_at_its_layer_only(model, layer):
+    v = direction()
+    before, before_blocks = states(model, PROMPTS[:1]), block_outputs(model, PROMPTS[:1])
+    with st.steer(model, st.SteeringVector({layer: v}), multiplier=2.0):
+        after, after_blocks = states(model, PROMPTS[:1]), block_outputs(model, PROMPTS[:1])
+    for index in range(layer + 1):  # inputs and earlier blocks: untouched
+        assert torch.equal(after[index], before[index])
+    diffs = [after_blocks[layer] - before_blocks[layer]]
+    if layer + 1 < len(before) - 1:  # output_hidden_states' last entry is the normed state
+        diffs.append(after[layer + 1] - before[layer + 1])
+    for diff in diffs:
+        torch.testing.assert_close(diff, (2.0 * v).expand_as(diff), atol=1e-5, rtol=0)
+
+
+def test_final_steering_adds_alpha_v_to_last_hidden_state(model):
+    v = direction(1)
+    ids = torch.tensor(PROMPTS[:1])
+    with torch.no_grad():
+        before = model.model(ids).last_hidden_state
+        with st.steer(model, st.SteeringVector({"final": v}), multiplier=-1.5):
+            after = model.model(ids).last_hidden_state
+            logits = model(ids).logits
+    torch.testing.assert_close(after - before, (-1.5 * v).expand_as(before), atol=1e-5, rtol=0)
+    torch.testing.assert_close(logits, model.lm_head(before - 1.5 * v), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("use_cache", [False, True])
+@pytest.mark.parametrize("positions", ["prompt", "generated"])
+def test_positions_split_prompt_from_generated_tokens(model, positions, use_cache):
+    """Call 1 reads the prompt (P tokens), call 2 one more token, as generate does."""
+    layer, v = 1, direction(2)
+    full = [PROMPTS[0] + [20]]
+    prompt_len = len(PROMPTS[0])
+    reference = states(model, full)[layer + 1]
+    with torch.no_grad(), st.steer(model, st.SteeringVector({layer: v}), positions=positions):
+        first = model(torch.tensor(PROMPTS[:1]), output_hidden_states=True, use_cache=use_cache)
+        if use_cache:
+            second = model(
+                torch.tensor([[20]]),
+                past_key_values=first.past_key_values,
+                output_hidden_states=True,
+                use_cache=True,
+            ).hidden_states[layer + 1]
+            expected_second = reference[:, prompt_len:]
+            steered_second = positions == "generated"
+        else:
+            second = states(model, full, use_cache=False)[layer + 1]
+            expected_second = reference.clone()
+            steered_second = None
+    first_diff = first.hidden_states[layer + 1] - reference[:, :prompt_len]
+    if positions == "prompt":
+        torch.testing.assert_close(first_diff, v.expand_as(first_diff), atol=1e-5, rtol=0)
+    else:
+        torch.testing.assert_close(first_diff, torch.zeros_like(first_diff), atol=1e-5, rtol=0)
+    if steered_second is None:  # the full sequence again: prompt positions vs the new one
+        mask = torch.arange(prompt_len + 1) < prompt_len
+        if positions == "generated":
+            mask = ~mask
+        expected_second += mask[None, :, None] * v
+    elif steered_second:
+        expected_second = expected_second + v
+    torch.testing.assert_close(second, expected_second, atol=1e-5, rtol=0)
+
+
+def test_unrelated_calls_start_new_prompts(model):
+    """Only a call that extends the previous one by one token (or reads a filled cache)
+    continues a sequence; the same prompt twice, or another prompt, starts afresh."""
+    calls = (PROMPTS[:1], PROMPTS[:1], [PROMPTS[0] + [20, 21]], PROMPTS[1:2])
+    references = [states(model, ids)[2] for ids in calls]
+    with st.steer(model, st.SteeringVector({1: direction(3)}), positions="generated"):
+        for ids, reference in zip(calls, references, strict=True):
+            assert torch.equal(states(model, ids)[2], reference)
+
+
+# --------------------------------------------------------------------------- hooks are undone
+
+
+def test_nothing_stays_hooked_after_the_context_even_on_error(model):
+    ids = torch.tensor(PROMPTS[:1])
+    with torch.no_grad():
+        model(ids, output_hidden_states=True)  # transformers installs its own hooks once
+        clean = model(ids).logits
+    registered = hooks_of(model)
+    for positions in st.POSITIONS:
+        vector = st.SteeringVector({0: direction(), None: direction(1)})
+        with st.steer(model, vector, positions=positions):
+            assert hooks_of(model) != registered
+        assert hooks_of(model) == registered
+        with (
+            pytest.raises(RuntimeError, match="boom"),
+            st.steer(model, vector, positions=positions),
+        ):
+            raise RuntimeError("boom")
+        assert hooks_of(model) == registered
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, clean)
+
+
+def test_bad_input_is_refused_before_hooking(model):
+    registered = hooks_of(model)
+    cases = [
+        ({0: direction()}, {"positions": "middle"}, "positions"),
+        ({0: torch.ones(WIDTH + 1)}, {}, "width"),
+        ({7: direction()}, {}, "out of range"),
+        ({0: direction()}, {"multiplier": float("nan")}, "multiplier"),
+    ]
+    for vectors, kwargs, message in cases:
+        with (
+            pytest.raises(InputError, match=message),
+            st.steer(model, st.SteeringVector(vectors), **kwargs),
+        ):
+            pass
+        assert hooks_of(model) == registered
+    for bad in ({0: torch.full((WIDTH,), float("nan"))}, {0: torch.ones(2, WIDTH)}, {}, {-1: 1}):
+        with pytest.raises(InputError):
+            st.SteeringVector(bad)
+
+
+def test_several_vectors_equal_nested_contexts(model):
+    a = st.SteeringVector({0: direction(4)})
+    b = st.SteeringVector({2: direction(5), None: direction(6)})
+    c = st.SteeringVector({2: direction(7)})
+    ids = torch.tensor(PROMPTS[:1])
+    with torch.no_grad():
+        with st.steer(model, [a, b, c], multiplier=0.5):
+            together = model(ids).logits
+        with (
+            st.steer(model, a.scaled(0.5)),
+            b.apply(model, multiplier=0.5),
+            st.steer(model, c, multiplier=0.5),
+        ):
+            nested = model(ids).logits
+    torch.testing.assert_close(together, nested, atol=1e-5, rtol=1e-5)
+
+
+def test_final_norm_of_other_architectures():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    gpt2 = GPT2LMHeadModel(
+        GPT2Config(vocab_size=50, n_positions=16, n_embd=32, n_layer=2, n_head=2)
+    )
+    gpt2.eval()
+    assert st.final_norm(gpt2) is gpt2.transformer.ln_f
+    ids = torch.tensor([[1, 2, 3, 4]])
+    v = torch.ones(32)
+    with torch.no_grad():
+        before = gpt2.transformer(ids).last_hidden_state
+        with st.steer(gpt2, st.SteeringVector({None: v}), multiplier=2.0):
+            after = gpt2.transformer(ids).last_hidden_state
+    torch.testing.assert_close(after - before, torch.full_like(before, 2.0), atol=1e-5, rtol=0)
+
+    llama = build_tiny_llama(20, layers=2)
+    llama.model._modules["unusual_name"] = llama.model._modules.pop("norm")
+    with pytest.raises(InputError, match="final norm"):
+        st.final_norm(llama)
+
+
+# --------------------------------------------------------------------------- batches and cache
+
+
+def generate(model, rows, *, use_cache=True, new=6):
+    ids_BT, mask_BT = _left_pad(rows, pad_id=0)
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=ids_BT,
+            attention_mask=mask_BT,
+            max_new_tokens=new,
+            do_sample=False,
+            use_cache=use_cache,
+            pad_token_id=0,
+            eos_token_id=None,
+            output_scores=True,
+            return_dict_in_generate=True,
+        )
+    return out.sequences[:, ids_BT.shape[1] :], torch.stack(out.scores, 1)
+
+
+@pytest.mark.parametrize(("positions", "layer"), [*((p, 1) for p in st.POSITIONS), ("all", None)])
+def test_batched_left_padded_equals_one_at_a_time(model, positions, layer):
+    vector = st.SteeringVector({layer: direction(8, scale=4.0 if layer is None else 6.0)})
+    with st.steer(model, vector, positions=positions):
+        tokens_B, scores_B = generate(model, PROMPTS)
+        for row, prompt in enumerate(PROMPTS):
+            tokens, scores = generate(model, [prompt])
+            assert tokens[0].tolist() == tokens_B[row].tolist()
+            torch.testing.assert_close(scores[0], scores_B[row], atol=1e-4, rtol=1e-4)
+    plain, _ = generate(model, PROMPTS)
+    assert not torch.equal(plain, tokens_B)  # the steering did something
+
+
+@pytest.mark.parametrize(("positions", "layer"), [*((p, 1) for p in st.POSITIONS), ("all", None)])
+def test_generation_with_cache_equals_without(model, positions, layer):
+    vector = st.SteeringVector({layer: direction(9, scale=4.0 if layer is None else 6.0)})
+    with st.steer(model, vector, positions=positions):
+        cached, cached_scores = generate(model, PROMPTS, use_cache=True)
+        fresh, fresh_scores = generate(model, PROMPTS, use_cache=False)
+    assert cached.tolist() == fresh.tolist()
+    torch.testing.assert_close(cached_scores, fresh_scores, atol=1e-4, rtol=1e-4)
+
+
+def test_beam_search_with_cache_equals_without(model):
+    def beams(use_cache):
+        ids_BT, mask_BT = _left_pad(PROMPTS[:2], pad_id=0)
+        with torch.no_grad():
+            return model.generate(
+                input_ids=ids_BT,
+                attention_mask=mask_BT,
+                max_new_tokens=5,
+                num_beams=3,
+                do_sample=False,
+                use_cache=use_cache,
+                pad_token_id=0,
+                eos_token_id=None,
+            )
+
+    with st.steer(model, st.SteeringVector({1: direction(11, 6.0)}), positions="generated"):
+        assert beams(True).tolist() == beams(False).tolist()
+
+
+def test_generated_positions_leave_the_first_new_token_unsteered(model):
+    plain, plain_scores = generate(model, PROMPTS)
+    with st.steer(model, st.SteeringVector({1: direction(10, 20.0)}), positions="generated"):
+        steered, steered_scores = generate(model, PROMPTS)
+    torch.testing.assert_close(steered_scores[:, 0], plain_scores[:, 0])
+    assert not torch.equal(steered[:, 1:], plain[:, 1:])
+
+
+# --------------------------------------------------------------------------- files
+
+
+def test_safetensors_roundtrip(tmp_path):
+    vector = st.SteeringVector({None: direction(0), 2: direction(1)}, {"concept": "lang"})
+    path = vector.save(tmp_path / "v.safetensors")
+    loaded = st.load_steering_vectors(path)
+    assert set(loaded.layer_activations) == {None, 2}
+    for layer, values in vector.layer_activations.items():
+        assert torch.equal(loaded.layer_activations[layer], values)
+    assert loaded.metadata == {"concept": "lang"}
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        assert set(handle.keys()) == {"final", "2"}
+
+
+def test_gguf_export_follows_llama_cpp_conventions(tmp_path):
+    import gguf
+
+    vector = st.SteeringVector({1: direction(0), 2: direction(1)}, {"alpha": "8.0"})
+    path = st.export_gguf(vector, tmp_path / "v.gguf", model_hint="llama")
+    reader = gguf.GGUFReader(str(path))
+    assert reader.fields["general.architecture"].contents() == "controlvector"
+    assert reader.fields["controlvector.model_hint"].contents() == "llama"
+    assert reader.fields["controlvector.layer_count"].contents() == 2
+    assert reader.fields["ssae.alpha"].contents() == "8.0"
+    tensors = {t.name: t for t in reader.tensors}
+    assert set(tensors) == {"direction.1", "direction.2"}
+    for layer in (1, 2):
+        tensor = tensors[f"direction.{layer}"]
+        assert tensor.tensor_type == gguf.GGMLQuantizationType.F32
+        assert list(tensor.shape) == [WIDTH]
+        np.testing.assert_array_equal(tensor.data, vector.layer_activations[layer].numpy())
+    loaded = st.load_steering_vectors(path)
+    assert set(loaded.layer_activations) == {1, 2}
+    assert torch.equal(loaded.layer_activations[2], vector.layer_activations[2])
+    assert loaded.metadata["alpha"] == "8.0" and loaded.metadata["model_type"] == "llama"
+
+
+@pytest.mark.parametrize("layer", [None, 0])
+def test_gguf_refuses_positions_llama_cpp_cannot_steer(tmp_path, layer):
+    with pytest.raises(InputError, match=r"llama\.cpp"):
+        st.export_gguf(st.SteeringVector({layer: direction()}), tmp_path / "v.gguf")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_loading_bad_files_is_an_input_error(tmp_path):
+    (tmp_path / "junk.safetensors").write_bytes(b"not a file")
+    for path in (tmp_path / "missing.safetensors", tmp_path / "junk.safetensors"):
+        with pytest.raises(InputError):
+            st.load_steering_vectors(path)
+
+
+# --------------------------------------------------------------------------- from a trained model
+
+
+def write_model(folder: Path, *, latents: int, concepts, provenance, **extra) -> Path:
+    gen = torch.Generator().manual_seed(latents)
+    net = StackedSSAE(WIDTH, latents, [0], 1.0)
+    with torch.no_grad():
+        net.W_dec_SMD.copy_(torch.randn(1, latents, WIDTH, generator=gen))
+        net.normalize_decoder_()
+    config = {
+        "method": "ssae",
+        "dim": WIDTH,
+        "latent_dim": latents,
+        "seed": 0,
+        "x_rms": 1.0,
+        "normalization": {"mode": "global", "scale": 2.5},
+        "concepts": concepts,
+        "provenance": provenance,
+        **extra,
+    }
+    model = ShiftAutoencoder(net, Normalizer("global", np.zeros(WIDTH, np.float32), 2.5), config)
+    folder.mkdir(parents=True)
+    model.save(folder)
+    return folder
+
+
+def test_vector_from_model_takes_layer_and_latent(tmp_path):
+    folder = write_model(
+        tmp_path / "m", latents=3, concepts=["a", "b"], provenance={"model": "x", "layer": "1"}
+    )
+    unit = ShiftAutoencoder.load(folder).steering_vectors
+    vector = st.vector_from_model(folder, latent=2, alpha=-4.0)
+    assert list(vector.layer_activations) == [1]
+    np.testing.assert_allclose(vector.layer_activations[1].numpy(), -4.0 * unit[2], atol=1e-6)
+    assert vector.metadata["layer"] == "1" and vector.metadata["latent"] == "2"
+    assert vector.metadata["model"] == "x" and vector.metadata["alpha"] == "-4.0"
+    by_name = st.vector_from_model(folder, concept="b", matching={"b": 0})
+    np.testing.assert_allclose(by_name.layer_activations[1].numpy(), unit[0], atol=1e-6)
+    for kwargs, message in [
+        ({"concept": "b"}, "matching"),
+        ({"concept": "zzz", "matching": {"zzz": 0}}, "not in"),
+        ({"latent": 3}, "latents 0..2"),
+        ({}, "exactly one"),
+    ]:
+        with pytest.raises(InputError, match=message):
+            st.vector_from_model(folder, **kwargs)
+
+
+def test_vector_from_model_final_layer_and_synthetic(tmp_path):
+    final = write_model(tmp_path / "f", latents=1, concepts=["lang"], provenance={"layer": "final"})
+    vector = st.vector_from_model(final, concept="lang", alpha=2.0)  # one latent, one concept
+    assert list(vector.layer_activations) == [None] and vector.metadata["concept"] == "lang"
+    synthetic = write_model(tmp_path / "s", latents=2, concepts=None, provenance={"source": "x"})
+    with pytest.raises(InputError, match="no LM layer"):
+        st.vector_from_model(synthetic, latent=0)
+    assert list(st.vector_from_model(synthetic, latent=0, layer=2).layer_activations) == [2]
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="ssae")
+    st.add_steer_parser(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(["steer", *argv])
+
+
+def test_cli_prints_both_continuations_and_exports(tiny_lm_dir, tmp_path, capsys):
+    folder = write_model(
+        tmp_path / "m",
+        latents=2,
+        concepts=["a", "b"],
+        provenance={"model": str(tiny_lm_dir), "layer": "1"},
+    )
+    args = parse(
+        [
+            str(folder),
+            "--latent",
+            "1",
+            "--alpha",
+            "30",
+            "--prompt",
+            "the cat sat on the",
+            "--prompt",
+            "a dog",
+            "--max-new-tokens",
+            "5",
+            "--positions",
+            "generated",
+            "--export",
+            str(tmp_path / "v.safetensors"),
+            "--export-gguf",
+            str(tmp_path / "v.gguf"),
+        ]
+    )
+    args.func(args)
+    out = capsys.readouterr().out
+    assert out.count("unsteered:") == 2 and out.count("steered:") == 4
+    assert "latent 1, alpha 30, layer 1, positions generated" in out
+    saved = st.load_steering_vectors(tmp_path / "v.safetensors")
+    exported = st.load_steering_vectors(tmp_path / "v.gguf")
+    assert torch.equal(saved.layer_activations[1], exported.layer_activations[1])
+    assert saved.metadata["model_type"] == "llama"
+    assert saved.metadata["alpha"] == "30.0"
+
+
+def test_cli_gguf_of_final_layer_fails_before_writing(tiny_lm_dir, tmp_path):
+    folder = write_model(
+        tmp_path / "m", latents=1, concepts=["lang"], provenance={"model": "x", "layer": "final"}
+    )
+    out = tmp_path / "out"
+    args = parse(
+        [
+            str(folder),
+            "--latent",
+            "0",
+            "--alpha",
+            "8",
+            "--export",
+            str(out / "v.safetensors"),
+            "--export-gguf",
+            str(out / "v.gguf"),
+        ]
+    )
+    with pytest.raises(InputError, match=r"llama\.cpp"):
+        args.func(args)
+    assert not out.exists()
+    with pytest.raises(InputError, match="--prompt"):
+        args = parse([str(folder), "--latent", "0", "--alpha", "8"])
+        args.func(args)
+
+
+def test_cli_help_has_a_complete_example(capsys):
+    with pytest.raises(SystemExit):
+        parse(["--help"])
+    text = capsys.readouterr().out
+    assert "ssae steer runs/lang/seed-0 --lm models/lm --latent 0 --alpha 8" in text
+    for option in ("--positions", "--max-new-tokens", "--export", "--export-gguf", "--concept"):
+        assert option in text
