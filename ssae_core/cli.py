@@ -28,6 +28,21 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {self.prog}: {message}; see `{self.prog} --help`\n")
 
 
+def add_device_arguments(p: argparse.ArgumentParser) -> None:
+    """--device and --dtype, shared by the commands that run a language model."""
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto, cpu, cuda or cuda:N (default: %(default)s: cuda when available)",
+    )
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=("auto", "float32", "bfloat16", "float16"),
+        help="auto: bfloat16 on CUDA, float32 on CPU (default: %(default)s)",
+    )
+
+
 def _seeds(text: str) -> tuple[int, ...]:
     try:
         seeds = tuple(int(s) for s in text.split(",") if s.strip())
@@ -292,18 +307,7 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--batch-size", type=int, default=32, help="texts per forward pass (default: %(default)s)"
     )
-    p.add_argument(
-        "--device",
-        default="auto",
-        choices=("auto", "cpu", "cuda"),
-        help="default: %(default)s (cuda when available)",
-    )
-    p.add_argument(
-        "--dtype",
-        default="auto",
-        choices=("auto", "float32", "bfloat16", "float16"),
-        help="auto: bfloat16 on CUDA, float32 on CPU (default: %(default)s)",
-    )
+    add_device_arguments(p)
     p.add_argument(
         "--template",
         default=None,

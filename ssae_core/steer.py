@@ -577,6 +577,8 @@ to block outputs); use it with `llama-cli -m MODEL.gguf --control-vector FILE.gg
 
 def add_steer_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``ssae steer`` on the ``ssae`` subcommand parser."""
+    from ssae_core.cli import add_device_arguments
+
     p = sub.add_parser(
         "steer",
         help="generate text with and without a latent's steering vector; export the vector",
@@ -630,18 +632,7 @@ def add_steer_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
         help="prompt template with {text}, or 'chat' (default: the template recorded with the "
         "training embeddings, usually none; '{text}' forces the raw prompt)",
     )
-    p.add_argument(
-        "--device",
-        default="auto",
-        choices=("auto", "cpu", "cuda"),
-        help="default: %(default)s (cuda when available)",
-    )
-    p.add_argument(
-        "--dtype",
-        default="auto",
-        choices=("auto", "float32", "bfloat16", "float16"),
-        help="auto: bfloat16 on CUDA, float32 on CPU (default: %(default)s)",
-    )
+    add_device_arguments(p)
     p.add_argument("--export", metavar="FILE", help="also save the vector as safetensors")
     p.add_argument(
         "--export-gguf",
