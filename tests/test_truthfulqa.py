@@ -485,7 +485,7 @@ def test_stage_writes_both_tables(tmp_path, monkeypatch, capsys):
 def test_shared_copy_all_formats():
     v0_json = tqa.read_local(SHARED / "v0" / "mc_task.json")[0]
     assert len(v0_json) == 817
-    assert tqa.read_local(SHARED)[1] == SHARED / "v0" / "mc_task.json"
+    assert tqa.read_local(SHARED)[1].resolve() == (SHARED / "v0" / "mc_task.json").resolve()
     # mc1 lists the correct answer first upstream: the gotcha this code must not rely on.
     assert all(q.mc1_labels[0] == 1 for q in v0_json)
     v0_csv = tqa.read_local(SHARED / "v0" / "TruthfulQA.csv")[0]
