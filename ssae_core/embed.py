@@ -123,7 +123,8 @@ def _stop_after(module: torch.nn.Module, args: Any, output: Any) -> None:
     raise _BlockOutput(output[0] if isinstance(output, tuple) else output)
 
 
-def _left_pad(batch: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(batch: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token-id lists as a left-padded batch: input ids [B, T] and attention mask [B, T]."""
     width = max(len(ids) for ids in batch)
     input_ids_BT = torch.full((len(batch), width), pad_id, dtype=torch.long)
     mask_BT = torch.zeros((len(batch), width), dtype=torch.long)
@@ -188,7 +189,7 @@ def embed_token_ids(
     out_ND: np.ndarray | None = None
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        input_ids_BT, mask_BT = _left_pad([token_ids[i] for i in rows], pad_id)
+        input_ids_BT, mask_BT = left_pad([token_ids[i] for i in rows], pad_id)
         states_BD = last_token_states(model, input_ids_BT, mask_BT, layer).float().cpu().numpy()
         if out_ND is None:
             out_ND = np.empty((len(token_ids), states_BD.shape[1]), dtype=np.float32)

@@ -149,11 +149,10 @@ class StackedSSAE(nn.Module):
         """A stand-alone copy of one member (a stack of one)."""
         single = StackedSSAE(self.dim, self.latent_dim, [self.seeds[index]], self.x_rms)
         with torch.no_grad():
-            for (name, mine), (_, theirs) in zip(
-                self.state_dict().items(), single.state_dict().items(), strict=True
+            for mine, theirs in zip(
+                self.state_dict().values(), single.state_dict().values(), strict=True
             ):
                 theirs.copy_(mine[index : index + 1])
-                del name
         return single
 
 

@@ -327,7 +327,7 @@ def complete(
 
     Run it inside :func:`steer` to get steered continuations.
     """
-    from ssae_core.embed import _left_pad, pad_token_id, tokenize
+    from ssae_core.embed import left_pad, pad_token_id, tokenize
 
     if max_new_tokens < 1:
         raise InputError(f"max_new_tokens {max_new_tokens}: must be at least 1")
@@ -348,7 +348,7 @@ def complete(
     device = next(model.parameters()).device
     texts: list[str] = []
     for start in range(0, len(ids), batch_size):
-        input_ids_BT, mask_BT = _left_pad(ids[start : start + batch_size], pad)
+        input_ids_BT, mask_BT = left_pad(ids[start : start + batch_size], pad)
         with torch.no_grad():
             out = model.generate(
                 input_ids=input_ids_BT.to(device),

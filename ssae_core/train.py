@@ -259,8 +259,9 @@ def train(
 ) -> TrainResult:
     """Train every member of ``cfg`` on raw shifts ``delta_ND`` as one stacked model.
 
-    ``checkpoint``: a file written after every epoch; a run interrupted and started again with the
-    same arguments resumes from it (it is deleted at the end).
+    ``checkpoint``: a file written at the end of an epoch, at most every CHECKPOINT_SECONDS; a run
+    interrupted and started again with the same arguments resumes from the last one (it is deleted
+    at the end), so an interruption loses at most that much work.
     """
     with torch_threads(cfg.threads):
         return _train(

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ssae_core import steer as st
-from ssae_core.embed import _left_pad
+from ssae_core.embed import left_pad
 from ssae_core.errors import InputError
 from ssae_core.model import Normalizer, ShiftAutoencoder, StackedSSAE
 from tests.conftest import build_tiny_llama, build_tiny_tokenizer
@@ -227,7 +227,7 @@ def test_final_norm_of_other_architectures():
 
 
 def generate(model, rows, *, use_cache=True, new=6):
-    ids_BT, mask_BT = _left_pad(rows, pad_id=0)
+    ids_BT, mask_BT = left_pad(rows, pad_id=0)
     with torch.no_grad():
         out = model.generate(
             input_ids=ids_BT,
@@ -268,7 +268,7 @@ def test_generation_with_cache_equals_without(model, positions, layer):
 
 def test_beam_search_with_cache_equals_without(model):
     def beams(use_cache):
-        ids_BT, mask_BT = _left_pad(PROMPTS[:2], pad_id=0)
+        ids_BT, mask_BT = left_pad(PROMPTS[:2], pad_id=0)
         with torch.no_grad():
             return model.generate(
                 input_ids=ids_BT,
