@@ -216,6 +216,29 @@ class EmbeddingTable:
         """Rows of one split (``train``, ``test``...)."""
         return self.select(self.split == split)
 
+    def reoriented(self, fraction: float, seed: int) -> EmbeddingTable:
+        """A copy in which a seeded random ``fraction`` of the pairs is read backwards: ``z`` and
+        ``z_tilde`` swapped and ``shift`` negated. Which pairs flip depends only on ``pair_id``
+        and ``seed``, so a table, its splits and its entangled variant flip the same pairs."""
+        if not 0 <= fraction <= 1:
+            raise InputError(f"reverse fraction {fraction}: must be in [0, 1]")
+        size = int(self.pair_id.max()) + 1 if len(self) else 0
+        flip = (np.random.default_rng(seed).random(size) < fraction)[self.pair_id]
+        col = flip[:, None]
+        return EmbeddingTable(
+            pair_id=self.pair_id.copy(),
+            split=self.split.copy(),
+            z=np.where(col, self.z_tilde, self.z),
+            z_tilde=np.where(col, self.z, self.z_tilde),
+            shift=None if self.shift is None else np.where(col, -self.shift, self.shift),
+            concepts=self.concepts,
+            metadata={
+                **self.metadata,
+                "reversed_fraction": str(fraction),
+                "reverse_seed": str(seed),
+            },
+        )
+
     def to_arrow(self) -> pa.Table:
         d = self.dim
         columns = {

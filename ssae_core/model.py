@@ -6,7 +6,11 @@ member losses gives each member exactly the gradient of a separate run.
 
 Per member (DESIGN section 1):
     u = (x - b_dec) @ W_enc                         affine encoder
-    h = gamma * (u - mean_B u) / std_B u + b_enc    BatchNorm on the codes (running stats in eval)
+    h = c * (gamma * (u - mean_B u) / std_B u + b_enc)   BatchNorm on the codes (running stats
+                                                          in eval), c = x_rms / sqrt(M)
+The code scale c is a constant, so gamma (initialised at 1) and b_enc are learnt in units of c:
+an Adam step of size lr then changes the code scale by a fraction lr, whatever the embedding width
+(with gamma in raw units, shrinking the codes of a D=576 model took thousands of steps).
     x_hat = h @ W_dec + b_dec                       decoder rows (one per latent) at unit L2 norm
 """
 
@@ -100,7 +104,8 @@ class StackedSSAE(nn.Module):
         self.W_dec_SMD = nn.Parameter(torch.stack([w for _, w in weights]))
         self.b_dec_SD = nn.Parameter(torch.zeros(num, dim))
         self.b_enc_SM = nn.Parameter(torch.zeros(num, latent_dim))
-        self.gamma_SM = nn.Parameter(torch.full((num, latent_dim), x_rms / math.sqrt(latent_dim)))
+        self.gamma_SM = nn.Parameter(torch.ones(num, latent_dim))
+        self.code_scale = x_rms / math.sqrt(latent_dim)
         self.register_buffer("running_mean_SM", torch.zeros(num, latent_dim))
         self.register_buffer("running_var_SM", torch.ones(num, latent_dim))
         self._projection_hook = self.W_dec_SMD.register_hook(self._remove_parallel_grad)
@@ -124,7 +129,10 @@ class StackedSSAE(nn.Module):
         ).clamp_min(1e-12)
 
     def encode(self, x_SBD: torch.Tensor) -> torch.Tensor:
-        u_SBM = torch.bmm(x_SBD - self.b_dec_SD[:, None, :], self.W_enc_SDM)
+        return self._batch_norm(torch.bmm(x_SBD - self.b_dec_SD[:, None, :], self.W_enc_SDM))
+
+    def _batch_norm(self, u_SBM: torch.Tensor) -> torch.Tensor:
+        """Batch statistics (updating the running ones) in training, running ones in eval."""
         if self.training:
             mean_SM = u_SBM.mean(dim=1)
             var_SM = u_SBM.var(dim=1, unbiased=False)
@@ -135,8 +143,9 @@ class StackedSSAE(nn.Module):
                 self.running_var_SM.lerp_(unbiased, BN_MOMENTUM)
         else:
             mean_SM, var_SM = self.running_mean_SM, self.running_var_SM
-        scale_SM = self.gamma_SM / (var_SM + BN_EPS).sqrt()
-        return (u_SBM - mean_SM[:, None, :]) * scale_SM[:, None, :] + self.b_enc_SM[:, None, :]
+        scale_SM = self.code_scale * self.gamma_SM / (var_SM + BN_EPS).sqrt()
+        shift_SM = self.code_scale * self.b_enc_SM
+        return (u_SBM - mean_SM[:, None, :]) * scale_SM[:, None, :] + shift_SM[:, None, :]
 
     def decode(self, codes_SBM: torch.Tensor) -> torch.Tensor:
         return torch.bmm(codes_SBM, self.W_dec_SMD) + self.b_dec_SD[:, None, :]
@@ -144,6 +153,37 @@ class StackedSSAE(nn.Module):
     def forward(self, x_SBD: torch.Tensor) -> Output:
         codes = self.encode(x_SBD)
         return Output(codes, self.decode(codes))
+
+    def codes_and_sq_error(self, x_SBD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Codes [S, B, M] and squared reconstruction errors ||x - x_hat||^2 [S, B].
+
+        Equal to ``forward`` followed by the residual, but never builds an [S, B, D] tensor that
+        needs gradients: with x_hat = h W_dec + b the error expands to
+        ||x||^2 + h G h^T + ||b||^2 - 2 h (W_dec x) - 2 x.b + 2 h (W_dec b), G = W_dec W_dec^T,
+        so one batched product of x with [W_enc | W_dec^T | b] carries every D-wide term.
+        Training is then bound by that product, not by memory traffic.
+        """
+        m = self.latent_dim
+        b_dec_SD1 = self.b_dec_SD[:, :, None]
+        proj_SBK = torch.bmm(
+            x_SBD, torch.cat([self.W_enc_SDM, self.W_dec_SMD.transpose(1, 2), b_dec_SD1], dim=2)
+        )
+        x_enc_SBM, x_dec_SBM = proj_SBK[..., :m], proj_SBK[..., m : 2 * m]
+        x_b_SB = proj_SBK[..., -1]
+        offset_S1M = torch.bmm(self.b_dec_SD[:, None, :], self.W_enc_SDM)
+        codes_SBM = self._batch_norm(x_enc_SBM - offset_S1M)
+        gram_SMM = torch.bmm(self.W_dec_SMD, self.W_dec_SMD.transpose(1, 2))
+        dec_b_SM = torch.bmm(self.W_dec_SMD, b_dec_SD1)[..., 0]
+        with torch.no_grad():
+            x_sq_SB = torch.linalg.vector_norm(x_SBD, dim=-1).square()
+        sq_SB = (
+            x_sq_SB
+            + (torch.bmm(codes_SBM, gram_SMM) * codes_SBM).sum(-1)
+            + self.b_dec_SD.square().sum(-1)[:, None]
+            - 2 * (codes_SBM * (x_dec_SBM - dec_b_SM[:, None, :])).sum(-1)
+            - 2 * x_b_SB
+        )
+        return codes_SBM, sq_SB.clamp_min(0.0)
 
     def member(self, index: int) -> StackedSSAE:
         """A stand-alone copy of one member (a stack of one)."""

@@ -559,19 +559,22 @@ def _pick_latent(
 
 
 STEER_EXAMPLE = """\
-example (after `dvc repro`, from the repository root; lang = English -> French nouns, one
-concept, so one latent: sparsity cannot act on it and aff is the model to use):
-  ssae train data/embeddings/lang --out runs/lang --seeds 0 --method aff
-  ssae steer runs/lang/seed-0 --lm models/lm --latent 0 --alpha 8 \\
-      --prompt "The cat sat on the"
-  ssae steer runs/lang/seed-0 --latent 0 --alpha -8 --positions generated \\
-      --prompt "The cat sat on the" --prompt "My house has a" --max-new-tokens 30
-  ssae steer runs/lang/seed-0 --latent 0 --alpha 8 --export lang.safetensors
+example (after `dvc repro`, from the repository root; models/study/lang/aff is the aff run of
+the lang set, English -> French nouns: one concept, so one latent, latent 0):
+  ssae steer models/study/lang/aff/seed-0 --lm models/lm --latent 0 --alpha 30 \\
+      --prompt "My favourite food is" --max-new-tokens 16
+  ssae steer models/study/lang/aff/seed-0 --latent 0 --alpha 30 --positions generated \\
+      --prompt "The weather today is" --prompt "My house has a" --max-new-tokens 30
+  ssae steer models/study/lang/aff/seed-0 --latent 0 --alpha 30 --export lang.safetensors
+SSAE runs of the selected grid cell (metrics/udr.json) are in models/study/SET/grid/lr-LR/,
+one folder per budget and seed (eps-0.25_seed-0...). `ssae train` trains your own.
 
 Decoder columns have an arbitrary sign: if the text moves away from the concept, flip --alpha.
-The vector is added where the training embeddings were read (the final-norm output by default,
-or the output of block L). --export-gguf needs a block layer >= 1 (llama.cpp control vectors add
-to block outputs); use it with `llama-cli -m MODEL.gguf --control-vector FILE.gguf`.
+alpha is in embedding units (the fitted size of each concept's shift, alpha_fit, is listed in
+metrics/behaviour.json and metrics/REPORT.md). The vector is added where the training embeddings were read
+(the final-norm output by default, or the output of block L). --export-gguf needs a block layer
+>= 1 (llama.cpp control vectors add to block outputs); use it with
+`llama-cli -m MODEL.gguf --control-vector FILE.gguf`.
 """
 
 

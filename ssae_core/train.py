@@ -141,8 +141,8 @@ class SparseShiftProblem(cooper.ConstrainedMinimizationProblem):
 
 def member_losses(net: StackedSSAE, x_SBD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-member reconstruction loss E||x - x_hat||^2 / x_rms^2 and L1 E||h||_1 / x_rms: [S]."""
-    codes_SBM, recon_SBD = net(x_SBD)
-    loss_S = (x_SBD - recon_SBD).pow(2).sum(-1).mean(-1) / net.x_rms**2
+    codes_SBM, sq_error_SB = net.codes_and_sq_error(x_SBD)
+    loss_S = sq_error_SB.mean(-1) / net.x_rms**2
     l1_S = codes_SBM.abs().sum(-1).mean(-1) / net.x_rms
     return loss_S, l1_S
 

@@ -38,6 +38,15 @@ def _tiny_params(project: Path, model_dir: Path) -> None:
         batch_size=64,
     )
     params["pairs"]["cat"]["num_pairs"] = 2000
+    params["study"].update(
+        seeds=[0, 1],
+        grid={"sparsity": [0.5, 1.0], "lr": [0.003]},
+        overcomplete={"set": "cat", "factors": [1, 2], "seeds": [0, 1]},
+    )
+    params["study"]["optim"].update(steps=10, batch_size=32, threads=1)
+    params["behaviour"].update(
+        seeds=[0, 1], questions=4, prompts=2, max_new_tokens=3, alpha_multipliers=[0, 2]
+    )
     params["model"]["name_or_path"] = str(model_dir)
     params["embed"]["batch_size"] = 16
     params["truthfulqa"]["source"] = str(TRUTHFULQA)
@@ -66,14 +75,28 @@ def test_dvc_repro_end_to_end(tmp_path):
     first = _run([sys.executable, "-m", "dvc", "repro"], project)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
 
-    results = json.loads((project / "metrics" / "identifiability.json").read_text())
+    metrics = project / "metrics"
+    results = json.loads((metrics / "identifiability.json").read_text())["synthetic"]
     assert set(results) == {
         f"synth_{n}_{k}{v}" for n, k in ((3, 2), (4, 3), (10, 7)) for v in ("", "_ent")
     }
     assert set(results["synth_4_3"]) == {"ssae", "aff"}
     assert set(results["synth_4_3"]["ssae"]) == {"m4", "m8"}
     assert len(results["synth_4_3"]["ssae"]["m4"]["mcc"]["values"]) == 2
-    assert "| synth_3_2 | 3 |" in (project / "metrics" / "identifiability.md").read_text()
+    sets = {"lang", "gender", "binary", "corr", "cat", "truthfulqa"}
+    llm = json.loads((metrics / "identifiability.json").read_text())["llm"]
+    assert set(llm["sets"]) == set(llm["entangled"]) == sets
+    assert set(llm["overcomplete"]["cat"]) == {"m135", "m270"}
+    udr = json.loads((metrics / "udr.json").read_text())["sets"]
+    assert {len(udr[name]["cells"]) for name in sets} == {2}
+    steering = json.loads((metrics / "steering.json").read_text())
+    assert set(steering["in_distribution"]) == sets
+    assert set(steering["out_of_distribution"]) == {"binary->gender", "binary->lang", "corr->lang"}
+    assert json.loads((metrics / "behaviour.json").read_text())
+    report = (metrics / "REPORT.md").read_text()
+    for heading in ("synthetic data", "LLM embeddings", "Model selection", "Steering accuracy"):
+        assert heading in report
+    assert "| synth_3_2 | 3 |" in report
     for name in ("lang", "gender", "binary", "corr", "cat", "truthfulqa"):
         assert list((project / "data" / "embeddings" / name).glob("shard-*.parquet"))
         assert (project / "data" / "entangled" / f"{name}.parquet").exists()

@@ -483,6 +483,6 @@ def test_cli_help_has_a_complete_example(capsys):
     with pytest.raises(SystemExit):
         parse(["--help"])
     text = capsys.readouterr().out
-    assert "ssae steer runs/lang/seed-0 --lm models/lm --latent 0 --alpha 8" in text
+    assert "ssae steer models/study/lang/aff/seed-0 --lm models/lm --latent 0 --alpha 30" in text
     for option in ("--positions", "--max-new-tokens", "--export", "--export-gguf", "--concept"):
         assert option in text

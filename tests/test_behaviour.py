@@ -1,0 +1,370 @@
+"""Behavioural steering on a tiny random Llama (no downloads): log-likelihood scoring, MC1,
+steering sweeps, language and perplexity helpers, the Markdown report and the stage."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ssae_core import behaviour as bh
+from ssae_core import lm
+from ssae_core.datasets.truthfulqa import MCQuestion, mc_table
+from ssae_core.embed import pad_token_id, tokenize
+from ssae_core.errors import InputError
+from ssae_core.io import EmbeddingTable, load_embeddings, write_parquet
+from ssae_core.runs import load_run, train_run
+from ssae_core.train import TrainConfig
+from stages import behaviour as stage
+
+WIDTH = 48
+TEMPLATE = "Q: {question}\nA: {answer}"
+QUESTIONS = [
+    bh.MCItem(0, "who is the king", ["the man", "a woman is the queen", "the cat"], 0),
+    bh.MCItem(1, "what is red", ["the ball", "the box is blue", "a door", "no"], 0),
+    bh.MCItem(2, "where is the dog", ["in the house", "on the table ."], 0),
+    bh.MCItem(3, "why is the sky blue", ["yes", "it is blue and red and green", "no"], 0),
+]
+PROMPTS = ["the king was", "a cat sat on the", "the woman and the man", "this is"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_lm_dir: Path):
+    source = lm.resolve_model(str(tiny_lm_dir), verbose=False)
+    return lm.load_model(source), lm.load_tokenizer(source)
+
+
+def unit(seed: int = 0) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal(WIDTH)
+    return v / np.linalg.norm(v)
+
+
+def vector(layer: int | None = None, alpha: float = 4.0, seed: int = 0) -> bh.ConceptVector:
+    return bh.ConceptVector("md", None, layer, unit(seed), alpha, None, None)
+
+
+@torch.no_grad()
+def direct_logprob(model, text: bh.ScoredText) -> float:
+    """log p(target | context) from one unpadded forward pass of the whole sequence."""
+    ids = torch.tensor([text.context_ids + text.target_ids])
+    logp = model(ids).logits[0].double().log_softmax(-1)
+    start = len(text.context_ids)
+    return float(sum(logp[start + j - 1, t] for j, t in enumerate(text.target_ids)))
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def test_choice_texts_split_the_template_at_the_answer(tiny):
+    _, tokenizer = tiny
+    texts = bh.choice_texts(tokenizer, QUESTIONS, TEMPLATE)
+    assert len(texts) == sum(len(q.choices) for q in QUESTIONS)
+    full = [TEMPLATE.format(question=q.question, answer=c) for q in QUESTIONS for c in q.choices]
+    assert [t.context_ids + t.target_ids for t in texts] == tokenize(tokenizer, full)
+    first = texts[0]
+    assert tokenizer.decode(first.target_ids) == "the man"
+    assert tokenize(tokenizer, ["Q: who is the king\nA:"])[0] == first.context_ids
+
+
+def test_mc1_ranks_by_summed_answer_log_likelihood(tiny):
+    model, tokenizer = tiny
+    texts = bh.choice_texts(tokenizer, QUESTIONS, TEMPLATE)
+    scores = bh.target_logprobs(model, texts, pad_id=pad_token_id(tokenizer), batch_size=3)[0]
+    direct = np.array([direct_logprob(model, t) for t in texts])
+    np.testing.assert_allclose(scores, direct, atol=1e-4, rtol=0)
+
+    bounds = np.cumsum([0] + [len(q.choices) for q in QUESTIONS])
+    best = [int(np.argmax(direct[a:b])) for a, b in itertools.pairwise(bounds)]
+    right = [q._replace(correct=k) for q, k in zip(QUESTIONS, best, strict=True)]
+    wrong = [
+        q._replace(correct=(k + 1) % len(q.choices)) for q, k in zip(QUESTIONS, best, strict=True)
+    ]
+    assert bh.mc1_correct(scores, right).all()
+    assert not bh.mc1_correct(scores, wrong).any()
+
+
+@pytest.mark.parametrize("shortcut", [True, False])
+def test_left_padded_batches_equal_one_text_at_a_time(tiny, shortcut):
+    model, tokenizer = tiny
+    texts = bh.choice_texts(tokenizer, QUESTIONS, TEMPLATE)
+    conditions = [None, vector().steering_vector(1.0)]
+    kwargs = {"pad_id": pad_token_id(tokenizer), "shortcut": shortcut}
+    batched = bh.target_logprobs(model, texts, conditions, batch_size=len(texts), **kwargs)
+    single = bh.target_logprobs(model, texts, conditions, batch_size=1, **kwargs)
+    np.testing.assert_allclose(batched, single, atol=1e-4, rtol=0)
+
+
+def test_empty_targets_score_zero_and_empty_contexts_are_refused(tiny):
+    model, tokenizer = tiny
+    texts = [bh.ScoredText([1, 5], []), bh.ScoredText([1, 5], [6])]
+    scores = bh.target_logprobs(model, texts, pad_id=pad_token_id(tokenizer))
+    assert scores[0, 0] == 0.0 and scores[0, 1] < 0
+    with pytest.raises(InputError, match="empty context"):
+        bh.target_logprobs(model, [bh.ScoredText([], [5])], pad_id=0)
+
+
+# --------------------------------------------------------------------------- steering
+
+
+@pytest.mark.parametrize("layer", [None, 1])
+def test_multiplier_zero_is_the_unsteered_model_exactly(tiny, layer):
+    model, tokenizer = tiny
+    texts = bh.choice_texts(tokenizer, QUESTIONS, TEMPLATE)
+    v = vector(layer)
+    scores = bh.target_logprobs(
+        model,
+        texts,
+        [None, v.steering_vector(0.0), v.steering_vector(2.0)],
+        pad_id=pad_token_id(tokenizer),
+    )
+    assert np.array_equal(scores[1], scores[0])
+    assert not np.allclose(scores[2], scores[0], atol=1e-3)
+    plain = bh.continue_prompts(model, tokenizer, PROMPTS, max_new_tokens=4)
+    assert (
+        bh.continue_prompts(model, tokenizer, PROMPTS, v.steering_vector(0.0), max_new_tokens=4)
+        == plain
+    )
+
+
+def test_final_layer_shortcut_equals_steering_the_model(tiny):
+    """logits + W_head v per condition == a forward pass under steer(), at every multiplier."""
+    model, tokenizer = tiny
+    texts = bh.choice_texts(tokenizer, QUESTIONS, TEMPLATE)
+    conditions = [None] + [vector(None, 3.0, s).steering_vector(m) for s in (0, 1) for m in (-2, 5)]
+    kwargs = {"pad_id": pad_token_id(tokenizer), "batch_size": 5}
+    fast = bh.target_logprobs(model, texts, conditions, shortcut=True, **kwargs)
+    slow = bh.target_logprobs(model, texts, conditions, shortcut=False, **kwargs)
+    np.testing.assert_allclose(fast, slow, atol=1e-4, rtol=0)
+
+
+def planted_table(concept: str, *, seed: int = 0, layer: str = "final") -> EmbeddingTable:
+    """z random, z~ = z + 6 * direction + noise: one concept that always changes (+1)."""
+    rng = np.random.default_rng(seed)
+    num = 120
+    z = rng.standard_normal((num, WIDTH)).astype(np.float32)
+    z_tilde = (z + 6.0 * unit(seed + 10) + 0.3 * rng.standard_normal((num, WIDTH))).astype(
+        np.float32
+    )
+    return EmbeddingTable(
+        pair_id=np.arange(num, dtype=np.int64),
+        split=np.array(["train"] * 90 + ["test"] * 30, dtype=object),
+        z=z,
+        z_tilde=z_tilde,
+        shift=np.ones((num, 1), np.float32),
+        concepts=[concept],
+        metadata={"layer": layer, "pairs.template": TEMPLATE},
+    )
+
+
+def tiny_run(table: EmbeddingTable, folder: Path, method: str):
+    cfg = TrainConfig(method=method, latent_dim=2, seeds=(0, 1), epochs=2, min_steps=0)
+    train_run(table, folder, cfg, require_active=False, progress=False)
+    return load_run(folder)
+
+
+def test_concept_vectors_fit_md_and_every_member(tmp_path):
+    table = planted_table("language")
+    runs = {"aff": tiny_run(table, tmp_path / "aff", "aff")}
+    vectors = bh.concept_vectors(table.subset("train"), runs, "language")
+    (md,) = vectors["md"]
+    assert md.seed is None and md.layer is None
+    assert float(md.unit_D @ unit(10)) > 0.99 and md.alpha == pytest.approx(6.0, rel=0.05)
+    assert [v.seed for v in vectors["aff"]] == [0, 1]
+    for v in vectors["aff"]:
+        assert np.linalg.norm(v.unit_D) == pytest.approx(1.0, abs=1e-5)
+        expected = float(np.mean(table.subset("train").delta @ v.unit_D))
+        assert v.alpha == pytest.approx(expected, rel=1e-4)
+        step = v.steering_vector(2.0).layer_activations[None].numpy()
+        np.testing.assert_allclose(step, 2.0 * v.alpha * v.unit_D, rtol=1e-5, atol=1e-6)
+    only = bh.concept_vectors(table.subset("train"), runs, "language", seeds=[1])
+    assert [v.seed for v in only["aff"]] == [1]
+    with pytest.raises(InputError, match="no member with seeds"):
+        bh.concept_vectors(table.subset("train"), runs, "language", seeds=[7])
+    with pytest.raises(InputError, match="no concept 'gender'"):
+        bh.concept_vectors(table.subset("train"), runs, "gender")
+    block = planted_table("language", layer="1")
+    with pytest.raises(InputError, match="layer"):
+        bh.concept_vectors(block.subset("train"), runs, "language")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def test_language_fraction_and_identification():
+    identifier = bh.language_identifier()
+    texts = [
+        "Le chat est sur la table et la maison est très grande.",
+        "The cat is on the table and the house is very big.",
+        "",
+        "12345 !!",
+    ]
+    assert bh.identify_languages(texts, identifier) == ["fr", "en", "", ""]
+    assert bh.language_fraction(texts, "fr", identifier) == 0.25
+    assert bh.language_fraction(texts[:2], "en", identifier) == 0.5
+    with pytest.raises(InputError, match=r"params\.yaml:behaviour\.language 'xx'"):
+        bh.check_language("xx", "params.yaml:behaviour.language")
+
+
+def test_perplexity_of_known_log_probabilities(tiny):
+    assert bh.perplexity(np.array([-2.0, -4.0]), np.array([2, 2])) == pytest.approx(math.exp(1.5))
+    assert bh.perplexity(np.array([0.0]), np.array([0])) is None
+    model, tokenizer = tiny
+    texts = bh.continuation_texts(tokenizer, ["the king was", "a cat"], [" a man .", " on"])
+    assert [len(t.target_ids) for t in texts] == [3, 1]
+    scores = bh.target_logprobs(model, texts, pad_id=pad_token_id(tokenizer))[0]
+    direct = [direct_logprob(model, t) for t in texts]
+    expected = math.exp(-sum(direct) / 4)
+    assert bh.perplexity(scores, np.array([3, 1])) == pytest.approx(expected, rel=1e-4)
+
+
+def test_subsample_is_seeded_and_keeps_order():
+    items = list(range(50))
+    first = bh.subsample(items, 10, seed=3)
+    assert first == bh.subsample(items, 10, seed=3) == sorted(first)
+    assert first != bh.subsample(items, 10, seed=4)
+    assert bh.subsample(items, None, 0) == items == bh.subsample(items, 99, 0)
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def tiny_root(root: Path, tiny_lm_dir: Path) -> None:
+    """models/lm, embeddings and MC table as the stage expects them, at tiny scale."""
+    shutil.copytree(tiny_lm_dir, root / "models" / "lm")
+    model_name = str(root / "models" / "lm")
+    for name, concept, seed in (("truthfulqa", "truthfulness", 0), ("lang", "language", 1)):
+        table = planted_table(concept, seed=seed)
+        table.metadata["model"] = model_name
+        folder = root / "data" / "embeddings" / name
+        folder.mkdir(parents=True)
+        write_parquet(table.to_arrow(), folder / "shard-00000.parquet")
+    labels = [[int(i == q.correct) for i in range(len(q.choices))] for q in QUESTIONS]
+    questions = [
+        MCQuestion(q.question, q.choices, ls, q.choices, ls)
+        for q, ls in zip(QUESTIONS * 2, labels * 2, strict=True)
+    ]
+    split = ["test"] * len(QUESTIONS) + ["train"] * len(QUESTIONS)
+    write_parquet(mc_table(questions, split, seed=0), root / "data" / "truthfulqa" / "mc.parquet")
+
+
+PARAMS = {
+    "alpha_multipliers": [0, 1, 4],
+    "questions": 3,
+    "prompts": 4,
+    "max_new_tokens": 3,
+    "batch_size": 4,
+    "samples": 2,
+}
+
+
+@pytest.fixture(scope="module")
+def stage_run(tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("behaviour")
+    tiny_root(root, tiny_lm_dir)
+    runs = {}
+    for name in ("truthfulqa", "lang"):
+        table = load_embeddings(root / "data" / "embeddings" / name)
+        runs[name] = {m: tiny_run(table, root / "runs" / name / m, m) for m in ("ssae", "aff")}
+    results = stage.main(PARAMS, root=root, runs=runs, progress=False)
+    return root, runs, results
+
+
+def test_stage_writes_metrics_and_plot_tables(stage_run):
+    root, _, results = stage_run
+    assert json.loads((root / stage.METRICS_FILE).read_text()) == results
+    tqa, lang = results["truthfulqa"], results["language"]
+    assert tqa["n_questions"] == 3 and tqa["n_test_questions"] == 4
+    assert tqa["n_choices"] == sum(len(QUESTIONS[i].choices) for i in tqa["question_ids"])
+    assert lang["n_prompts"] == 4 and lang["prompts"] == list(bh.NEUTRAL_PROMPTS[:4])
+    for section, key in ((tqa, "accuracy"), (lang, "language_fraction")):
+        assert set(section["methods"]) == {"md", "ssae", "aff"}
+        assert section["methods"]["ssae"]["seeds"] == [0, 1]
+        for report in section["methods"].values():
+            zero, *_ = report["sweep"]
+            assert zero["alpha_multiplier"] == 0
+            assert set(zero[key]["values"]) == {section["unsteered"][key]}
+            assert [e["alpha_multiplier"] for e in report["sweep"]] == [0, 1, 4]
+    with (root / stage.PLOTS["truthfulqa"]).open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [float(r["alpha_multiplier"]) for r in rows] == [0, 1, 4]
+    assert {"unsteered", "md", "ssae", "ssae_std", "aff", "aff_std"} <= set(rows[0])
+    assert float(rows[1]["ssae"]) == tqa["methods"]["ssae"]["sweep"][1]["accuracy"]["mean"]
+    with (root / stage.PLOTS["language"]).open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert {"unsteered_fraction", "aff_fraction", "md_perplexity", "ssae_perplexity_std"} <= set(
+        rows[0]
+    )
+
+
+def test_markdown_renders_every_method_and_multiplier(stage_run):
+    _, _, results = stage_run
+    text = bh.behaviour_markdown(results)
+    assert "### TruthfulQA MC1" in text and "### Language" in text
+    assert "3 of the 4 held-out questions (subsample seed 0)" in text
+    for method in ("md", "ssae", "aff"):
+        for multiplier in ("0", "1", "4"):
+            assert text.count(f"| {method} | {multiplier} | ") >= 2  # both tables
+    entry = results["truthfulqa"]["methods"]["aff"]["sweep"][2]["accuracy"]
+    values = ", ".join(f"{v:.3f}" for v in entry["values"])
+    assert f"| aff | 4 | {entry['mean']:.3f} ± {entry['std_seeds']:.3f} | {values} |" in text
+    assert "seeds [0, 1]" in text and "cosine with the md vector" in text
+    assert text.endswith("\n") and "\n\n\n" not in text
+
+
+def test_stage_reports_missing_and_mismatched_inputs(tmp_path, tiny_lm_dir, stage_run):
+    _, runs, _ = stage_run
+    with pytest.raises(InputError, match="models/lm: no prepared model"):
+        stage.main(PARAMS, root=tmp_path / "empty", runs=runs, progress=False)
+    root = tmp_path / "root"
+    tiny_root(root, tiny_lm_dir)
+    shutil.copytree(root, tmp_path / "moved")
+    with pytest.raises(InputError, match=r"embeddings of model .* but the steered model is"):
+        stage.main(PARAMS, root=tmp_path / "moved", runs=runs, progress=False)
+    (root / "data" / "truthfulqa" / "mc.parquet").unlink()
+    with pytest.raises(InputError, match=r"mc\.parquet: missing"):
+        stage.main(PARAMS, root=root, runs=runs, progress=False)
+    assert not (root / "metrics").exists()
+
+
+@pytest.mark.parametrize(
+    ("values", "name"),
+    [
+        ({"alpha_multipliers": []}, "alpha_multipliers"),
+        ({"alpha_multipliers": [1, 1]}, "alpha_multipliers"),
+        ({"alpha_multipliers": [1, float("nan")]}, "alpha_multipliers"),
+        ({"alpha_multipliers": "1, 2"}, "alpha_multipliers"),
+        ({"questions": 0}, "questions"),
+        ({"prompts": 99}, "prompts"),
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"positions": "middle"}, "positions"),
+        ({"seeds": [0, 0]}, "seeds"),
+        ({"threads": -1}, "threads"),
+        ({"language": "xx"}, "language"),
+        ({"batch_sise": 4}, "batch_sise"),
+    ],
+)
+def test_bad_params_name_the_parameter_in_one_line(values, name):
+    with pytest.raises(InputError, match=name) as error:
+        bh.behaviour_params(values)
+    assert "\n" not in str(error.value) and "params.yaml:behaviour" in str(error.value)
+
+
+def test_bad_templates_and_mc_tables_are_refused(tmp_path):
+    with pytest.raises(InputError, match="end with"):
+        bh.split_template("{answer} is the answer to {question}")
+    with pytest.raises(InputError, match="question"):
+        bh.split_template("A: {answer}")
+    table = mc_table([MCQuestion("q", ["a", "b"], [1, 0], ["a", "b"], [1, 0])], ["train"])
+    write_parquet(table, tmp_path / "mc.parquet")
+    with pytest.raises(InputError, match="no questions with split 'test'"):
+        bh.load_mc_questions(tmp_path / "mc.parquet")
+    write_parquet(table.drop(["mc1_labels"]), tmp_path / "bad.parquet")
+    with pytest.raises(InputError, match="mc1_labels"):
+        bh.load_mc_questions(tmp_path / "bad.parquet")
