@@ -66,6 +66,8 @@ from ssae_core.steering import (
     SteeringModel,
     learned_vectors,
     mean_difference_vectors,
+    rounded,
+    spread,
 )
 from ssae_core.train import torch_threads
 
@@ -74,7 +76,6 @@ LANGUAGE = "language"
 MC_COLUMNS = ("question_id", "question", "split", "mc1_choices", "mc1_labels")
 QUESTION_FIELD = "{question}"
 ANSWER_FIELD = "{answer}"
-DIGITS = 6
 # Logit post-processing some architectures apply after the head; the shortcut needs none of it.
 LOGIT_SCALING_KEYS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
 
@@ -620,22 +621,6 @@ def language_fraction(texts: Sequence[str], language: str, identifier: Any) -> f
 # --------------------------------------------------------------------------- evaluations
 
 
-def _rounded(value: float | None) -> float | None:
-    if value is None or not math.isfinite(value):
-        return None
-    return round(float(value), DIGITS)
-
-
-def summary(values: Sequence[float | None]) -> dict:
-    """Per-member values with mean and population std over the members that have one."""
-    present = [float(v) for v in values if v is not None and math.isfinite(v)]
-    return {
-        "values": [_rounded(v) for v in values],
-        "mean": _rounded(float(np.mean(present))) if present else None,
-        "std_seeds": _rounded(float(np.std(present))) if present else None,
-    }
-
-
 def _counts(codes: Iterable[str]) -> dict[str, int]:
     """How often each language code occurs, most frequent first ('' = no letters)."""
     return dict(Counter(codes).most_common())
@@ -649,12 +634,12 @@ def _vector_report(
     learnt = members[0].seed is not None
     cosines = None
     if learnt and reference is not None:
-        cosines = summary([float(m.unit_D @ reference.unit_D) for m in members])
+        cosines = spread([float(m.unit_D @ reference.unit_D) for m in members])
     return {
         "seeds": [m.seed for m in members] if learnt else None,
-        "alpha_fit": summary([m.alpha for m in members]),
+        "alpha_fit": spread([m.alpha for m in members]),
         "latent": [m.latent for m in members] if learnt else None,
-        "match_score": [_rounded(m.match_score) for m in members] if learnt else None,
+        "match_score": [rounded(m.match_score) for m in members] if learnt else None,
         "cosine_to_md": cosines,
     }
 
@@ -696,8 +681,8 @@ def evaluate_truthfulqa(
             sweep.append(
                 {
                     "alpha_multiplier": float(m),
-                    "accuracy": summary(values),
-                    "change": summary([v - base for v in values]),
+                    "accuracy": spread(values),
+                    "change": spread([v - base for v in values]),
                 }
             )
         methods[method] = {**_vector_report(members, reference), "sweep": sweep}
@@ -707,9 +692,9 @@ def evaluate_truthfulqa(
         "template": template,
         "n_questions": len(questions),
         "n_choices": len(texts),
-        "chance_accuracy": _rounded(float(np.mean([1 / len(q.choices) for q in questions]))),
+        "chance_accuracy": rounded(float(np.mean([1 / len(q.choices) for q in questions]))),
         "question_ids": [q.question_id for q in questions],
-        "unsteered": {"accuracy": _rounded(base)},
+        "unsteered": {"accuracy": rounded(base)},
         "methods": methods,
     }
 
@@ -771,9 +756,9 @@ def evaluate_language(
             sweep.append(
                 {
                     "alpha_multiplier": float(m),
-                    "language_fraction": summary(fraction),
-                    "language_change": summary([f - base_fraction for f in fraction]),
-                    "perplexity": summary(ppl),
+                    "language_fraction": spread(fraction),
+                    "language_change": spread([f - base_fraction for f in fraction]),
+                    "perplexity": spread(ppl),
                     "n_empty": list(empty),
                     "languages": _counts(code for r in rows for code in found[r]),
                     "samples": texts[rows[0]][:samples],
@@ -789,8 +774,8 @@ def evaluate_language(
         "max_new_tokens": max_new_tokens,
         "positions": positions,
         "unsteered": {
-            "language_fraction": _rounded(base_fraction),
-            "perplexity": _rounded(base_ppl),
+            "language_fraction": rounded(base_fraction),
+            "perplexity": rounded(base_ppl),
             "n_empty": base_empty,
             "languages": _counts(found[0]),
             "samples": texts[0][:samples],
@@ -860,7 +845,7 @@ def evaluate_behaviour(
         )
         tqa["n_test_questions"] = len(mc_questions)
         tqa["subsample_seed"] = params.subsample_seed
-        tqa["embedding_norm"] = _rounded(float(np.linalg.norm(truthfulqa.z, axis=1).mean()))
+        tqa["embedding_norm"] = rounded(float(np.linalg.norm(truthfulqa.z, axis=1).mean()))
         lang = evaluate_language(
             model,
             tokenizer,
@@ -875,7 +860,7 @@ def evaluate_behaviour(
             samples=params.samples,
             progress=progress,
         )
-    lang["embedding_norm"] = _rounded(float(np.linalg.norm(language.z, axis=1).mean()))
+    lang["embedding_norm"] = rounded(float(np.linalg.norm(language.z, axis=1).mean()))
     return {"settings": asdict(params), "truthfulqa": tqa, "language": lang}
 
 

@@ -571,9 +571,9 @@ one folder per budget and seed (eps-0.25_seed-0...). `ssae train` trains your ow
 
 Decoder columns have an arbitrary sign: if the text moves away from the concept, flip --alpha.
 alpha is in embedding units (the fitted size of each concept's shift, alpha_fit, is listed in
-metrics/behaviour.json and metrics/REPORT.md). The vector is added where the training embeddings were read
-(the final-norm output by default, or the output of block L). --export-gguf needs a block layer
->= 1 (llama.cpp control vectors add to block outputs); use it with
+metrics/behaviour.json and metrics/REPORT.md). The vector is added where the training embeddings
+were read (the final-norm output by default, or the output of block L). --export-gguf needs a
+block layer >= 1 (llama.cpp control vectors add to block outputs); use it with
 `llama-cli -m MODEL.gguf --control-vector FILE.gguf`.
 """
 

@@ -368,19 +368,19 @@ def _concept_names(table: EmbeddingTable, what: str) -> list[str]:
     return names
 
 
-def _rounded(value: float | None) -> float | None:
+def rounded(value: float | None) -> float | None:
     if value is None or not math.isfinite(value):
         return None
     return round(float(value), DIGITS)
 
 
-def _spread(values: Sequence[float | None]) -> dict:
+def spread(values: Sequence[float | None]) -> dict:
     """Per-member values with mean and population std over the members that have one."""
     present = [v for v in values if v is not None and math.isfinite(v)]
     return {
-        "values": [_rounded(v) for v in values],
-        "mean": _rounded(float(np.mean(present))) if present else None,
-        "std_seeds": _rounded(float(np.std(present))) if present else None,
+        "values": [rounded(v) for v in values],
+        "mean": rounded(float(np.mean(present))) if present else None,
+        "std_seeds": rounded(float(np.std(present))) if present else None,
     }
 
 
@@ -592,15 +592,15 @@ def _method_report(
         base = float(identity_mean_K[s])
         if n_test:
             entry["identity"] = {
-                "mean": _rounded(base),
-                "std_pairs": _rounded(float(identity_std_K[s])),
+                "mean": rounded(base),
+                "std_pairs": rounded(float(identity_std_K[s])),
             }
         if status == STATUS_OK:
             values = [v if ok else None for v, ok in zip(steered, scored, strict=True)]
             pair_stds = [float(m.std_K[s]) for m, ok in zip(scores, scored, strict=True) if ok]
-            entry["steered"] = {**_spread(values), "std_pairs": _rounded(np.mean(pair_stds))}
-            entry["gain"] = _spread([None if v is None else v - base for v in values])
-            entry["alpha"] = _spread(
+            entry["steered"] = {**spread(values), "std_pairs": rounded(np.mean(pair_stds))}
+            entry["gain"] = spread([None if v is None else v - base for v in values])
+            entry["alpha"] = spread(
                 [
                     float(m.vectors.alpha_K[s]) if ok else None
                     for m, ok in zip(scores, scored, strict=True)
@@ -617,8 +617,8 @@ def _method_report(
                     int(mt.latent_K[s]) if mt.latent_K[s] >= 0 else None for mt in matchings
                 ],
                 "merged_latents": [list(mt.members[s]) for mt in matchings],
-                "corr": [_rounded(c) for c in corr],
-                "abs_corr": _spread([abs(c) if math.isfinite(c) else None for c in corr]),
+                "corr": [rounded(c) for c in corr],
+                "abs_corr": spread([abs(c) if math.isfinite(c) else None for c in corr]),
                 "by": [mt.by[s] or None for mt in matchings],
             }
         if with_recon:
@@ -627,10 +627,10 @@ def _method_report(
             if n_test:
                 recon = [float(m.recon_mean_K[s]) for m in scores]
                 entry["reconstruction"] = {
-                    **_spread(recon),
-                    "std_pairs": _rounded(np.mean([m.recon_std_K[s] for m in scores])),
+                    **spread(recon),
+                    "std_pairs": rounded(np.mean([m.recon_std_K[s] for m in scores])),
                 }
-                entry["reconstruction_gain"] = _spread([v - base for v in recon])
+                entry["reconstruction_gain"] = spread([v - base for v in recon])
                 for i, v in enumerate(recon):
                     recon_member[i].append((v, base))
         concepts[source_names[s]] = entry
@@ -667,11 +667,11 @@ def _aggregate(
     out = {
         "n_concepts": num_concepts,
         "n_scored": [len(items) for items in per_member],
-        "steered": _spread([over_concepts(items, 0) for items in per_member]),
-        "identity": _spread([over_concepts(items, 1) for items in per_member]),
-        "gain": _spread([over_concepts(items, None) for items in per_member]),
+        "steered": spread([over_concepts(items, 0) for items in per_member]),
+        "identity": spread([over_concepts(items, 1) for items in per_member]),
+        "gain": spread([over_concepts(items, None) for items in per_member]),
     }
     if recon_member is not None:
-        out["reconstruction"] = _spread([over_concepts(items, 0) for items in recon_member])
-        out["reconstruction_gain"] = _spread([over_concepts(items, None) for items in recon_member])
+        out["reconstruction"] = spread([over_concepts(items, 0) for items in recon_member])
+        out["reconstruction_gain"] = spread([over_concepts(items, None) for items in recon_member])
     return out
