@@ -59,6 +59,7 @@ from ssae_core.config import from_mapping
 from ssae_core.embed import left_pad, pad_token_id, tokenize
 from ssae_core.errors import InputError
 from ssae_core.io import EmbeddingTable, read_table
+from ssae_core.report import num, pm
 from ssae_core.steer import POSITIONS, Layer, SteeringVector, complete, parse_layer, steer
 from ssae_core.steering import (
     MEAN_DIFFERENCE,
@@ -892,20 +893,8 @@ def plot_rows(results: dict, part: str) -> list[dict]:
     return rows
 
 
-def _num(value: float | None, digits: int = 3) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
-
-
-def _pm(entry: dict, digits: int = 3) -> str:
-    if entry["mean"] is None:
-        return "–"
-    if len(entry["values"]) == 1:
-        return _num(entry["mean"], digits)
-    return f"{_num(entry['mean'], digits)} ± {_num(entry['std_seeds'], digits)}"
-
-
 def _per_seed(entry: dict, digits: int = 3) -> str:
-    return ", ".join(_num(v, digits) for v in entry["values"]) if len(entry["values"]) > 1 else ""
+    return ", ".join(num(v, digits) for v in entry["values"]) if len(entry["values"]) > 1 else ""
 
 
 def _cell(text: str) -> str:
@@ -920,8 +909,8 @@ def _vector_lines(section: dict) -> list[str]:
         if report["latent"] is not None:
             match = f"; matched latents {report['latent']}, match scores {report['match_score']}"
         if report.get("cosine_to_md") is not None:
-            match += f"; cosine with the md vector {_pm(report['cosine_to_md'], 2)}"
-        lines.append(f"- {method} ({seeds}): fitted alpha {_pm(report['alpha_fit'], 2)}{match}")
+            match += f"; cosine with the md vector {pm(report['cosine_to_md'], 2)}"
+        lines.append(f"- {method} ({seeds}): fitted alpha {pm(report['alpha_fit'], 2)}{match}")
     return lines
 
 
@@ -947,8 +936,8 @@ def behaviour_markdown(results: dict) -> str:
         f"questions (subsample seed {tqa.get('subsample_seed', '–')}), {tqa['n_choices']} "
         "choices; each choice is scored by the summed log-probability of its answer tokens after "
         f"the prompt `{tqa['template']!r}`, the best-scoring choice is the answer. Chance: "
-        f"{_num(tqa['chance_accuracy'])}. Unsteered accuracy: {_num(tqa['unsteered']['accuracy'])}."
-        f" Mean embedding norm: {_num(tqa.get('embedding_norm'), 1)}.",
+        f"{num(tqa['chance_accuracy'])}. Unsteered accuracy: {num(tqa['unsteered']['accuracy'])}."
+        f" Mean embedding norm: {num(tqa.get('embedding_norm'), 1)}.",
         "",
         *_vector_lines(tqa),
         "",
@@ -958,9 +947,9 @@ def behaviour_markdown(results: dict) -> str:
     for method, report in tqa["methods"].items():
         for entry in report["sweep"]:
             lines.append(
-                f"| {method} | {entry['alpha_multiplier']:g} | {_pm(entry['accuracy'])} | "
-                f"{_per_seed(entry['accuracy'])} | {_num(tqa['unsteered']['accuracy'])} | "
-                f"{_pm(entry['change'])} |"
+                f"| {method} | {entry['alpha_multiplier']:g} | {pm(entry['accuracy'])} | "
+                f"{_per_seed(entry['accuracy'])} | {num(tqa['unsteered']['accuracy'])} | "
+                f"{pm(entry['change'])} |"
             )
     code = lang["language"]
     base = lang["unsteered"]
@@ -973,9 +962,9 @@ def behaviour_markdown(results: dict) -> str:
         f"'{code} share': continuations that py3langid identifies as `{code}`. Perplexity: of "
         "the continuations given their prompts, under the unsteered model (lower is more "
         "predictable; repetitive text also scores low, see the samples). Unsteered: "
-        f"{code} share {_num(base['language_fraction'])}, perplexity "
-        f"{_num(base['perplexity'], 1)}. Mean embedding norm: "
-        f"{_num(lang.get('embedding_norm'), 1)}.",
+        f"{code} share {num(base['language_fraction'])}, perplexity "
+        f"{num(base['perplexity'], 1)}. Mean embedding norm: "
+        f"{num(lang.get('embedding_norm'), 1)}.",
         "",
         *_vector_lines(lang),
         "",
@@ -987,10 +976,10 @@ def behaviour_markdown(results: dict) -> str:
         for entry in report["sweep"]:
             found = ", ".join(f"{k or 'none'} {v}" for k, v in list(entry["languages"].items())[:4])
             lines.append(
-                f"| {method} | {entry['alpha_multiplier']:g} | {_pm(entry['language_fraction'])} "
-                f"| {_per_seed(entry['language_fraction'])} | {_num(base['language_fraction'])} | "
-                f"{_pm(entry['perplexity'], 1)} | {_per_seed(entry['perplexity'], 1)} | "
-                f"{_num(base['perplexity'], 1)} | {sum(entry['n_empty'])} | {found} |"
+                f"| {method} | {entry['alpha_multiplier']:g} | {pm(entry['language_fraction'])} "
+                f"| {_per_seed(entry['language_fraction'])} | {num(base['language_fraction'])} | "
+                f"{pm(entry['perplexity'], 1)} | {_per_seed(entry['perplexity'], 1)} | "
+                f"{num(base['perplexity'], 1)} | {sum(entry['n_empty'])} | {found} |"
             )
     if base["samples"]:
         prompt = lang["prompts"][0]

@@ -10,7 +10,7 @@ Per member (DESIGN section 1):
                                                           in eval), c = x_rms / sqrt(M)
 The code scale c is a constant, so gamma (initialised at 1) and b_enc are learnt in units of c:
 an Adam step of size lr then changes the code scale by a fraction lr, whatever the embedding width
-(with gamma in raw units, shrinking the codes of a D=576 model took thousands of steps).
+(with gamma in raw units, the codes of a wide model shrink too slowly for the budget to bind).
     x_hat = h @ W_dec + b_dec                       decoder rows (one per latent) at unit L2 norm
 """
 

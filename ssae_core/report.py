@@ -28,14 +28,15 @@ def num(value: float | None, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def pm(entry: Mapping | None, digits: int = 3, std_key: str = "std") -> str:
-    """``mean ± std`` of a summary dict (``std`` or ``std_seeds``), or a dash."""
+def pm(entry: Mapping | None, digits: int = 3) -> str:
+    """``mean ± std`` of a summary dict (its ``std`` or ``std_seeds``); the mean alone when there
+    is no spread to show (no std, or a single value); a dash when there is no mean."""
     if not entry or entry.get("mean") is None:
         return "–"
-    std = entry.get(std_key)
-    return (
-        f"{entry['mean']:.{digits}f} ± {std:.{digits}f}" if std is not None else num(entry["mean"])
-    )
+    std = entry.get("std", entry.get("std_seeds"))
+    if std is None or len(entry.get("values", (0, 0))) == 1:
+        return num(entry["mean"], digits)
+    return f"{num(entry['mean'], digits)} ± {num(std, digits)}"
 
 
 def table(header: Iterable[str], rows: Iterable[Iterable[str]]) -> list[str]:
@@ -224,9 +225,9 @@ def steering_section(steering: Mapping) -> list[str]:
                         key,
                         method,
                         num(s["identity"]["mean"]),
-                        pm(s["steered"], std_key="std_seeds"),
-                        pm(s["gain"], std_key="std_seeds"),
-                        pm(s.get("reconstruction"), std_key="std_seeds"),
+                        pm(s["steered"]),
+                        pm(s["gain"]),
+                        pm(s.get("reconstruction")),
                         f"{'/'.join(map(str, scored))} of {s['n_concepts']}",
                         _reference(key, method),
                     ]

@@ -123,10 +123,10 @@ def load_set(study: StudyConfig, name: str, *, entangled: bool = False) -> Embed
     Pair order carries no information (z~ -> z is as much a pair as z -> z~), and it matters: in
     lang, gender, corr and truthfulqa every pair moves the same way (shift +1), so the concept
     direction is the MEAN shift, which the normalisation and the BatchNorm of the codes subtract.
-    A model then can only learn the variation around it (SmolLM2-135M, lang: a decoder column at
-    |cosine| 0.26 to the mean-difference vector). Reading half of the pairs backwards makes the
-    concept the main axis of variation (|cosine| 0.93) and leaves the steering scores unchanged
-    (they are signed per pair).
+    A model then can only learn the variation around it. Reading half of the pairs backwards
+    makes the concept the main axis of variation (the cosine of each learnt vector with the
+    mean-difference vector is in the behaviour section of metrics/REPORT.md) and leaves the
+    steering scores unchanged (they are signed per pair).
     """
     path = f"data/entangled/{name}.parquet" if entangled else f"data/embeddings/{name}"
     table = load_embeddings(path).reoriented(study.reverse_fraction, study.reverse_seed)

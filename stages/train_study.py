@@ -44,7 +44,7 @@ def _train(table: EmbeddingTable, out: Path, cfg: TrainConfig, checkpoint: Path)
 
 def train_grid(study: StudyConfig, name: str) -> None:
     table = load_set(study, name)
-    latent = study.latent_factor * resolve_latent_dim(TrainConfig(), table)
+    latent = resolve_latent_dim(TrainConfig(), table, study.latent_factor)
     out_dir = STUDY_MODELS / name
     with atomic_dir(out_dir) as tmp:
         for lr in study.grid["lr"]:
@@ -61,7 +61,7 @@ def train_grid(study: StudyConfig, name: str) -> None:
 
 def train_entangled(study: StudyConfig, name: str) -> None:
     table = load_set(study, name, entangled=True)
-    latent = study.latent_factor * resolve_latent_dim(TrainConfig(), table)
+    latent = resolve_latent_dim(TrainConfig(), table, study.latent_factor)
     out_dir = ENTANGLED_MODELS / name
     with atomic_dir(out_dir) as tmp:
         for method in ("ssae", "aff"):
