@@ -298,6 +298,12 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
         "SmolLM2-135M-Instruct, converted once to a user-level cache)",
     )
     p.add_argument(
+        "--revision",
+        default=None,
+        help="hub revision (branch, tag or commit) of --model; recorded as the commit it "
+        "resolves to (default: the hub's main branch; ignored for local models)",
+    )
+    p.add_argument(
         "--layer",
         type=int,
         default=None,

@@ -65,6 +65,7 @@ FINAL = "final"
 GGUF_ARCH = "controlvector"
 GGUF_TENSOR_PREFIX = "direction."
 GGUF_METADATA_PREFIX = "ssae."
+CACHE_ARGUMENTS = ("cache", "past_key_values")
 FINAL_NORM_NAMES = ("norm", "final_layernorm", "final_layer_norm", "ln_f", "final_norm")
 
 Layer = int | None
@@ -175,6 +176,15 @@ def _cached_length(past: Any) -> int:
     return 0
 
 
+def _cache_argument(kwargs: Mapping[str, Any]) -> Any:
+    """The KV cache a call passes to the model body, under whichever name this transformers uses
+    (``cache`` from 5.x, ``past_key_values`` before; 5.x still accepts the old name)."""
+    for name in CACHE_ARGUMENTS:
+        if kwargs.get(name) is not None:
+            return kwargs[name]
+    return None
+
+
 class _PositionTracker:
     """A forward pre-hook on the model body: where the current call's tokens sit in the sequence
     (``offset``) and how long its prompt is (``prompt_length``); see the module docstring."""
@@ -194,7 +204,7 @@ class _PositionTracker:
         if tokens is None:
             raise RuntimeError("steering: the model was called without input_ids or inputs_embeds")
         width = tokens.shape[1]
-        cached = _cached_length(kwargs.get("past_key_values"))
+        cached = _cached_length(_cache_argument(kwargs))
         if cached > 0:
             if self.prompt_length == 0:  # the first call reads a cache filled elsewhere
                 self.prompt_length = cached + width
