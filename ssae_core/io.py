@@ -12,11 +12,12 @@ list<float32>. Schema metadata: ``concepts`` (JSON list) and free-form provenanc
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -342,3 +343,17 @@ def load_pairs(path: str | os.PathLike) -> pa.Table:
                 "every pair needs two non-empty texts"
             )
     return table
+
+
+# --------------------------------------------------------------------------- CSV
+
+
+def write_csv(rows: Sequence[Mapping[str, object]], path: str | os.PathLike) -> None:
+    """Write ``rows`` (dicts with the same keys, in column order) as CSV with a header line,
+    atomically."""
+    if not rows:
+        raise ValueError(f"{path}: no rows to write")
+    with atomic_file(path) as tmp, tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
