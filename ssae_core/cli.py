@@ -75,7 +75,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("embeddings", help="embedding table: a Parquet file or a folder of shards")
-    p.add_argument("--out", required=True, help="run folder to write (replaced if it exists)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="run folder to write: a new folder, or an earlier `ssae train` run (replaced once "
+        "the new one is complete); nothing else is ever replaced",
+    )
     p.add_argument(
         "--method",
         choices=("ssae", "aff"),
@@ -208,7 +213,11 @@ def _add_encode(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model_dir", help="a model folder (e.g. runs/demo/seed-0)")
     p.add_argument("embeddings", help="embedding table: a Parquet file or a folder of shards")
-    p.add_argument("--out", required=True, help="output Parquet file")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="Parquet file to write: a new file, or an earlier `ssae encode` output",
+    )
     p.add_argument(
         "--rescale",
         action="store_true",
@@ -234,7 +243,9 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
         description="Synthetic data synth(n, k): z ~ N(0, I), z_tilde = z + A d_c with a dense "
         "Gaussian A and sparse d_c (1..k non-zero of n). The true d_c is stored in 'shift'.",
     )
-    p.add_argument("out", help="output Parquet file")
+    p.add_argument(
+        "out", help="Parquet file to write: a new file, or an earlier `ssae synth` output"
+    )
     p.add_argument("--concepts", type=int, required=True, help="n, number of concepts")
     p.add_argument("--max-changes", type=int, required=True, help="k, most concepts changed")
     p.add_argument("--dim", type=int, default=d.dim, help="embedding width (default: %(default)s)")
@@ -261,8 +272,7 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_synth(args: argparse.Namespace) -> None:
-    from ssae_core.io import save_embeddings
-    from ssae_core.synthetic import SynthConfig, entangle, make_synthetic
+    from ssae_core.synthetic import SynthConfig, write_synthetic
 
     cfg = SynthConfig(
         num_concepts=args.concepts,
@@ -273,10 +283,7 @@ def _run_synth(args: argparse.Namespace) -> None:
         noise=args.noise,
         seed=args.seed,
     )
-    table = make_synthetic(cfg)
-    if args.entangle:
-        table = entangle(table, seed=args.seed + 1)
-    save_embeddings(table, args.out)
+    table = write_synthetic(cfg, args.out, entangled=args.entangle)
     print(f"wrote {len(table)} pairs (d={table.dim}, n={args.concepts}) to {args.out}")
 
 
@@ -393,6 +400,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except OSError as exc:  # a full disk, a file removed while we read it...
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     return 0
 
 

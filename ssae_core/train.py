@@ -8,24 +8,32 @@ are scale-free, so the same eps and learning rates transfer across embedding wid
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import math
 import os
+import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cooper
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from ssae_core import __version__
-from ssae_core.errors import InputError
+from ssae_core.errors import InputError, require_finite, require_memory
+from ssae_core.io import atomic_file
 from ssae_core.model import NORMALIZATIONS, Normalizer, ShiftAutoencoder, StackedSSAE
 
 METHODS = ("ssae", "aff")
 VAL_SPLIT_SEED = 12345
+GENERATOR_OFFSET = 10_000  # member k shuffles with torch.Generator().manual_seed(offset + seed)
+MAX_SEED = 2**32 - 1
 CHECKPOINT_SECONDS = 30.0  # how often an interrupted run can lose work, at most
 FEASIBILITY_TOL = 0.05  # a plateau counts only once every L1 is within 5% of its budget
 
@@ -78,17 +86,35 @@ class TrainConfig:
             raise InputError("seeds: give at least one seed, e.g. 0,1,2")
         if len(set(self.seeds)) != len(self.seeds):
             raise InputError(f"seeds={list(self.seeds)}: seeds must be distinct")
+        for seed in self.seeds:
+            if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+                raise InputError(f"seeds: {seed!r} is not an integer in 0..{MAX_SEED}")
+        for eps in self.sparsities:
+            require_finite("", sparsity=eps)
+        require_finite("", lr=self.lr, dual_lr=self.dual_lr, min_delta=self.min_delta)
+        require_finite("", val_fraction=self.val_fraction)
         if any(eps <= 0 for eps in self.sparsities):
             raise InputError(f"sparsity={self.sparsity}: the L1 budget must be positive")
-        if self.threads < 0:
-            raise InputError(f"threads={self.threads}: must be >= 0 (0: torch's default)")
-        if self.min_steps < 0:
-            raise InputError(f"min_steps={self.min_steps}: must be >= 0")
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise InputError(f"{name}={getattr(self, name)}: must be at least 1")
+        max_threads = os.cpu_count() or 1
+        if not 0 <= self.threads <= max_threads:
+            raise InputError(
+                f"threads={self.threads}: must be in 0..{max_threads} (this machine's CPUs; "
+                "0: torch's default)"
+            )
+        for name in ("min_steps", "patience"):
+            if getattr(self, name) < 0:
+                raise InputError(f"{name}={getattr(self, name)}: must be >= 0")
+        if self.epochs < 1:
+            raise InputError(f"epochs={self.epochs}: must be at least 1")
+        if self.batch_size < 2:
+            raise InputError(
+                f"batch_size={self.batch_size}: must be at least 2 (BatchNorm on the codes needs "
+                "two shifts per batch)"
+            )
         if self.lr <= 0 or self.dual_lr <= 0:
             raise InputError(f"lr={self.lr}, dual_lr={self.dual_lr}: learning rates must be > 0")
+        if self.min_delta < 0:
+            raise InputError(f"min_delta={self.min_delta}: must be >= 0")
         if not 0 <= self.val_fraction < 1:
             raise InputError(f"val_fraction={self.val_fraction}: must be in [0, 1)")
 
@@ -176,26 +202,128 @@ def _epoch_batches(
 
 
 # --------------------------------------------------------------------------- checkpoints
+#
+# A checkpoint is one safetensors file: every tensor of the run's state (model, optimiser moments,
+# multipliers, shuffling generators) as a tensor, and everything else (the nesting of the state
+# dicts, history, epoch, best loss, the run's fingerprint) as JSON in the header metadata under
+# CHECKPOINT_KEY. Nothing is ever unpickled.
+
+CHECKPOINT_KEY = "ssae.checkpoint"
+CHECKPOINT_FORMAT = 1
+
+
+def run_fingerprint(delta_ND: np.ndarray, cfg: TrainConfig) -> dict[str, str]:
+    """What a checkpoint must match to be resumed: the configuration (every field: even the thread
+    count can change float results), the training shifts' bytes, and the package version."""
+    config = json.dumps(asdict(cfg), sort_keys=True)
+    data = hashlib.sha256(str(delta_ND.shape).encode())
+    data.update(memoryview(np.ascontiguousarray(delta_ND, dtype="<f4")).cast("B"))
+    return {
+        "format": str(CHECKPOINT_FORMAT),
+        "config_sha256": hashlib.sha256(config.encode()).hexdigest(),
+        "data_sha256": data.hexdigest(),
+        "version": __version__,
+    }
+
+
+def _pack(obj: object, tensors: dict[str, torch.Tensor]) -> object:
+    """A JSON-ready copy of nested state (dicts, lists, tuples, numbers, strings, tensors); each
+    tensor is moved into ``tensors`` and referenced by its name there."""
+    if isinstance(obj, torch.Tensor):
+        name = f"t{len(tensors)}"
+        tensors[name] = obj.detach().cpu().clone().contiguous()
+        return {"tensor": name}
+    if isinstance(obj, dict):
+        return {"dict": [[_pack(k, tensors), _pack(v, tensors)] for k, v in obj.items()]}
+    if isinstance(obj, tuple):
+        return {"tuple": [_pack(v, tensors) for v in obj]}
+    if isinstance(obj, list):
+        return [_pack(v, tensors) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return {"float": repr(obj)}
+    if obj is None or isinstance(obj, bool | int | float | str):
+        return obj
+    raise TypeError(f"checkpoint: cannot store a {type(obj).__name__}")
+
+
+def _unpack(obj: object, tensors: dict[str, torch.Tensor]) -> object:
+    """The inverse of :func:`_pack`."""
+    if isinstance(obj, list):
+        return [_unpack(v, tensors) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    ((kind, value),) = obj.items()
+    if kind == "tensor":
+        return tensors[value]
+    if kind == "dict":
+        return {_unpack(k, tensors): _unpack(v, tensors) for k, v in value}
+    if kind == "tuple":
+        return tuple(_unpack(v, tensors) for v in value)
+    if kind == "float":
+        return float(value)
+    raise ValueError(f"checkpoint: unknown entry {kind!r}")
+
+
+def _say(message: str) -> None:
+    tqdm.write(message, file=sys.stderr)
 
 
 @dataclass
 class _Checkpoint:
+    """The resumable state of one run at ``path``. Only a checkpoint of the same fingerprint is
+    resumed; a file there that is not an ssae checkpoint is never parsed beyond the safetensors
+    header, replaced or removed (this run then saves no checkpoint)."""
+
     path: Path | None
+    fingerprint: dict[str, str]
+    owned: bool = True
+
+    def _read(self) -> tuple[str, dict[str, torch.Tensor]] | None:
+        """Our JSON document and the tensors, or None where ``path`` is not an ssae checkpoint."""
+        if self.path.is_symlink() or not self.path.is_file():
+            return None
+        try:
+            with safe_open(str(self.path), framework="pt") as handle:
+                document = (handle.metadata() or {}).get(CHECKPOINT_KEY)
+                if document is None:
+                    return None
+                return document, {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+        except Exception:  # safetensors raises its own error types for anything it cannot parse
+            return None
 
     def load(self) -> dict | None:
-        if self.path is None or not self.path.exists():
+        """The saved state of this very run, else None (and one line on stderr saying why)."""
+        if self.path is None or not os.path.lexists(self.path):
             return None
-        return torch.load(self.path, weights_only=False)
+        found = self._read()
+        if found is None:
+            self.owned = False
+            _say(
+                f"{self.path}: not an ssae checkpoint; ignored, and this run saves none "
+                "(remove it to make the run resumable)"
+            )
+            return None
+        document, tensors = found
+        try:
+            saved = json.loads(document)
+            if saved["fingerprint"] == self.fingerprint:
+                return _unpack(saved["state"], tensors)
+            reason = "was written with other settings or data"
+        except (ValueError, KeyError, TypeError):
+            reason = "is unreadable"
+        _say(f"{self.path}: checkpoint {reason}; starting fresh")
+        return None
 
     def save(self, state: dict) -> None:
-        if self.path is None:
+        if self.path is None or not self.owned:
             return
-        tmp = self.path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.path)
+        tensors: dict[str, torch.Tensor] = {}
+        document = {"fingerprint": self.fingerprint, "state": _pack(state, tensors)}
+        with atomic_file(self.path) as tmp:
+            save_file(tensors, str(tmp), metadata={CHECKPOINT_KEY: json.dumps(document)})
 
     def remove(self) -> None:
-        if self.path is not None:
+        if self.path is not None and self.owned:
             self.path.unlink(missing_ok=True)
 
 
@@ -260,13 +388,96 @@ def train(
     """Train every member of ``cfg`` on raw shifts ``delta_ND`` as one stacked model.
 
     ``checkpoint``: a file written at the end of an epoch, at most every CHECKPOINT_SECONDS; a run
-    interrupted and started again with the same arguments resumes from the last one (it is deleted
-    at the end), so an interruption loses at most that much work.
+    interrupted and started again with the same configuration and shifts resumes from the last one
+    (it is deleted at the end), so an interruption loses at most that much work. A checkpoint of
+    other settings or data is not resumed (one line on stderr says so). A run whose loss, L1 or
+    multiplier stops being finite raises :class:`InputError`.
     """
     with torch_threads(cfg.threads):
-        return _train(
-            delta_ND, cfg, checkpoint=checkpoint, progress=progress, provenance=provenance
+        try:
+            return _train(
+                delta_ND, cfg, checkpoint=checkpoint, progress=progress, provenance=provenance
+            )
+        except (MemoryError, RuntimeError) as exc:
+            if not isinstance(exc, MemoryError | torch.OutOfMemoryError) and (
+                "can't allocate memory" not in str(exc)
+            ):
+                raise
+            raise InputError(
+                f"training ran out of memory (latent_dim={cfg.latent_dim}, "
+                f"{len(cfg.members())} member(s)); lower --latent-dim or --batch-size, or train "
+                "fewer seeds at once"
+            ) from None
+
+
+def training_bytes(dim: int, latent_dim: int, num_members: int, batch: int, num_val: int) -> int:
+    """A generous estimate of the memory a stacked run needs: parameters with their gradients,
+    Adam moments and extra-gradient copies; one step's activations; the held-out evaluation."""
+    d, m, s = dim, latent_dim, num_members
+    params = s * (2 * d * m + d + 5 * m)
+    step = s * (batch * (d + 4 * m + 2) + 2 * m * m)
+    held = s * num_val * (3 * m + 2)
+    return 4 * (8 * params + 4 * step + held)
+
+
+def _checked_shifts(delta_ND: np.ndarray) -> np.ndarray:
+    delta_ND = np.asarray(delta_ND, dtype=np.float32)
+    if delta_ND.ndim != 2 or delta_ND.shape[0] < 4 or delta_ND.shape[1] < 1:
+        raise InputError(f"training needs at least 4 shifts of shape [N, D]; got {delta_ND.shape}")
+    finite = np.isfinite(delta_ND).all(axis=1)
+    if not finite.all():
+        raise InputError(
+            f"{int((~finite).sum())} training shift(s) are NaN or inf (first row "
+            f"{int(np.argmax(~finite))}); drop them"
         )
+    if not delta_ND.any():
+        raise InputError(
+            f"all {len(delta_ND)} training shifts are zero (z_tilde == z in every pair): nothing "
+            "to learn; check that the pairs hold different texts"
+        )
+    return delta_ND
+
+
+def _build(
+    cfg: TrainConfig, dim: int, seeds: list[int], x_rms: float, budgets: torch.Tensor
+) -> tuple[StackedSSAE, object, SparseShiftProblem | None, list[torch.Generator]]:
+    """The stacked model, its optimiser(s) and the members' shuffling generators, as initialised."""
+    torch.manual_seed(0)  # nothing random should depend on it; fixed for safety
+    net = StackedSSAE(dim, cfg.latent_dim, seeds, x_rms)
+    opt, cmp = _make_optimizers(cfg, net, budgets)
+    generators = [torch.Generator().manual_seed(GENERATOR_OFFSET + seed) for seed in seeds]
+    return net, opt, cmp, generators
+
+
+def _restore(
+    state: dict,
+    net: StackedSSAE,
+    opt: object,
+    cmp: SparseShiftProblem | None,
+    generators: list[torch.Generator],
+) -> tuple[list[dict], float, int, int]:
+    """Load a checkpoint's state; returns its history, best loss, stale count and epoch."""
+    net.load_state_dict(state["net"])
+    opt.load_state_dict(state["opt"])
+    if cmp is not None:
+        cmp.load_state_dict(state["cmp"])
+    for g, saved in zip(generators, state["rng"], strict=True):
+        g.set_state(saved)
+    return state["history"], state["best"], state["stale"], state["epoch"]
+
+
+def _non_finite(epoch: int, members: list[tuple[int, float]], **values: torch.Tensor) -> str | None:
+    """Which value of which member is NaN or inf, as the start of an error message."""
+    for name, value_S in values.items():
+        bad = (~torch.isfinite(value_S)).nonzero()
+        if len(bad):
+            k = int(bad[0, 0])
+            seed, eps = members[k]
+            return (
+                f"training diverged in epoch {epoch}: the {name} of seed {seed} (sparsity {eps:g})"
+                f" is {float(value_S[k])}"
+            )
+    return None
 
 
 def _train(
@@ -277,40 +488,48 @@ def _train(
     progress: bool,
     provenance: dict | None,
 ) -> TrainResult:
-    delta_ND = np.asarray(delta_ND, dtype=np.float32)
-    if delta_ND.ndim != 2 or delta_ND.shape[0] < 4:
-        raise InputError(f"training needs at least 4 shifts of shape [N, D]; got {delta_ND.shape}")
+    delta_ND = _checked_shifts(delta_ND)
     if cfg.latent_dim < 1:
         raise InputError(f"latent_dim={cfg.latent_dim}: must be at least 1")
+    members = cfg.members()
+    dim = delta_ND.shape[1]
     held = _holdout_mask(len(delta_ND), cfg.val_fraction)
+    require_memory(
+        training_bytes(
+            dim, cfg.latent_dim, len(members), min(cfg.batch_size, int((~held).sum())), held.sum()
+        ),
+        f"training latent_dim={cfg.latent_dim} x {len(members)} member(s) on shifts of width {dim}",
+        "lower --latent-dim or --batch-size, or train fewer seeds at once",
+    )
     normalizer = Normalizer.fit(delta_ND[~held], cfg.normalize)
     x_ND, _ = normalizer(torch.from_numpy(delta_ND))
     x_train, x_val = x_ND[torch.from_numpy(~held)], x_ND[torch.from_numpy(held)]
     x_rms = float(x_train.pow(2).sum(-1).mean().sqrt())
-    members = cfg.members()
+    if not math.isfinite(x_rms) or x_rms <= 0:
+        raise InputError(
+            f"the normalised training shifts have RMS norm {x_rms} (normalize={cfg.normalize}): "
+            + (
+                "they are all equal, so nothing varies to learn; check the pairs"
+                if math.isfinite(x_rms)
+                else "too large for float32; use --normalize global"
+            )
+        )
     seeds = [seed for seed, _ in members]
     budgets = torch.tensor([eps for _, eps in members], dtype=torch.float32)
 
-    torch.manual_seed(0)  # nothing random should depend on it; fixed for safety
-    net = StackedSSAE(x_ND.shape[1], cfg.latent_dim, seeds, x_rms)
-    opt, cmp = _make_optimizers(cfg, net, budgets)
-    generators = [torch.Generator().manual_seed(10_000 + seed) for seed in seeds]
-    ckpt = _Checkpoint(Path(checkpoint) if checkpoint else None)
+    net, opt, cmp, generators = _build(cfg, dim, seeds, x_rms, budgets)
+    ckpt = _Checkpoint(
+        Path(checkpoint) if checkpoint else None,
+        run_fingerprint(delta_ND, cfg) if checkpoint else {},
+    )
     history: list[dict] = []
     best, stale, start_epoch = math.inf, 0, 0
     if (state := ckpt.load()) is not None:
-        net.load_state_dict(state["net"])
-        opt.load_state_dict(state["opt"])
-        if cmp is not None:
-            cmp.load_state_dict(state["cmp"])
-        for g, s in zip(generators, state["rng"], strict=True):
-            g.set_state(s)
-        history, best, stale, start_epoch = (
-            state["history"],
-            state["best"],
-            state["stale"],
-            state["epoch"],
-        )
+        try:
+            history, best, stale, start_epoch = _restore(state, net, opt, cmp, generators)
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError):
+            _say(f"{ckpt.path}: checkpoint does not fit this run; starting fresh")
+            net, opt, cmp, generators = _build(cfg, dim, seeds, x_rms, budgets)
 
     val_SND = x_val.expand(len(members), -1, -1) if len(x_val) else None
     steps_per_epoch = sum(
@@ -338,6 +557,19 @@ def _train(
             _evaluate(net, val_SND) if val_SND is not None else (train_loss, train_l1)
         )
         multipliers = cmp.multipliers_S if cmp is not None else torch.zeros(len(members))
+        diverged = _non_finite(
+            epoch + 1,
+            members,
+            training_loss=train_loss,
+            l1=train_l1,
+            held_out_loss=val_loss,
+            held_out_l1=val_l1,
+            multiplier=multipliers,
+        )
+        if diverged:
+            ckpt.remove()
+            lrs = f"--lr ({cfg.lr:g})" + (f" or --dual-lr ({cfg.dual_lr:g})" if cmp else "")
+            raise InputError(f"{diverged}; lower {lrs}, or use --normalize global")
         for k, (seed, eps) in enumerate(members):
             history.append(
                 {
