@@ -336,12 +336,47 @@ def safe_output(
     writer = atomic_dir if kind == "folder" else atomic_file
     with writer(target) as tmp:
         if kind == "folder":
-            marker = {"command": command, "version": __version__}
-            (tmp / OUTPUT_MARKER).write_text(json.dumps(marker) + "\n")
+            _write_marker(tmp, command)
         yield tmp
         if written_by(tmp) != command:
             raise RuntimeError(f"{target}: written without the stamp of `ssae {command}`")
         check_output(target, command, kind=kind, inputs=inputs, option=option)  # still ours
+
+
+@contextlib.contextmanager
+def resumable_output(
+    path: str | os.PathLike,
+    command: str,
+    *,
+    inputs: Sequence[str | os.PathLike] = (),
+    option: str = "--out",
+) -> Iterator[Path]:
+    """An output folder that a command fills piece by piece, so that an interrupted run resumes
+    (``ssae embed``: one shard per piece, each written with :func:`atomic_file`).
+
+    Checks ``path`` like :func:`safe_output`; a new (or empty) folder is created with its marker
+    and, if the block fails before a piece was added, removed again. Yields the folder itself.
+    """
+    target = check_output(path, command, kind="folder", inputs=inputs, option=option)
+    created = written_by(target) != command
+    new_parents = [p for p in target.parents if not p.exists()]
+    if created:
+        with atomic_dir(target) as tmp:
+            _write_marker(tmp, command)
+    try:
+        yield target
+    except BaseException:
+        if created and {p.name for p in target.iterdir()} <= {OUTPUT_MARKER}:
+            shutil.rmtree(target, ignore_errors=True)
+            for parent in new_parents:
+                with contextlib.suppress(OSError):
+                    parent.rmdir()
+        raise
+
+
+def _write_marker(folder: Path, command: str) -> None:
+    marker = {"command": command, "version": __version__}
+    (folder / OUTPUT_MARKER).write_text(json.dumps(marker) + "\n")
 
 
 def write_json(obj: object, path: str | os.PathLike) -> None:
@@ -403,6 +438,8 @@ def parse_concepts(text: str) -> list[str]:
         value = None
     if isinstance(value, list):
         return [str(name) for name in value]
+    if isinstance(value, str):  # a JSON string: its text
+        text = value
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
@@ -448,14 +485,20 @@ def read_table(path: str | os.PathLike) -> pa.Table:
             cast.append(table.cast(schema))
         except (pa.ArrowException, ValueError, TypeError):
             raise InputError(
-                f"{path}: shard {f.name} has columns ({_describe(table.schema)}) but "
-                f"{files[0].name} has ({_describe(schema)}); re-create the folder"
+                f"{path}: shards differ: {_difference(table.schema, f.name, schema, files[0].name)}"
+                "; re-create the folder"
             ) from None
     return pa.concat_tables(cast)
 
 
-def _describe(schema: pa.Schema) -> str:
-    return ", ".join(f"{f.name}: {f.type}" for f in schema)
+def _difference(a: pa.Schema, a_name: str, b: pa.Schema, b_name: str) -> str:
+    """The first column in which two schemas differ, in words."""
+    for name in dict.fromkeys([*a.names, *b.names]):
+        a_type = a.field(name).type if name in a.names else "no such column"
+        b_type = b.field(name).type if name in b.names else "no such column"
+        if a_type != b_type:
+            return f"column {name} is {a_type} in {a_name} but {b_type} in {b_name}"
+    return f"{a_name} and {b_name} have their columns in different orders"
 
 
 def check_shards(path: object, files: Sequence[Path], schemas: Sequence[pa.Schema]) -> None:

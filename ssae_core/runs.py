@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from ssae_core.errors import InputError
 from ssae_core.io import (
     EmbeddingTable,
+    check_output,
     load_embeddings,
     pair_ids,
     read_json,
@@ -105,10 +106,10 @@ def train_run(
     rows = training_rows(table, split, source)
     check_shifts(rows, cfg.normalize, source)
     cfg = replace(cfg, latent_dim=resolve_latent_dim(cfg, table))
-    out_dir = Path(out_dir)
+    inputs = [source] if source != "<table>" else []
+    out_dir = check_output(out_dir, TRAIN_COMMAND, kind="folder", inputs=inputs)
     if checkpoint is None:
         checkpoint = out_dir.parent / f".{out_dir.name}.checkpoint"
-    inputs = [source] if source != "<table>" else []
     with safe_output(out_dir, TRAIN_COMMAND, kind="folder", inputs=inputs) as tmp:
         started = time.perf_counter()
         result = train(

@@ -466,7 +466,9 @@ def _restore(
     return state["history"], state["best"], state["stale"], state["epoch"]
 
 
-def _non_finite(epoch: int, members: list[tuple[int, float]], **values: torch.Tensor) -> str | None:
+def _non_finite(
+    epoch: int, members: list[tuple[int, float]], values: dict[str, torch.Tensor]
+) -> str | None:
     """Which value of which member is NaN or inf, as the start of an error message."""
     for name, value_S in values.items():
         bad = (~torch.isfinite(value_S)).nonzero()
@@ -496,7 +498,11 @@ def _train(
     held = _holdout_mask(len(delta_ND), cfg.val_fraction)
     require_memory(
         training_bytes(
-            dim, cfg.latent_dim, len(members), min(cfg.batch_size, int((~held).sum())), held.sum()
+            dim,
+            cfg.latent_dim,
+            len(members),
+            min(cfg.batch_size, int((~held).sum())),
+            int(held.sum()),
         ),
         f"training latent_dim={cfg.latent_dim} x {len(members)} member(s) on shifts of width {dim}",
         "lower --latent-dim or --batch-size, or train fewer seeds at once",
@@ -560,16 +566,20 @@ def _train(
         diverged = _non_finite(
             epoch + 1,
             members,
-            training_loss=train_loss,
-            l1=train_l1,
-            held_out_loss=val_loss,
-            held_out_l1=val_l1,
-            multiplier=multipliers,
+            {
+                "training loss": train_loss,
+                "L1": train_l1,
+                "held-out loss": val_loss,
+                "held-out L1": val_l1,
+                "multiplier": multipliers,
+            },
         )
         if diverged:
             ckpt.remove()
-            lrs = f"--lr ({cfg.lr:g})" + (f" or --dual-lr ({cfg.dual_lr:g})" if cmp else "")
-            raise InputError(f"{diverged}; lower {lrs}, or use --normalize global")
+            fix = f"lower --lr ({cfg.lr:g})" + (f" or --dual-lr ({cfg.dual_lr:g})" if cmp else "")
+            if cfg.normalize != "global":
+                fix += ", or use --normalize global"
+            raise InputError(f"{diverged}; {fix}")
         for k, (seed, eps) in enumerate(members):
             history.append(
                 {
