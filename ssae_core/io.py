@@ -134,10 +134,10 @@ def _make_parents(folder: Path, target: Path) -> list[Path]:
 
 
 @contextlib.contextmanager
-def staging(target: str | os.PathLike) -> Iterator[Path]:
+def staging(target: str | os.PathLike, *, tidy_parents: bool = False) -> Iterator[Path]:
     """A new, empty staging folder beside ``target`` (created with its missing parents), removed
-    on exit; stale staging folders of ``target`` are removed first. On failure the parents it
-    created are removed again (when still empty)."""
+    on exit; stale staging folders of ``target`` are removed first. ``tidy_parents``: on failure,
+    remove the parents it created again (when still empty)."""
     target = Path(target)
     created = _make_parents(target.parent, target)
     remove_stale_staging(target)
@@ -157,18 +157,18 @@ def staging(target: str | os.PathLike) -> Iterator[Path]:
         done = True
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-        if not done:
+        if not done and tidy_parents:
             for parent in reversed(created):
                 with contextlib.suppress(OSError):
                     parent.rmdir()
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_file(path: str | os.PathLike, *, tidy_parents: bool = False) -> Iterator[Path]:
     """Yield a temporary path (an empty file named like ``path``, in a staging folder beside it);
-    it is renamed onto ``path`` only if the block succeeds."""
+    it is renamed onto ``path`` only if the block succeeds (``tidy_parents``: see staging)."""
     target = Path(path)
-    with staging(target) as folder:
+    with staging(target, tidy_parents=tidy_parents) as folder:
         tmp = folder / target.name
         tmp.touch()
         yield tmp
@@ -176,13 +176,16 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[Path]:
+def atomic_dir(
+    path: str | os.PathLike, *, overwrite: bool = True, tidy_parents: bool = False
+) -> Iterator[Path]:
     """Yield a temporary folder (in a staging folder beside ``path``); it replaces ``path`` only if
-    the block succeeds. On any exception ``path`` is left as it was."""
+    the block succeeds. On any exception ``path`` is left as it was (``tidy_parents``: see
+    staging)."""
     target = Path(path)
     if target.exists() and not overwrite:
         raise InputError(f"{target} already exists; remove it or choose another --out")
-    with staging(target) as folder:
+    with staging(target, tidy_parents=tidy_parents) as folder:
         tmp = folder / target.name
         tmp.mkdir()
         yield tmp
@@ -334,7 +337,7 @@ def safe_output(
     """
     target = check_output(path, command, kind=kind, inputs=inputs, option=option)
     writer = atomic_dir if kind == "folder" else atomic_file
-    with writer(target) as tmp:
+    with writer(target, tidy_parents=True) as tmp:
         if kind == "folder":
             _write_marker(tmp, command)
         yield tmp
@@ -475,9 +478,10 @@ def read_table(path: str | os.PathLike) -> pa.Table:
     """
     files = parquet_files(path)
     tables = [_read_parquet(f, path if len(files) == 1 else f) for f in files]
+    if Path(path).is_dir():
+        check_shards(path, files, [t.schema for t in tables])
     if len(tables) == 1:
         return tables[0]
-    check_shards(path, files, [t.schema for t in tables])
     schema = tables[0].schema
     cast = []
     for f, table in zip(files, tables, strict=True):

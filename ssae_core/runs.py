@@ -59,11 +59,12 @@ def training_rows(table: EmbeddingTable, split: str, path: object) -> EmbeddingT
 
 def check_shifts(rows: EmbeddingTable, normalize: str, path: object) -> None:
     """Refuse shifts that ``normalize`` cannot handle: with ``layer``, each shift is divided by
-    the spread of its own entries, so a shift whose entries are all equal (z_tilde == z, say)
-    has no direction; the error names those pairs."""
+    the spread of its own entries, so a shift whose entries are all equal (up to float32
+    rounding; z_tilde == z, say) has no direction; the error names those pairs."""
     if normalize != "layer":
         return
-    flat = rows.delta.std(axis=1) == 0
+    delta = rows.delta
+    flat = delta.std(axis=1) <= 1e-6 * np.abs(delta).max(axis=1)  # float32 rounding only
     if flat.any():
         raise InputError(
             f"{path}: {int(flat.sum())} shift(s) have all entries equal "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -30,11 +31,12 @@ def snapshot(folder: Path) -> dict[str, str]:
     return found
 
 
-def ssae(*args: object, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:
-    """Run `ssae ARGS...` in a new Python process, as a user runs it."""
+def ssae(command_line: str, *, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:
+    """Run ``ssae COMMAND_LINE`` (split as a POSIX shell would) in a new Python process, as a
+    user runs it."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "ssae_core.cli", *map(str, args)],
+        [sys.executable, "-m", "ssae_core.cli", *shlex.split(command_line)],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -62,6 +64,7 @@ def assert_one_line_error(code: int, err: str, message: str = "") -> None:
 
 
 FAST_TRAIN = ["--epochs", "1", "--min-steps", "0", "--patience", "0", "--quiet"]
+FAST_TRAIN_LINE = " ".join(FAST_TRAIN)
 
 
 def build_workspace(folder: Path) -> Path:

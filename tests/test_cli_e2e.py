@@ -15,7 +15,7 @@ from ssae_core.runs import load_model, load_run
 from ssae_core.steer import load_steering_vectors
 from tests.helpers import ssae, ssae_in_process
 
-FAST = ["--epochs", "2", "--min-steps", "0", "--quiet"]
+FAST = "--epochs 2 --min-steps 0 --quiet"
 MASCULINE = ["king", "man", "boy", "father", "son", "actor", "waiter", "king", "man", "boy"]
 FEMININE = ["queen", "woman", "girl", "mother", "daughter", "actress", "waitress", "queen"]
 
@@ -34,20 +34,9 @@ def work(tmp_path_factory) -> Path:
 def synth_file(work: Path) -> Path:
     out = ok(
         ssae(
-            "synth",
-            "data.parquet",
-            "--concepts",
-            "3",
-            "--max-changes",
-            "2",
-            "--dim",
-            "12",
-            "--pairs",
-            "400",
-            "--seed",
-            "1",
+            "synth data.parquet --concepts 3 --max-changes 2 --dim 12 --pairs 400 --seed 1",
             cwd=work,
-        )  # fmt: skip
+        )
     )
     assert "wrote 400 pairs (d=12, n=3) to data.parquet" in out
     return work / "data.parquet"
@@ -62,31 +51,19 @@ def test_synth_writes_a_stamped_embedding_table(synth_file: Path):
 
 def test_train_then_encode(synth_file: Path, work: Path):
     out = ok(
-        ssae(
-            "train",
-            "data.parquet",
-            "--out",
-            "runs/demo",
-            "--latent-dim",
-            "3",
-            "--seeds",
-            "0,1",
-            *FAST,
-            cwd=work,
-        )  # fmt: skip
+        ssae(f"train data.parquet --out runs/demo --latent-dim 3 --seeds 0,1 {FAST}", cwd=work)
     )
     assert "wrote 2 model(s) to runs/demo" in out
     run = work / "runs" / "demo"
-    assert sorted(p.name for p in run.iterdir()) == [
-        OUTPUT_MARKER, "history.csv", "run.json", "seed-0", "seed-1"
-    ]  # fmt: skip
+    names = [OUTPUT_MARKER, "history.csv", "run.json", "seed-0", "seed-1"]
+    assert sorted(p.name for p in run.iterdir()) == names
     assert json.loads((run / OUTPUT_MARKER).read_text())["command"] == "train"
     members = load_run(run)
     assert [m.config["seed"] for m in members] == [0, 1]
     assert all(m.config["latent_dim"] == 3 and m.config["dim"] == 12 for m in members)
     assert not [p.name for p in (work / "runs").iterdir() if p.name.startswith(".")]
 
-    out = ok(ssae("encode", "runs/demo/seed-0", "data.parquet", "--out", "codes.parquet", cwd=work))
+    out = ok(ssae("encode runs/demo/seed-0 data.parquet --out codes.parquet", cwd=work))
     assert "wrote codes of 400 pairs to codes.parquet" in out
     codes = pq.read_table(work / "codes.parquet")
     assert codes.column_names == ["pair_id", "split", "h"]
@@ -112,23 +89,10 @@ def pairs_file(work: Path) -> Path:
 def test_embed_train_and_steer_a_tiny_llama(pairs_file: Path, tiny_lm_dir: Path, work: Path):
     out = ok(
         ssae(
-            "embed",
-            "pairs.parquet",
-            "--out",
-            "emb/gender",
-            "--model",
-            tiny_lm_dir,
-            "--layer",
-            "1",
-            "--batch-size",
-            "4",
-            "--shard-rows",
-            "4",
-            "--device",
-            "cpu",
-            "--quiet",
+            f"embed pairs.parquet --out emb/gender --model {tiny_lm_dir} --layer 1 "
+            "--batch-size 4 --shard-rows 4 --device cpu --quiet",
             cwd=work,
-        )  # fmt: skip
+        )
     )
     assert "wrote embeddings to emb/gender" in out
     shards = sorted(p.name for p in (work / "emb" / "gender").glob("shard-*.parquet"))
@@ -137,42 +101,16 @@ def test_embed_train_and_steer_a_tiny_llama(pairs_file: Path, tiny_lm_dir: Path,
     assert len(table) == 8 and table.dim == 48 and table.concepts == ["gender"]
     assert table.metadata["layer"] == "1" and table.metadata["model"] == str(tiny_lm_dir)
 
-    ok(
-        ssae(
-            "train",
-            "emb/gender",
-            "--out",
-            "runs/gender",
-            "--seeds",
-            "0",
-            "--allow-inactive",
-            *FAST,
-            cwd=work,
-        )  # fmt: skip
-    )
+    ok(ssae(f"train emb/gender --out runs/gender --seeds 0 --allow-inactive {FAST}", cwd=work))
     model = load_model(work / "runs" / "gender" / "seed-0")
     assert model.config["latent_dim"] == 1  # m = the number of concepts recorded in the table
 
     out = ok(
         ssae(
-            "steer",
-            "runs/gender/seed-0",
-            "--lm",
-            tiny_lm_dir,
-            "--latent",
-            "0",
-            "--alpha",
-            "30",
-            "--prompt",
-            "the cat",
-            "--max-new-tokens",
-            "3",
-            "--device",
-            "cpu",
-            "--export",
-            "gender.safetensors",
+            f"steer runs/gender/seed-0 --lm {tiny_lm_dir} --latent 0 --alpha 30 "
+            "--prompt 'the cat' --max-new-tokens 3 --device cpu --export gender.safetensors",
             cwd=work,
-        )  # fmt: skip
+        )
     )
     assert "steering: latent 0, alpha 30, layer 1, positions all" in out
     assert out.count("unsteered:") == 1 and out.count("steered:") == 2

@@ -25,6 +25,7 @@ from ssae_core.io import (
 )
 from tests.helpers import (
     FAST_TRAIN,
+    FAST_TRAIN_LINE,
     assert_one_line_error,
     build_workspace,
     copy_workspace,
@@ -68,7 +69,7 @@ def _symlink(ws: Path) -> None:
 REFUSED = [
     # (name, argv, message, setup)
     ("current folder", ["train", "data.parquet", "--out", "."], "current folder", None),
-    ("parent folder", ["train", "data.parquet", "--out", ".."], "current folder or one above", None),
+    ("parent folder", ["train", "data.parquet", "--out", ".."], "or one above", None),
     ("empty path", ["train", "data.parquet", "--out", ""], "--out ''", None),
     ("the input", ["train", "data.parquet", "--out", "data.parquet"], "is the input", None),
     ("holds the input", ["train", "sub/data.parquet", "--out", "sub"], "holds the input",
@@ -202,7 +203,7 @@ def test_no_staging_folder_outlives_a_crash_beyond_the_next_run(ws, sig):
     assert snapshot(ws / "run") == old_run  # the old output was never touched
     if sig == signal.SIGKILL:
         assert len(_staging_folders(ws)) == 1  # nothing could clean up ...
-        result = ssae("train", "data.parquet", "--out", "run", *FAST_TRAIN, cwd=ws)
+        result = ssae(f"train data.parquet --out run {FAST_TRAIN_LINE}", cwd=ws)
         assert result.returncode == 0, result.stderr  # ... until the next run of the same output
     assert _staging_folders(ws) == []
 
