@@ -59,6 +59,8 @@ def _sparsities(text: str) -> float | tuple[float, ...]:
         values = tuple(float(s) for s in text.split(",") if s.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"--sparsity {text!r}: give numbers like 1.0") from None
+    if not values:
+        raise argparse.ArgumentTypeError("--sparsity: give at least one budget, e.g. 0.75")
     return values[0] if len(values) == 1 else values
 
 

@@ -59,7 +59,11 @@ class SynthConfig:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise InputError(f"synthetic: seed={self.seed!r} must be an integer >= 0")
         require_memory(
-            8 * self.num_pairs * (4 * self.dim + 2 * self.num_concepts),
+            8
+            * (
+                self.num_pairs * (4 * self.dim + 2 * self.num_concepts)
+                + self.dim * self.num_concepts
+            ),
             f"synthetic data of {self.num_pairs} pairs x dim {self.dim}",
             "lower --pairs or --dim",
         )

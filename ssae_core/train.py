@@ -89,6 +89,8 @@ class TrainConfig:
         for seed in self.seeds:
             if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
                 raise InputError(f"seeds: {seed!r} is not an integer in 0..{MAX_SEED}")
+        if not self.sparsities or len(set(self.sparsities)) != len(self.sparsities):
+            raise InputError(f"sparsity={self.sparsity}: give one budget or distinct budgets")
         for eps in self.sparsities:
             require_finite("", sparsity=eps)
         require_finite("", lr=self.lr, dual_lr=self.dual_lr, min_delta=self.min_delta)

@@ -179,6 +179,8 @@ CASES = [
     # hyperparameters, rejected before training
     ("sparsity nan", [*TRAIN, "--sparsity", "nan"], "sparsity=nan", None),
     ("sparsity list with inf", [*TRAIN, "--sparsity", "0.5,inf"], "sparsity=inf", None),
+    ("no sparsity", [*TRAIN, "--sparsity", ","], "--sparsity", None),
+    ("repeated sparsity", [*TRAIN, "--sparsity", "1,1"], "distinct budgets", None),
     ("lr inf", [*TRAIN, "--lr", "inf"], "lr=inf", None),
     ("dual lr nan", [*TRAIN, "--dual-lr", "nan"], "dual_lr=nan", None),
     ("negative patience", [*TRAIN, "--patience", "-1"], "patience=-1", None),
@@ -217,6 +219,8 @@ CASES = [
     ("synth noise nan", [*SYNTH, "--noise", "nan"], "noise=nan", None),
     ("synth negative noise", [*SYNTH, "--noise", "-0.5"], "noise=-0.5", None),
     ("synth beyond memory", [*SYNTH, "--dim", "1000000000"], "GiB of memory", None),
+    ("synth mixing beyond memory", ["synth", "new.parquet", "--concepts", "1000000",
+     "--max-changes", "1", "--dim", "10000000", "--pairs", "10"], "GiB of memory", None),
 ]  # fmt: skip
 
 

@@ -4,12 +4,14 @@ options the README and --help show, checking the files each writes."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from ssae_core.errors import InputError
 from ssae_core.io import OUTPUT_KEY, OUTPUT_MARKER, load_embeddings, pair_table, write_parquet
 from ssae_core.runs import load_model, load_run
 from ssae_core.steer import load_steering_vectors
@@ -100,6 +102,10 @@ def test_embed_train_and_steer_a_tiny_llama(pairs_file: Path, tiny_lm_dir: Path,
     table = load_embeddings(work / "emb" / "gender")
     assert len(table) == 8 and table.dim == 48 and table.concepts == ["gender"]
     assert table.metadata["layer"] == "1" and table.metadata["model"] == str(tiny_lm_dir)
+    partial = shutil.copytree(work / "emb" / "gender", work / "partial")
+    (partial / "shard-00001.parquet").unlink()  # as if the extraction had been interrupted
+    with pytest.raises(InputError, match="holds 1 of the 2 shards its extraction writes"):
+        load_embeddings(partial)
 
     ok(ssae(f"train emb/gender --out runs/gender --seeds 0 --allow-inactive {FAST}", cwd=work))
     model = load_model(work / "runs" / "gender" / "seed-0")

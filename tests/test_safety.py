@@ -145,6 +145,21 @@ def test_an_earlier_output_of_the_same_command_is_replaced(ws, capsys, argv):
     assert not [name for name in after if STAGING_TAG in name]
 
 
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write in any folder")
+def test_a_folder_without_write_permission_is_refused(ws, capsys):
+    (ws / "locked").mkdir()
+    (ws / "locked").chmod(0o500)
+    try:
+        before = snapshot(ws)
+        code, _, err = ssae_in_process(
+            capsys, "train", "data.parquet", "--out", "locked/run", *FAST_TRAIN
+        )
+        assert_one_line_error(code, err, "cannot write in locked")
+        assert snapshot(ws) == before
+    finally:
+        (ws / "locked").chmod(0o700)
+
+
 def test_an_empty_folder_may_be_used(ws, capsys):
     (ws / "fresh").mkdir()
     code, _, err = ssae_in_process(capsys, "train", "data.parquet", "--out", "fresh", *FAST_TRAIN)
