@@ -7,11 +7,14 @@ partial output behind.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import re
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from ssae_core import __version__
+from ssae_core.config import field_docs
 from ssae_core.errors import InputError
 
 EXAMPLES = """\
@@ -22,25 +25,88 @@ examples:
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    """Usage mistakes as one line (``error: ...; see ssae train --help``), exit status 2."""
+class OneLineParser(argparse.ArgumentParser):
+    """Usage mistakes as one line (``error: ...; see `ssae train --help```), exit status 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"error: {self.prog}: {message}; see `{self.prog} --help`\n")
 
 
+def _default_text(value: object) -> str:
+    if isinstance(value, tuple | list):
+        return ",".join(str(v) for v in value)
+    return "none" if value is None else str(value)
+
+
+def add_config_options(
+    parser: argparse.ArgumentParser,
+    cls: type,
+    *,
+    only: Sequence[str] | None = None,
+    flags: Mapping[str, str] | None = None,
+    types: Mapping[str, Callable[[str], object]] | None = None,
+    choices: Mapping[str, Sequence[str]] | None = None,
+    defaults: Mapping[str, object] | None = None,
+) -> None:
+    """One ``--option`` per field of config dataclass ``cls`` (all of them, or ``only``): the flag
+    is the field name with dashes (``flags`` renames), the help text the field's docstring and the
+    default the dataclass's, so the command line and the config share one definition."""
+    docs = field_docs(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for name in only or list(fields):
+        field = fields[name]
+        if defaults and name in defaults:
+            default = defaults[name]
+        elif field.default is not dataclasses.MISSING:
+            default = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            default = field.default_factory()
+        else:
+            default = None
+        kind = (types or {}).get(name) or next(
+            (t for t in (int, float, str) if t.__name__ in str(field.type)), str
+        )
+        help_text = docs.get(name, "").rstrip(".")
+        required = default is None and field.default is dataclasses.MISSING
+        if not required:
+            help_text += f" (default: {_default_text(default)})"
+        parser.add_argument(
+            (flags or {}).get(name, f"--{name.replace('_', '-')}"),
+            dest=name,
+            type=kind,
+            default=default,
+            required=required,
+            choices=(choices or {}).get(name),
+            help=help_text.replace("%", "%%"),
+        )
+
+
+def config_from_args(cls: type, args: argparse.Namespace, **extra: object) -> object:
+    """The config dataclass ``cls`` from the parsed options :func:`add_config_options` added."""
+    values = {
+        f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)
+    }
+    try:
+        return cls(**{**values, **extra})
+    except InputError as exc:
+        raise InputError(_as_option(str(exc), values)) from None
+
+
+def _as_option(message: str, options: Mapping[str, object]) -> str:
+    """A config message that starts ``field=value`` as the user typed it: ``--field value``."""
+    head = re.match(r"([a-z_]+)=", message)
+    if head is None or head.group(1) not in options:
+        return message
+    return f"--{head.group(1).replace('_', '-')} {message[head.end() :]}"
+
+
 def add_device_arguments(p: argparse.ArgumentParser) -> None:
     """--device and --dtype, shared by the commands that run a language model."""
-    p.add_argument(
-        "--device",
-        default="auto",
-        help="auto, cpu, cuda or cuda:N (default: %(default)s: cuda when available)",
-    )
-    p.add_argument(
-        "--dtype",
-        default="auto",
-        choices=("auto", "float32", "bfloat16", "float16"),
-        help="auto: bfloat16 on CUDA, float32 on CPU (default: %(default)s)",
+    from ssae_core.lm.embed import EmbedConfig
+    from ssae_core.lm.loading import DTYPES
+
+    add_config_options(
+        p, EmbedConfig, only=("device", "dtype"), choices={"dtype": ("auto", *DTYPES)}
     )
 
 
@@ -65,9 +131,9 @@ def _sparsities(text: str) -> float | tuple[float, ...]:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    from ssae_core.train import TrainConfig
+    from ssae_core.model import NORMALIZATIONS
+    from ssae_core.train import METHODS, TrainConfig
 
-    d = TrainConfig()
     p = sub.add_parser(
         "train",
         help="train SSAE (or the aff baseline) on an embedding table, all seeds stacked",
@@ -84,76 +150,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="run folder to write: a new folder, or an earlier `ssae train` run (replaced once "
         "the new one is complete); nothing else is ever replaced",
     )
-    p.add_argument(
-        "--method",
-        choices=("ssae", "aff"),
-        default=d.method,
-        help="ssae: L1-constrained (the paper); aff: unconstrained affine baseline "
-        "(default: %(default)s)",
-    )
-    p.add_argument(
-        "--latent-dim",
-        type=int,
-        default=d.latent_dim,
-        help="number of latents m (default: the number of concepts named in the table)",
-    )
-    p.add_argument(
-        "--seeds",
-        type=_seeds,
-        default=d.seeds,
-        help="comma-separated seeds, trained stacked (default: 0,1,2,3,4)",
-    )
-    p.add_argument(
-        "--sparsity",
-        type=_sparsities,
-        default=d.sparsity,
-        help="L1 budget eps on mean ||h||_1 / x_rms; a comma list stacks one member per "
-        "value and seed (default: %(default)s)",
-    )
-    p.add_argument(
-        "--normalize",
-        choices=("global", "layer", "none"),
-        default=d.normalize,
-        help="input normalisation of the shifts (default: %(default)s)",
-    )
-    p.add_argument(
-        "--epochs", type=int, default=d.epochs, help="maximum epochs (default: %(default)s)"
-    )
-    p.add_argument(
-        "--min-steps",
-        type=int,
-        default=d.min_steps,
-        help="at least this many optimiser steps (raises the epoch cap for small "
-        "tables; default: %(default)s)",
-    )
-    p.add_argument(
-        "--patience",
-        type=int,
-        default=d.patience,
-        help="stop after this many epochs without held-out improvement once every "
-        "budget is met; 0 disables (default: %(default)s)",
-    )
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="default: %(default)s")
-    p.add_argument(
-        "--lr", type=float, default=d.lr, help="primal learning rate (default: %(default)s)"
-    )
-    p.add_argument(
-        "--dual-lr",
-        type=float,
-        default=d.dual_lr,
-        help="multiplier learning rate, keep <= lr/3 (default: %(default)s)",
-    )
-    p.add_argument(
-        "--val-fraction",
-        type=float,
-        default=d.val_fraction,
-        help="fraction of training shifts held out for the stopping rule (default: %(default)s)",
-    )
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=d.threads,
-        help="torch threads while training; 0: torch's default (default: %(default)s)",
+    add_config_options(
+        p,
+        TrainConfig,
+        types={"seeds": _seeds, "sparsity": _sparsities},
+        choices={"method": METHODS, "normalize": NORMALIZATIONS},
     )
     p.add_argument(
         "--split",
@@ -173,27 +174,10 @@ def _run_train(args: argparse.Namespace) -> None:
     from ssae_core.runs import train_run
     from ssae_core.train import TrainConfig
 
-    if args.latent_dim < 0:
-        raise InputError(f"--latent-dim {args.latent_dim}: must be at least 1")
-    cfg = TrainConfig(
-        method=args.method,
-        latent_dim=args.latent_dim,
-        seeds=args.seeds,
-        sparsity=args.sparsity,
-        normalize=args.normalize,
-        epochs=args.epochs,
-        min_steps=args.min_steps,
-        patience=args.patience,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        dual_lr=args.dual_lr,
-        val_fraction=args.val_fraction,
-        threads=args.threads,
-    )
     result = train_run(
         args.embeddings,
         args.out,
-        cfg,
+        config_from_args(TrainConfig, args),
         split=args.split,
         require_active=not args.allow_inactive,
         progress=not args.quiet,
@@ -239,7 +223,6 @@ def _run_encode(args: argparse.Namespace) -> None:
 def _add_synth(sub: argparse._SubParsersAction) -> None:
     from ssae_core.synthetic import VALUE_DISTRIBUTIONS, SynthConfig
 
-    d = SynthConfig(num_concepts=3, max_changes=2)
     p = sub.add_parser(
         "synth",
         help="write a synthetic embedding table with known concept shifts",
@@ -249,48 +232,32 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "out", help="Parquet file to write: a new file, or an earlier `ssae synth` output"
     )
-    p.add_argument("--concepts", type=int, required=True, help="n, number of concepts")
-    p.add_argument("--max-changes", type=int, required=True, help="k, most concepts changed")
-    p.add_argument("--dim", type=int, default=d.dim, help="embedding width (default: %(default)s)")
-    p.add_argument("--pairs", type=int, default=d.num_pairs, help="default: %(default)s")
-    p.add_argument(
-        "--values",
-        choices=VALUE_DISTRIBUTIONS,
-        default=d.values,
-        help="distribution of non-zero shift values (default: %(default)s)",
-    )
-    p.add_argument(
-        "--noise",
-        type=float,
-        default=d.noise,
-        help="additive noise std relative to the mean shift norm (default: %(default)s)",
+    add_config_options(
+        p,
+        SynthConfig,
+        flags={"num_concepts": "--concepts", "num_pairs": "--pairs"},
+        choices={"values": VALUE_DISTRIBUTIONS},
     )
     p.add_argument(
         "--entangle",
         action="store_true",
         help="apply a dense invertible D x D map to z and z_tilde",
     )
-    p.add_argument("--seed", type=int, default=d.seed, help="default: %(default)s")
     p.set_defaults(func=_run_synth)
 
 
 def _run_synth(args: argparse.Namespace) -> None:
     from ssae_core.synthetic import SynthConfig, write_synthetic
 
-    cfg = SynthConfig(
-        num_concepts=args.concepts,
-        max_changes=args.max_changes,
-        dim=args.dim,
-        num_pairs=args.pairs,
-        values=args.values,
-        noise=args.noise,
-        seed=args.seed,
-    )
+    cfg = config_from_args(SynthConfig, args)
     table = write_synthetic(cfg, args.out, entangled=args.entangle)
-    print(f"wrote {len(table)} pairs (d={table.dim}, n={args.concepts}) to {args.out}")
+    print(f"wrote {len(table)} pairs (d={table.dim}, n={cfg.num_concepts}) to {args.out}")
 
 
 def _add_embed(sub: argparse._SubParsersAction) -> None:
+    from ssae_core.lm.embed import EmbedConfig
+    from ssae_core.lm.loading import DTYPES
+
     p = sub.add_parser(
         "embed",
         help="extract last-token LM embeddings of a pair table into Parquet shards",
@@ -313,24 +280,12 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
         help="hub revision (branch, tag or commit) of --model; recorded as the commit it "
         "resolves to (default: the hub's main branch; ignored for local models)",
     )
-    p.add_argument(
-        "--layer",
-        type=int,
-        default=None,
-        help="block index whose output residual stream is read (default: the final "
-        "hidden state after the model's final norm)",
-    )
-    p.add_argument(
-        "--batch-size", type=int, default=32, help="texts per forward pass (default: %(default)s)"
-    )
-    add_device_arguments(p)
-    p.add_argument(
-        "--template",
-        default=None,
-        help="prompt template with {text}, e.g. 'Q: {text}' (default: none)",
-    )
-    p.add_argument(
-        "--shard-rows", type=int, default=2048, help="pairs per shard (default: %(default)s)"
+    add_config_options(
+        p,
+        EmbedConfig,
+        types={"layer": int},
+        choices={"dtype": ("auto", *DTYPES)},
+        only=("layer", "batch_size", "device", "dtype", "template", "shard_rows"),
     )
     p.add_argument(
         "--num-shards",
@@ -344,19 +299,15 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_embed(args: argparse.Namespace) -> None:
-    from ssae_core.embed import extract_embeddings
+    from ssae_core.lm.embed import EmbedConfig, extract_embeddings
 
+    config = config_from_args(EmbedConfig, args)
     out = extract_embeddings(
         args.pairs,
         args.out,
         model=args.model,
         revision=args.revision,
-        layer=args.layer,
-        batch_size=args.batch_size,
-        device=args.device,
-        dtype=args.dtype,
-        template=args.template,
-        shard_rows=args.shard_rows,
+        **dataclasses.asdict(config),
         num_shards=args.num_shards,
         shard_index=args.shard_index,
         progress=not args.quiet,
@@ -364,10 +315,161 @@ def _run_embed(args: argparse.Namespace) -> None:
     print(f"wrote embeddings to {out}")
 
 
-def _add_steer(sub: argparse._SubParsersAction) -> None:
-    from ssae_core.steer import add_steer_parser
+STEER_EXAMPLE = """\
+example (after `dvc repro`, from the repository root; models/study/lang/aff is the aff run of
+the lang set, English -> French nouns: one concept, so one latent, latent 0):
+  ssae steer models/study/lang/aff/seed-0 --lm models/lm --latent 0 --alpha 30 \\
+      --prompt "My favourite food is" --max-new-tokens 16
+  ssae steer models/study/lang/aff/seed-0 --latent 0 --alpha 30 --positions generated \\
+      --prompt "The weather today is" --prompt "My house has a" --max-new-tokens 30
+  ssae steer models/study/lang/aff/seed-0 --latent 0 --alpha 30 --export lang.safetensors
+SSAE runs of the selected grid cell (metrics/udr.json) are in models/study/SET/grid/lr-LR/,
+one folder per budget and seed (eps-0.25_seed-0...). `ssae train` trains your own.
 
-    add_steer_parser(sub)
+Decoder columns have an arbitrary sign: if the text moves away from the concept, flip --alpha.
+alpha is in embedding units (the fitted size of each concept's shift, alpha_fit, is listed in
+metrics/behaviour.json and metrics/REPORT.md). The vector is added where the training embeddings
+were read (the final-norm output by default, or the output of block L). --export-gguf needs a
+block layer >= 1 (llama.cpp control vectors add to block outputs); use it with
+`llama-cli -m MODEL.gguf --control-vector FILE.gguf`.
+"""
+
+
+def _add_steer(sub: argparse._SubParsersAction) -> None:
+    from ssae_core.lm.steer import POSITIONS
+
+    p = sub.add_parser(
+        "steer",
+        help="generate text with and without a latent's steering vector; export the vector",
+        description="Add alpha x (unit steering vector of one latent of a trained model) to the "
+        "LM's residual stream at the layer its embeddings were read from, and print greedy "
+        "continuations of each prompt without and with steering. The vector can be saved as "
+        "safetensors (loadable by ssae_core.lm.vector_files.load_steering_vectors) or as a "
+        "llama.cpp control vector.",
+        epilog=STEER_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model_dir", help="a trained model folder (e.g. runs/lang/seed-0)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--latent", type=int, help="index of the latent whose vector is used")
+    which.add_argument(
+        "--concept",
+        help="concept name, for models with one latent per concept and a recorded matching",
+    )
+    p.add_argument(
+        "--alpha",
+        type=float,
+        required=True,
+        help="scale of the unit vector, in raw embedding units (norms: ~50 for the final normed "
+        "state of SmolLM2); the sign picks the direction",
+    )
+    p.add_argument(
+        "--prompt",
+        action="append",
+        default=[],
+        help="text to continue (repeat for several prompts); optional with --export",
+    )
+    p.add_argument(
+        "--lm",
+        default=None,
+        help="the language model: hub id, local folder, or 'embedded' (default: the model "
+        "recorded with the training embeddings)",
+    )
+    p.add_argument(
+        "--positions",
+        choices=POSITIONS,
+        default="all",
+        help="steer every token, only the prompt's, or only generated tokens "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-new-tokens", type=int, default=20, help="tokens to generate (default: %(default)s)"
+    )
+    p.add_argument(
+        "--template",
+        default=None,
+        help="prompt template with {text}, or 'chat' (default: the template recorded with the "
+        "training embeddings, usually none; '{text}' forces the raw prompt)",
+    )
+    add_device_arguments(p)
+    p.add_argument("--export", metavar="FILE", help="also save the vector as safetensors")
+    p.add_argument(
+        "--export-gguf",
+        metavar="FILE",
+        help="also save it as a llama.cpp control vector (block layers >= 1 only)",
+    )
+    p.set_defaults(func=_run_steer)
+
+
+def _default_lm(recorded: str) -> str | None:
+    from ssae_core.lm.loading import EMBEDDED
+
+    if not recorded:
+        return None
+    return EMBEDDED if recorded.startswith(f"{EMBEDDED}:") else recorded
+
+
+def _run_steer(args: argparse.Namespace) -> None:
+    """``ssae steer``: print unsteered vs steered continuations, write the requested exports."""
+    from ssae_core.lm import loading as lm
+    from ssae_core.lm.steer import steer
+    from ssae_core.lm.tokens import complete
+    from ssae_core.lm.vector_files import (
+        check_gguf_exportable,
+        export_gguf,
+        save_steering_vector,
+        vector_from_model,
+    )
+
+    if not args.prompt and not (args.export or args.export_gguf):
+        raise InputError("give --prompt TEXT to generate, or --export/--export-gguf FILE")
+    vector = vector_from_model(
+        args.model_dir, latent=args.latent, concept=args.concept, alpha=args.alpha
+    )
+    if args.export_gguf:
+        check_gguf_exportable(vector)
+    net = tokenizer = None
+    if args.prompt:
+        recorded = vector.metadata["model"]
+        name = args.lm if args.lm is not None else _default_lm(recorded)
+        if name is None:
+            raise InputError(f"{args.model_dir}: records no language model; give --lm")
+        source = lm.resolve_model(name)
+        if recorded and source.name != recorded:
+            print(
+                f"warning: the vector comes from embeddings of {recorded}; steering {source.name}",
+                file=sys.stderr,
+            )
+        net = lm.load_model(source, device=args.device, dtype=args.dtype)
+        tokenizer = lm.load_tokenizer(source)
+        vector.metadata["model_type"] = str(getattr(net.config, "model_type", ""))
+    if args.export:
+        save_steering_vector(vector, args.export)
+        print(f"wrote {args.export}")
+    if args.export_gguf:
+        export_gguf(vector, args.export_gguf)
+        print(f"wrote {args.export_gguf}")
+    if net is None:
+        return
+    template = args.template
+    if template is None:
+        template = vector.metadata.get("template") or None
+    plain = complete(
+        net, tokenizer, args.prompt, max_new_tokens=args.max_new_tokens, template=template
+    )
+    with steer(net, vector, positions=args.positions):
+        steered = complete(
+            net, tokenizer, args.prompt, max_new_tokens=args.max_new_tokens, template=template
+        )
+    label = args.concept if args.concept is not None else f"latent {vector.metadata['latent']}"
+    print(
+        f"steering: {label}, alpha {args.alpha:g}, layer {vector.metadata['layer']}, "
+        f"positions {args.positions}"
+    )
+    for prompt, before, after in zip(args.prompt, plain, steered, strict=True):
+        print(f"\nprompt:    {prompt}")
+        print(f"unsteered: {before}")
+        print(f"steered:   {after}")
 
 
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
@@ -380,7 +482,7 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog="ssae",
         description="Sparse Shift Autoencoders: identifiable steering vectors from paired texts.",
         epilog=EXAMPLES,

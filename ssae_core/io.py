@@ -12,6 +12,7 @@ list<float32>. Schema metadata: ``concepts`` (JSON list) and free-form provenanc
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import math
 import os
@@ -769,3 +770,17 @@ def load_pairs(path: str | os.PathLike) -> pa.Table:
                 "every pair needs two non-empty texts"
             )
     return table
+
+
+# --------------------------------------------------------------------------- CSV
+
+
+def write_csv(rows: Sequence[Mapping[str, object]], path: str | os.PathLike) -> None:
+    """Write ``rows`` (dicts with the same keys, in column order) as CSV with a header line,
+    atomically."""
+    if not rows:
+        raise ValueError(f"{path}: no rows to write")
+    with atomic_file(path) as tmp, tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)

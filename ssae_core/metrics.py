@@ -1,8 +1,11 @@
-"""Identifiability metrics: MCC (matched |Pearson|) and UDR (median pairwise MCC across seeds)."""
+"""Identifiability metrics: MCC (matched |Pearson|) and UDR (median pairwise MCC across seeds), and
+the one mean/std summary every metrics file uses."""
 
 from __future__ import annotations
 
 import itertools
+import math
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -71,3 +74,29 @@ def udr(pairwise_scores: list[float]) -> float:
     if not pairwise_scores:
         return float("nan")
     return float(np.median(pairwise_scores))
+
+
+DIGITS = 6
+
+
+def rounded(value: float | None, digits: int = DIGITS) -> float | None:
+    """``value`` rounded for a metrics file; None for a missing or non-finite value."""
+    if value is None or not math.isfinite(value):
+        return None
+    return round(float(value), digits)
+
+
+def summary(values: Sequence[float | None], *, std_key: str = "std") -> dict:
+    """Per-item ``values`` (None where missing or non-finite) with the mean and population std of
+    the items present (None when there are none), all rounded; ``std_key`` names the std entry."""
+    present = [float(v) for v in values if v is not None and math.isfinite(v)]
+    return {
+        "values": [rounded(v) for v in values],
+        "mean": rounded(float(np.mean(present))) if present else None,
+        std_key: rounded(float(np.std(present))) if present else None,
+    }
+
+
+def seed_summary(values: Sequence[float | None]) -> dict:
+    """:func:`summary` of one value per run member, its spread named ``std_seeds``."""
+    return summary(values, std_key="std_seeds")

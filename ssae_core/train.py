@@ -329,10 +329,6 @@ class _Checkpoint:
             self.path.unlink(missing_ok=True)
 
 
-def _rng_state(generators: list[torch.Generator]) -> list[torch.Tensor]:
-    return [g.get_state() for g in generators]
-
-
 # --------------------------------------------------------------------------- training
 
 
@@ -440,34 +436,6 @@ def _checked_shifts(delta_ND: np.ndarray) -> np.ndarray:
     return delta_ND
 
 
-def _build(
-    cfg: TrainConfig, dim: int, seeds: list[int], x_rms: float, budgets: torch.Tensor
-) -> tuple[StackedSSAE, object, SparseShiftProblem | None, list[torch.Generator]]:
-    """The stacked model, its optimiser(s) and the members' shuffling generators, as initialised."""
-    torch.manual_seed(0)  # nothing random should depend on it; fixed for safety
-    net = StackedSSAE(dim, cfg.latent_dim, seeds, x_rms)
-    opt, cmp = _make_optimizers(cfg, net, budgets)
-    generators = [torch.Generator().manual_seed(GENERATOR_OFFSET + seed) for seed in seeds]
-    return net, opt, cmp, generators
-
-
-def _restore(
-    state: dict,
-    net: StackedSSAE,
-    opt: object,
-    cmp: SparseShiftProblem | None,
-    generators: list[torch.Generator],
-) -> tuple[list[dict], float, int, int]:
-    """Load a checkpoint's state; returns its history, best loss, stale count and epoch."""
-    net.load_state_dict(state["net"])
-    opt.load_state_dict(state["opt"])
-    if cmp is not None:
-        cmp.load_state_dict(state["cmp"])
-    for g, saved in zip(generators, state["rng"], strict=True):
-        g.set_state(saved)
-    return state["history"], state["best"], state["stale"], state["epoch"]
-
-
 def _non_finite(
     epoch: int, members: list[tuple[int, float]], values: dict[str, torch.Tensor]
 ) -> str | None:
@@ -484,29 +452,26 @@ def _non_finite(
     return None
 
 
-def _train(
-    delta_ND: np.ndarray,
-    cfg: TrainConfig,
-    *,
-    checkpoint: str | Path | None,
-    progress: bool,
-    provenance: dict | None,
-) -> TrainResult:
-    delta_ND = _checked_shifts(delta_ND)
+@dataclass
+class _Shifts:
+    """The normalised training and held-out shifts of one run."""
+
+    normalizer: Normalizer
+    x_train: torch.Tensor
+    x_val: torch.Tensor
+    x_rms: float
+
+
+def _prepare(delta_ND: np.ndarray, cfg: TrainConfig) -> _Shifts:
+    """Check the shifts and the memory the run needs; hold out and normalise."""
     if cfg.latent_dim < 1:
         raise InputError(f"latent_dim={cfg.latent_dim}: must be at least 1")
-    members = cfg.members()
-    dim = delta_ND.shape[1]
+    num_members, dim = len(cfg.members()), delta_ND.shape[1]
     held = _holdout_mask(len(delta_ND), cfg.val_fraction)
+    batch = min(cfg.batch_size, int((~held).sum()))
     require_memory(
-        training_bytes(
-            dim,
-            cfg.latent_dim,
-            len(members),
-            min(cfg.batch_size, int((~held).sum())),
-            int(held.sum()),
-        ),
-        f"training latent_dim={cfg.latent_dim} x {len(members)} member(s) on shifts of width {dim}",
+        training_bytes(dim, cfg.latent_dim, num_members, batch, int(held.sum())),
+        f"training latent_dim={cfg.latent_dim} x {num_members} member(s) on shifts of width {dim}",
         "lower --latent-dim or --batch-size, or train fewer seeds at once",
     )
     normalizer = Normalizer.fit(delta_ND[~held], cfg.normalize)
@@ -522,119 +487,200 @@ def _train(
                 else "too large for float32; use --normalize global"
             )
         )
-    seeds = [seed for seed, _ in members]
-    budgets = torch.tensor([eps for _, eps in members], dtype=torch.float32)
+    return _Shifts(normalizer, x_train, x_val, x_rms)
 
-    net, opt, cmp, generators = _build(cfg, dim, seeds, x_rms, budgets)
+
+@dataclass
+class _Run:
+    """What changes while a stacked run trains: exactly what a checkpoint holds."""
+
+    net: StackedSSAE
+    opt: object
+    cmp: SparseShiftProblem | None
+    generators: list[torch.Generator]
+    history: list[dict] = field(default_factory=list)
+    best: float = math.inf
+    stale: int = 0
+    epoch: int = 0
+
+    @classmethod
+    def start(cls, cfg: TrainConfig, dim: int, x_rms: float) -> _Run:
+        """The stacked model, its optimiser(s) and the members' shuffling generators."""
+        seeds = [seed for seed, _ in cfg.members()]
+        torch.manual_seed(0)  # nothing random should depend on it; fixed for safety
+        net = StackedSSAE(dim, cfg.latent_dim, seeds, x_rms)
+        opt, cmp = _make_optimizers(cfg, net, _budgets(cfg))
+        generators = [torch.Generator().manual_seed(GENERATOR_OFFSET + seed) for seed in seeds]
+        return cls(net, opt, cmp, generators)
+
+    def state(self) -> dict:
+        return {
+            "net": self.net.state_dict(),
+            "opt": self.opt.state_dict(),
+            "cmp": self.cmp.state_dict() if self.cmp is not None else None,
+            "rng": [g.get_state() for g in self.generators],
+            "history": self.history,
+            "best": self.best,
+            "stale": self.stale,
+            "epoch": self.epoch,
+        }
+
+    def restore(self, state: dict) -> None:
+        self.net.load_state_dict(state["net"])
+        self.opt.load_state_dict(state["opt"])
+        if self.cmp is not None:
+            self.cmp.load_state_dict(state["cmp"])
+        for g, saved in zip(self.generators, state["rng"], strict=True):
+            g.set_state(saved)
+        self.history, self.best = state["history"], state["best"]
+        self.stale, self.epoch = state["stale"], state["epoch"]
+
+
+def _budgets(cfg: TrainConfig) -> torch.Tensor:
+    return torch.tensor([eps for _, eps in cfg.members()], dtype=torch.float32)
+
+
+def _resumed(cfg: TrainConfig, shifts: _Shifts, ckpt: _Checkpoint) -> _Run:
+    """A fresh run, or the checkpointed one where it belongs to this very run."""
+    dim = shifts.x_train.shape[1]
+    run = _Run.start(cfg, dim, shifts.x_rms)
+    if (state := ckpt.load()) is not None:
+        try:
+            run.restore(state)
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError):
+            _say(f"{ckpt.path}: checkpoint does not fit this run; starting fresh")
+            run = _Run.start(cfg, dim, shifts.x_rms)
+    return run
+
+
+def _epoch(run: _Run, cfg: TrainConfig, shifts: _Shifts) -> dict[str, torch.Tensor]:
+    """One pass over the training shifts; the epoch's per-member values, by name."""
+    num = run.net.num_members
+    run.net.train()
+    sums = torch.zeros(2, num)
+    steps = 0
+    for idx_SB in _epoch_batches(run.generators, len(shifts.x_train), cfg.batch_size):
+        sums += _step(run.net, run.opt, run.cmp, shifts.x_train[idx_SB])
+        steps += 1
+    train_loss, train_l1 = (sums / max(steps, 1)).unbind(0)
+    if len(shifts.x_val):
+        val_loss, val_l1 = _evaluate(run.net, shifts.x_val.expand(num, -1, -1))
+    else:
+        val_loss, val_l1 = train_loss, train_l1
+    return {
+        "training loss": train_loss,
+        "L1": train_l1,
+        "held-out loss": val_loss,
+        "held-out L1": val_l1,
+        "multiplier": run.cmp.multipliers_S if run.cmp is not None else torch.zeros(num),
+    }
+
+
+def _record(run: _Run, cfg: TrainConfig, values: dict[str, torch.Tensor]) -> None:
+    """Append the epoch to the history and update the plateau counter."""
+    for k, (seed, eps) in enumerate(cfg.members()):
+        run.history.append(
+            {
+                "epoch": run.epoch,
+                "member": k,
+                "seed": seed,
+                "sparsity": eps,
+                "train_loss": float(values["training loss"][k]),
+                "l1": float(values["L1"][k]),
+                "budget": eps if cfg.method == "ssae" else float("nan"),
+                "multiplier": float(values["multiplier"][k]),
+                "val_loss": float(values["held-out loss"][k]),
+                "val_l1": float(values["held-out L1"][k]),
+            }
+        )
+    total = float(values["held-out loss"].sum())
+    within = values["held-out L1"] <= _budgets(cfg) * (1 + FEASIBILITY_TOL)
+    feasible = run.cmp is None or bool(within.all())
+    if total < run.best * (1 - cfg.min_delta):
+        run.best, run.stale = total, 0
+    elif feasible:
+        run.stale += 1
+
+
+def _diverged(cfg: TrainConfig, epoch: int, values: dict[str, torch.Tensor]) -> str | None:
+    """The error message for an epoch whose values are not all finite, else None."""
+    problem = _non_finite(epoch, cfg.members(), values)
+    if problem is None:
+        return None
+    fix = f"lower --lr ({cfg.lr:g})"
+    if cfg.method == "ssae":
+        fix += f" or --dual-lr ({cfg.dual_lr:g})"
+    if cfg.normalize != "global":
+        fix += ", or use --normalize global"
+    return f"{problem}; {fix}"
+
+
+def _train(
+    delta_ND: np.ndarray,
+    cfg: TrainConfig,
+    *,
+    checkpoint: str | Path | None,
+    progress: bool,
+    provenance: dict | None,
+) -> TrainResult:
+    delta_ND = _checked_shifts(delta_ND)
+    shifts = _prepare(delta_ND, cfg)
     ckpt = _Checkpoint(
         Path(checkpoint) if checkpoint else None,
         run_fingerprint(delta_ND, cfg) if checkpoint else {},
     )
-    history: list[dict] = []
-    best, stale, start_epoch = math.inf, 0, 0
-    if (state := ckpt.load()) is not None:
-        try:
-            history, best, stale, start_epoch = _restore(state, net, opt, cmp, generators)
-        except (RuntimeError, KeyError, ValueError, TypeError, IndexError):
-            _say(f"{ckpt.path}: checkpoint does not fit this run; starting fresh")
-            net, opt, cmp, generators = _build(cfg, dim, seeds, x_rms, budgets)
-
-    val_SND = x_val.expand(len(members), -1, -1) if len(x_val) else None
+    run = _resumed(cfg, shifts, ckpt)
     steps_per_epoch = sum(
-        1 for _ in _epoch_batches([torch.Generator()], len(x_train), cfg.batch_size)
+        1 for _ in _epoch_batches([torch.Generator()], len(shifts.x_train), cfg.batch_size)
     )
     max_epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))
     bar = tqdm(
-        range(start_epoch, max_epochs),
-        desc=f"train {cfg.method} x{len(members)}",
-        disable=not progress,
-        initial=start_epoch,
         total=max_epochs,
+        initial=run.epoch,
+        desc=f"train {cfg.method} x{len(cfg.members())}",
+        disable=not progress,
     )
-    epoch = start_epoch
     last_save = time.monotonic()
-    for epoch in bar:
-        net.train()
-        sums = torch.zeros(2, len(members))
-        steps = 0
-        for idx_SB in _epoch_batches(generators, len(x_train), cfg.batch_size):
-            sums += _step(net, opt, cmp, x_train[idx_SB])
-            steps += 1
-        train_loss, train_l1 = (sums / max(steps, 1)).unbind(0)
-        val_loss, val_l1 = (
-            _evaluate(net, val_SND) if val_SND is not None else (train_loss, train_l1)
-        )
-        multipliers = cmp.multipliers_S if cmp is not None else torch.zeros(len(members))
-        diverged = _non_finite(
-            epoch + 1,
-            members,
-            {
-                "training loss": train_loss,
-                "L1": train_l1,
-                "held-out loss": val_loss,
-                "held-out L1": val_l1,
-                "multiplier": multipliers,
-            },
-        )
-        if diverged:
+    while run.epoch < max_epochs:
+        values = _epoch(run, cfg, shifts)
+        run.epoch += 1
+        if (problem := _diverged(cfg, run.epoch, values)) is not None:
             ckpt.remove()
-            fix = f"lower --lr ({cfg.lr:g})" + (f" or --dual-lr ({cfg.dual_lr:g})" if cmp else "")
-            if cfg.normalize != "global":
-                fix += ", or use --normalize global"
-            raise InputError(f"{diverged}; {fix}")
-        for k, (seed, eps) in enumerate(members):
-            history.append(
-                {
-                    "epoch": epoch + 1,
-                    "member": k,
-                    "seed": seed,
-                    "sparsity": eps,
-                    "train_loss": float(train_loss[k]),
-                    "l1": float(train_l1[k]),
-                    "budget": eps if cfg.method == "ssae" else float("nan"),
-                    "multiplier": float(multipliers[k]),
-                    "val_loss": float(val_loss[k]),
-                    "val_l1": float(val_l1[k]),
-                }
-            )
-        total = float(val_loss.sum())
-        feasible = cmp is None or bool((val_l1 <= budgets * (1 + FEASIBILITY_TOL)).all())
-        if total < best * (1 - cfg.min_delta):
-            best, stale = total, 0
-        elif feasible:
-            stale += 1
-        bar.set_postfix(val_loss=f"{total / len(members):.4f}", l1=f"{float(val_l1.mean()):.3f}")
+            raise InputError(problem)
+        _record(run, cfg, values)
+        bar.update()
+        bar.set_postfix(
+            val_loss=f"{float(values['held-out loss'].mean()):.4f}",
+            l1=f"{float(values['held-out L1'].mean()):.3f}",
+        )
         if time.monotonic() - last_save >= CHECKPOINT_SECONDS:
             last_save = time.monotonic()
-            ckpt.save(
-                {
-                    "net": net.state_dict(),
-                    "opt": opt.state_dict(),
-                    "cmp": cmp.state_dict() if cmp is not None else None,
-                    "rng": _rng_state(generators),
-                    "history": history,
-                    "best": best,
-                    "stale": stale,
-                    "epoch": epoch + 1,
-                }
-            )
-        past_min_steps = (epoch + 1) * steps_per_epoch >= cfg.min_steps
-        if cfg.patience and stale >= cfg.patience and past_min_steps:
+            ckpt.save(run.state())
+        past_min_steps = run.epoch * steps_per_epoch >= cfg.min_steps
+        if cfg.patience and run.stale >= cfg.patience and past_min_steps:
             break
     bar.close()
     ckpt.remove()
+    models = _members(run, cfg, shifts, provenance)
+    return TrainResult(models, run.history, stopped_epoch=run.epoch)
 
-    final = {row["member"]: row for row in history[-len(members) :]}
+
+def _members(
+    run: _Run, cfg: TrainConfig, shifts: _Shifts, provenance: dict | None
+) -> list[ShiftAutoencoder]:
+    """One stand-alone model per member, with its config.json content."""
+    members = cfg.members()
+    final = {row["member"]: row for row in run.history[-len(members) :]}
     models = []
     for k, (seed, eps) in enumerate(members):
         config = {
             "method": cfg.method,
-            "dim": int(x_ND.shape[1]),
+            "dim": int(shifts.x_train.shape[1]),
             "latent_dim": cfg.latent_dim,
             "seed": seed,
             "sparsity": eps if cfg.method == "ssae" else None,
-            "x_rms": x_rms,
-            "normalization": normalizer.to_dict(),
+            "x_rms": shifts.x_rms,
+            "normalization": shifts.normalizer.to_dict(),
             "hyperparameters": {
                 "epochs": cfg.epochs,
                 "min_steps": cfg.min_steps,
@@ -649,12 +695,12 @@ def _train(
                 key: final[k][key]
                 for key in ("train_loss", "val_loss", "l1", "val_l1", "multiplier")
             },
-            "num_train_shifts": len(x_train),
+            "num_train_shifts": len(shifts.x_train),
             "provenance": provenance or {},
             "package_version": __version__,
         }
-        models.append(ShiftAutoencoder(net.member(k), normalizer, config))
-    return TrainResult(models, history, stopped_epoch=epoch + 1)
+        models.append(ShiftAutoencoder(run.net.member(k), shifts.normalizer, config))
+    return models
 
 
 def check_constraint_active(result: TrainResult, *, where: str = "training") -> list[str]:

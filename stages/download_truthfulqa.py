@@ -1,39 +1,28 @@
-"""Stage download_truthfulqa: TruthfulQA MC data -> pair table and normalised MC table.
-
-Reads params.yaml section ``truthfulqa``. The source is ``truthfulqa.source`` if set, else the
-environment variable SSAE_TRUTHFULQA, else the pinned, checksummed Hugging Face download (see
-ssae_core/datasets/truthfulqa.py). Writes, each atomically:
-
-- data/pairs/truthfulqa.parquet   the pair table (x = question + incorrect, x~ = + correct)
-- data/truthfulqa/mc.parquet      question, shuffled choices and labels, per-question split
-"""
+"""Stage `download_truthfulqa`: TruthfulQA MC data (params.yaml `truthfulqa`; sources in
+ssae_core/datasets/truthfulqa.py) -> data/pairs/truthfulqa.parquet (x = question + incorrect,
+x~ = + correct) and data/truthfulqa/mc.parquet (shuffled choices, per-question split)."""
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 
-import ssae_core.datasets.truthfulqa as truthfulqa
+from ssae_core.datasets import truthfulqa
 from ssae_core.io import write_parquet
-from stages.common import ROOT, load_params, run_stage
-
-PAIRS_OUT = ROOT / "data" / "pairs" / "truthfulqa.parquet"
-MC_OUT = ROOT / "data" / "truthfulqa" / "mc.parquet"
+from stages.common import LAYOUT, ROOT, load_section, run_stage
 
 
 def main() -> None:
-    config = truthfulqa.config_from_params(load_params("truthfulqa"))
+    config = load_section(truthfulqa.TruthfulQAConfig, "truthfulqa")
     pairs, mc = truthfulqa.build(config, base_dir=ROOT)
-    write_parquet(mc, MC_OUT)
-    write_parquet(pairs, PAIRS_OUT)
+    write_parquet(mc, LAYOUT.mc_table)
+    write_parquet(pairs, LAYOUT.pairs("truthfulqa"))
     meta = {k.decode(): v.decode() for k, v in (pairs.schema.metadata or {}).items()}
     pair_counts = Counter(pairs.column("split").to_pylist())
     question_counts = Counter(mc.column("split").to_pylist())
     print(
         f"truthfulqa: {meta.get('source')} ({meta.get('source_named_by')}); "
         f"{config.answers} pairs train {pair_counts['train']} / test {pair_counts['test']}, "
-        f"questions train {question_counts['train']} / test {question_counts['test']} "
-        f"-> {os.path.relpath(PAIRS_OUT, ROOT)}, {os.path.relpath(MC_OUT, ROOT)}"
+        f"questions train {question_counts['train']} / test {question_counts['test']}"
     )
 
 

@@ -1,26 +1,22 @@
-"""Stage `entangle`: the robustness variant of an LLM embedding set.
-
-    python -m stages.entangle NAME
-
-Applies one seeded, well-conditioned dense invertible D x D map (params.yaml ``entangle``) to z and
-z~ of data/embeddings/NAME and writes data/entangled/NAME.parquet.
-"""
+"""Stage `entangle`: the robustness variant of an LLM embedding set: one seeded, dense invertible
+D x D map (params.yaml `entangle`) applied to z and z~ -> data/entangled/NAME.parquet."""
 
 from __future__ import annotations
 
-import sys
-
 from ssae_core.io import load_embeddings, save_embeddings
+from ssae_core.study.config import EntangleConfig
 from ssae_core.synthetic import entangle
-from stages.common import ROOT, load_params, run_stage
+from stages.common import LAYOUT, load_section, run_stage, stage_parser
 
 
 def main() -> None:
-    name = sys.argv[1]
-    params = load_params("entangle")
-    table = load_embeddings(ROOT / "data" / "embeddings" / name)
-    mixed = entangle(table, seed=int(params["seed"]), max_condition=float(params["max_condition"]))
-    save_embeddings(mixed, ROOT / "data" / "entangled" / f"{name}.parquet")
+    parser = stage_parser("stages.entangle", __doc__)
+    parser.add_argument("name", help="an embedding set in data/embeddings")
+    name = parser.parse_args().name
+    config = load_section(EntangleConfig, "entangle")
+    table = load_embeddings(LAYOUT.embeddings(name))
+    mixed = entangle(table, seed=config.seed, max_condition=config.max_condition)
+    save_embeddings(mixed, LAYOUT.entangled(name))
     print(f"entangle: {name}: {len(mixed)} pairs, d={mixed.dim}")
 
 

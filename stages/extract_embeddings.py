@@ -1,39 +1,31 @@
-"""Stage extract_embeddings NAME: data/pairs/NAME.parquet -> data/embeddings/NAME/ (shards).
-
-Reads params.yaml section ``embed`` (see :class:`ssae_core.embed.EmbedParams`) and the model folder
-written by the prepare_model stage (models/lm). An interrupted run resumes from its completed
-shards (declare the output ``persist: true`` in dvc.yaml so that DVC keeps them).
-"""
+"""Stage `extract_embeddings`: data/pairs/NAME.parquet -> data/embeddings/NAME/ (shards), with the
+model of models/lm and params.yaml `embed`. An interrupted run resumes from its completed shards
+(the output is `persist: true` in dvc.yaml so that DVC keeps them)."""
 
 from __future__ import annotations
 
 import dataclasses
-import sys
 
-from ssae_core.config import from_mapping
-from ssae_core.embed import EmbedParams, extract_embeddings
 from ssae_core.errors import InputError
-from ssae_core.lm import SOURCE_FILE
-from stages.common import ROOT, load_params, run_stage
-from stages.prepare_model import MODEL_OUT
+from ssae_core.lm.embed import EmbedConfig, extract_embeddings
+from ssae_core.lm.loading import SOURCE_FILE
+from stages.common import LAYOUT, load_section, run_stage, stage_parser
 
 
 def main() -> None:
-    if len(sys.argv) != 2:
-        raise InputError(
-            "usage: python -m stages.extract_embeddings NAME (a pair table in data/pairs)"
-        )
-    name = sys.argv[1]
-    params = from_mapping(EmbedParams, load_params("embed"), "params.yaml:embed")
-    if not (MODEL_OUT / SOURCE_FILE).is_file():
-        raise InputError(f"{MODEL_OUT}: no prepared model; run `dvc repro prepare_model` first")
+    parser = stage_parser("stages.extract_embeddings", __doc__)
+    parser.add_argument("name", help="a pair table in data/pairs")
+    name = parser.parse_args().name
+    config = load_section(EmbedConfig, "embed")
+    if not (LAYOUT.lm / SOURCE_FILE).is_file():
+        raise InputError(f"{LAYOUT.lm}: no prepared model; run `dvc repro prepare_model` first")
     out = extract_embeddings(
-        ROOT / "data" / "pairs" / f"{name}.parquet",
-        ROOT / "data" / "embeddings" / name,
-        model=str(MODEL_OUT),
-        **dataclasses.asdict(params),
+        LAYOUT.pairs(name),
+        LAYOUT.embeddings(name),
+        model=str(LAYOUT.lm),
+        **dataclasses.asdict(config),
     )
-    print(f"extract_embeddings: {name} -> {out.relative_to(ROOT)}")
+    print(f"extract_embeddings: {name} -> {LAYOUT.relative(out)}")
 
 
 if __name__ == "__main__":

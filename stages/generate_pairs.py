@@ -1,32 +1,23 @@
-"""Stage generate_pairs: write one semi-synthetic pair table to data/pairs/NAME.parquet.
-
-Usage: ``python -m stages.generate_pairs NAME`` with NAME one of lang, gender, binary, corr, cat.
-Reads the params.yaml section ``pairs`` (seed, test_fraction, cat.num_pairs, cat.max_changes).
-"""
+"""Stage `generate_pairs`: write one semi-synthetic pair table to data/pairs/NAME.parquet
+(params.yaml `pairs`: seed, test_fraction, cat.num_pairs, cat.max_changes)."""
 
 from __future__ import annotations
 
-import argparse
 from collections import Counter
 from pathlib import Path
 
 from ssae_core.datasets.semisynthetic import DATASETS, PairsConfig, build_pairs
 from ssae_core.io import write_parquet
-from stages.common import ROOT, load_params, run_stage
-
-OUT_DIR = ROOT / "data" / "pairs"
+from stages.common import LAYOUT, load_section, run_stage, stage_parser
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Write one semi-synthetic pair table.")
-    parser.add_argument("name", help=f"the pair set: {', '.join(DATASETS)}")
-    parser.add_argument(
-        "--out", type=Path, default=None, help="output file (default: data/pairs/NAME.parquet)"
-    )
+    parser = stage_parser("stages.generate_pairs", __doc__)
+    parser.add_argument("name", choices=DATASETS, help="the pair set")
+    parser.add_argument("--out", type=Path, help="output file (default: data/pairs/NAME.parquet)")
     args = parser.parse_args()
-    config = PairsConfig.from_mapping(load_params("pairs"), "params.yaml:pairs")
-    pairs = build_pairs(args.name, config)
-    out = args.out or OUT_DIR / f"{args.name}.parquet"
+    pairs = build_pairs(args.name, load_section(PairsConfig, "pairs"))
+    out = args.out or LAYOUT.pairs(args.name)
     write_parquet(pairs.to_table(), out)
     counts = Counter(pairs.split)
     print(

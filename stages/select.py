@@ -1,70 +1,25 @@
-"""Stage `select`: score every SSAE grid cell of the LLM study and choose one per set, label-free.
-
-Reads models/study/SET/grid/ and the held-out pairs of data/embeddings/SET; writes
-metrics/udr.json (every cell's UDR, MCC and constraint state; the selected cell per set, which
-the steering and behaviour stages use) and metrics/plots/udr_grid.csv (the heatmaps).
-"""
+"""Stage `select`: score every SSAE grid cell of the LLM study and choose one per set, without
+labels -> metrics/udr.json (the choice later stages use) and metrics/plots/udr_grid.csv."""
 
 from __future__ import annotations
 
-import csv
-
-from ssae_core.io import atomic_file, write_json
-from ssae_core.study import (
-    STUDY_MODELS,
-    UDR_FILE,
-    load_set,
-    load_study_config,
-    score_grid,
-    select_cell,
-)
-from stages.common import load_params, run_stage
-
-PLOT_FILE = "metrics/plots/udr_grid.csv"
-PLOT_COLUMNS = ["set", "sparsity", "lr", "decoder_udr", "codes_udr", "mcc", "active", "selected"]
-
-
-def _cell_key(cell: dict) -> tuple[float, float]:
-    return cell["lr"], cell["sparsity"]
+from ssae_core.io import write_json
+from ssae_core.study.config import StudyConfig
+from ssae_core.study.plots import udr_grid_rows, write_plots
+from ssae_core.study.selection import select_study
+from stages.common import LAYOUT, load_section, run_stage
 
 
 def main() -> None:
-    study = load_study_config(load_params("study"))
-    sets: dict = {}
-    for name in study.sets:
-        test = load_set(study, name).subset("test")
-        cells = score_grid(STUDY_MODELS / name, test)
-        chosen = select_cell(cells)
-        selected = {
-            key: chosen[key] for key in ("lr", "sparsity", "run", "seeds", "active", "decoder_mcc")
-        }
-        sets[name] = {
-            "selected": selected,
-            "rule": "max decoder UDR among active cells; ties: codes UDR, then smaller budget",
-            "cells": cells,
-        }
+    udr = select_study(load_section(StudyConfig, "study"), LAYOUT)
+    write_json(udr, LAYOUT.metrics("udr"))
+    write_plots(LAYOUT, {"udr_grid": udr_grid_rows(udr)})
+    for name, entry in udr["sets"].items():
+        chosen = entry["selected"]
         print(
             f"{name}: selected lr={chosen['lr']:g} eps={chosen['sparsity']:g} "
-            f"(decoder UDR {chosen['decoder_mcc']['udr']:.4f}, {len(cells)} cells)"
+            f"(decoder UDR {chosen['decoder_mcc']['udr']:.4f}, {len(entry['cells'])} cells)"
         )
-    write_json({"sets": sets}, UDR_FILE)
-    with atomic_file(PLOT_FILE) as tmp, tmp.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(PLOT_COLUMNS)
-        for name, entry in sets.items():
-            for cell in entry["cells"]:
-                writer.writerow(
-                    [
-                        name,
-                        cell["sparsity"],
-                        cell["lr"],
-                        cell["decoder_mcc"]["udr"],
-                        cell["codes_mcc"]["udr"],
-                        cell.get("mcc", {}).get("mean", ""),
-                        int(cell["active"]),
-                        int(_cell_key(cell) == _cell_key(entry["selected"])),
-                    ]
-                )
 
 
 if __name__ == "__main__":

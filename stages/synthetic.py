@@ -1,36 +1,23 @@
-"""Stage `synthetic`: write synth(n, k) and its entangled variant as embedding tables.
-
-python -m stages.synthetic NAME      (NAME is a key of params.yaml synthetic.settings)
-"""
+"""Stage `synthetic`: write synth(n, k) and its entangled variant as embedding tables."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-from ssae_core.config import from_mapping
-from ssae_core.errors import InputError
 from ssae_core.io import save_embeddings
-from ssae_core.synthetic import SynthConfig, entangle, make_synthetic
-from stages.common import load_params, run_stage
-
-OUT_DIR = Path("data/synthetic")
+from ssae_core.study.config import ENTANGLED_SUFFIX, load_synthetic_data
+from ssae_core.synthetic import entangle, make_synthetic
+from stages.common import LAYOUT, load_params, run_stage, stage_parser
 
 
 def main() -> None:
-    name = sys.argv[1]
-    params = load_params("synthetic")
-    settings = params.get("settings", {})
-    if name not in settings:
-        raise InputError(f"params.yaml:synthetic.settings has no '{name}'; known: {list(settings)}")
-    shared = {k: v for k, v in params.items() if k not in ("settings", "entangle_seed")}
-    cfg = from_mapping(SynthConfig, {**shared, **settings[name]}, f"params.yaml:synthetic.{name}")
-    table = make_synthetic(cfg)
-    save_embeddings(table, OUT_DIR / f"{name}.parquet")
-    save_embeddings(
-        entangle(table, seed=int(params.get("entangle_seed", 1))), OUT_DIR / f"{name}_ent.parquet"
-    )
-    print(f"{name}: {len(table)} pairs, d={table.dim}, n={cfg.num_concepts}, k={cfg.max_changes}")
+    data, tables = load_synthetic_data(load_params("synthetic"))
+    parser = stage_parser("stages.synthetic", __doc__)
+    parser.add_argument("name", choices=list(tables), help="a key of synthetic.settings")
+    name = parser.parse_args().name
+    table = make_synthetic(tables[name])
+    save_embeddings(table, LAYOUT.synthetic(name))
+    mixed = entangle(table, seed=data.entangle_seed)
+    save_embeddings(mixed, LAYOUT.synthetic(f"{name}{ENTANGLED_SUFFIX}"))
+    print(f"{name}: {len(table)} pairs, d={table.dim}, n={tables[name].num_concepts}")
 
 
 if __name__ == "__main__":

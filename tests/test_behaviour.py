@@ -14,23 +14,30 @@ import numpy as np
 import pytest
 import torch
 
-from ssae_core import behaviour as bh
-from ssae_core import lm
-from ssae_core.datasets.truthfulqa import MCQuestion, mc_table
-from ssae_core.embed import pad_token_id, tokenize
+from ssae_core.config import load_config
+from ssae_core.datasets.truthfulqa import MC1Question, MCQuestion, mc_table
 from ssae_core.errors import InputError
-from ssae_core.io import EmbeddingTable, load_embeddings, write_parquet
+from ssae_core.evaluation.behaviour import evaluate, language, logprobs, mc1
+from ssae_core.evaluation.behaviour import vectors as bvec
+from ssae_core.evaluation.behaviour.config import BehaviourConfig
+from ssae_core.io import EmbeddingTable, load_embeddings, write_json, write_parquet
+from ssae_core.lm import loading as lm
+from ssae_core.lm.tokens import pad_token_id, tokenize
 from ssae_core.runs import load_run, train_run
+from ssae_core.study.config import StudyConfig
+from ssae_core.study.layout import StudyLayout
+from ssae_core.study.plots import behaviour_rows, write_plots
+from ssae_core.study.report import behaviour_section
+from ssae_core.study.scores import score_behaviour
 from ssae_core.train import TrainConfig
-from stages import behaviour as stage
 
 WIDTH = 48
 TEMPLATE = "Q: {question}\nA: {answer}"
 QUESTIONS = [
-    bh.MCItem(0, "who is the king", ["the man", "a woman is the queen", "the cat"], 0),
-    bh.MCItem(1, "what is red", ["the ball", "the box is blue", "a door", "no"], 0),
-    bh.MCItem(2, "where is the dog", ["in the house", "on the table ."], 0),
-    bh.MCItem(3, "why is the sky blue", ["yes", "it is blue and red and green", "no"], 0),
+    MC1Question(0, "who is the king", ["the man", "a woman is the queen", "the cat"], 0),
+    MC1Question(1, "what is red", ["the ball", "the box is blue", "a door", "no"], 0),
+    MC1Question(2, "where is the dog", ["in the house", "on the table ."], 0),
+    MC1Question(3, "why is the sky blue", ["yes", "it is blue and red and green", "no"], 0),
 ]
 PROMPTS = ["the king was", "a cat sat on the", "the woman and the man", "this is"]
 
@@ -46,12 +53,12 @@ def unit(seed: int = 0) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-def vector(layer: int | None = None, alpha: float = 4.0, seed: int = 0) -> bh.ConceptVector:
-    return bh.ConceptVector("md", None, layer, unit(seed), alpha, None, None)
+def vector(layer: int | None = None, alpha: float = 4.0, seed: int = 0) -> bvec.ConceptVector:
+    return bvec.ConceptVector("md", None, layer, unit(seed), alpha, None, None)
 
 
 @torch.no_grad()
-def direct_logprob(model, text: bh.ScoredText) -> float:
+def direct_logprob(model, text: logprobs.ScoredText) -> float:
     """log p(target | context) from one unpadded forward pass of the whole sequence."""
     ids = torch.tensor([text.context_ids + text.target_ids])
     logp = model(ids).logits[0].double().log_softmax(-1)
@@ -64,7 +71,7 @@ def direct_logprob(model, text: bh.ScoredText) -> float:
 
 def test_choice_texts_split_the_template_at_the_answer(tiny):
     _, tokenizer = tiny
-    texts = bh.choice_texts(tokenizer, QUESTIONS, TEMPLATE)
+    texts = mc1.choice_texts(tokenizer, QUESTIONS, TEMPLATE)
     assert len(texts) == sum(len(q.choices) for q in QUESTIONS)
     full = [TEMPLATE.format(question=q.question, answer=c) for q in QUESTIONS for c in q.choices]
     assert [t.context_ids + t.target_ids for t in texts] == tokenize(tokenizer, full)
@@ -75,8 +82,8 @@ def test_choice_texts_split_the_template_at_the_answer(tiny):
 
 def test_mc1_ranks_by_summed_answer_log_likelihood(tiny):
     model, tokenizer = tiny
-    texts = bh.choice_texts(tokenizer, QUESTIONS, TEMPLATE)
-    scores = bh.target_logprobs(model, texts, pad_id=pad_token_id(tokenizer), batch_size=3)[0]
+    texts = mc1.choice_texts(tokenizer, QUESTIONS, TEMPLATE)
+    scores = logprobs.target_logprobs(model, texts, pad_id=pad_token_id(tokenizer), batch_size=3)[0]
     direct = np.array([direct_logprob(model, t) for t in texts])
     np.testing.assert_allclose(scores, direct, atol=1e-4, rtol=0)
 
@@ -86,28 +93,28 @@ def test_mc1_ranks_by_summed_answer_log_likelihood(tiny):
     wrong = [
         q._replace(correct=(k + 1) % len(q.choices)) for q, k in zip(QUESTIONS, best, strict=True)
     ]
-    assert bh.mc1_correct(scores, right).all()
-    assert not bh.mc1_correct(scores, wrong).any()
+    assert mc1.mc1_correct(scores, right).all()
+    assert not mc1.mc1_correct(scores, wrong).any()
 
 
 @pytest.mark.parametrize("shortcut", [True, False])
 def test_left_padded_batches_equal_one_text_at_a_time(tiny, shortcut):
     model, tokenizer = tiny
-    texts = bh.choice_texts(tokenizer, QUESTIONS, TEMPLATE)
+    texts = mc1.choice_texts(tokenizer, QUESTIONS, TEMPLATE)
     conditions = [None, vector().steering_vector(1.0)]
     kwargs = {"pad_id": pad_token_id(tokenizer), "shortcut": shortcut}
-    batched = bh.target_logprobs(model, texts, conditions, batch_size=len(texts), **kwargs)
-    single = bh.target_logprobs(model, texts, conditions, batch_size=1, **kwargs)
+    batched = logprobs.target_logprobs(model, texts, conditions, batch_size=len(texts), **kwargs)
+    single = logprobs.target_logprobs(model, texts, conditions, batch_size=1, **kwargs)
     np.testing.assert_allclose(batched, single, atol=1e-4, rtol=0)
 
 
 def test_empty_targets_score_zero_and_empty_contexts_are_refused(tiny):
     model, tokenizer = tiny
-    texts = [bh.ScoredText([1, 5], []), bh.ScoredText([1, 5], [6])]
-    scores = bh.target_logprobs(model, texts, pad_id=pad_token_id(tokenizer))
+    texts = [logprobs.ScoredText([1, 5], []), logprobs.ScoredText([1, 5], [6])]
+    scores = logprobs.target_logprobs(model, texts, pad_id=pad_token_id(tokenizer))
     assert scores[0, 0] == 0.0 and scores[0, 1] < 0
     with pytest.raises(InputError, match="empty context"):
-        bh.target_logprobs(model, [bh.ScoredText([], [5])], pad_id=0)
+        logprobs.target_logprobs(model, [logprobs.ScoredText([], [5])], pad_id=0)
 
 
 # --------------------------------------------------------------------------- steering
@@ -116,9 +123,9 @@ def test_empty_targets_score_zero_and_empty_contexts_are_refused(tiny):
 @pytest.mark.parametrize("layer", [None, 1])
 def test_multiplier_zero_is_the_unsteered_model_exactly(tiny, layer):
     model, tokenizer = tiny
-    texts = bh.choice_texts(tokenizer, QUESTIONS, TEMPLATE)
+    texts = mc1.choice_texts(tokenizer, QUESTIONS, TEMPLATE)
     v = vector(layer)
-    scores = bh.target_logprobs(
+    scores = logprobs.target_logprobs(
         model,
         texts,
         [None, v.steering_vector(0.0), v.steering_vector(2.0)],
@@ -126,9 +133,11 @@ def test_multiplier_zero_is_the_unsteered_model_exactly(tiny, layer):
     )
     assert np.array_equal(scores[1], scores[0])
     assert not np.allclose(scores[2], scores[0], atol=1e-3)
-    plain = bh.continue_prompts(model, tokenizer, PROMPTS, max_new_tokens=4)
+    plain = language.continue_prompts(model, tokenizer, PROMPTS, max_new_tokens=4)
     assert (
-        bh.continue_prompts(model, tokenizer, PROMPTS, v.steering_vector(0.0), max_new_tokens=4)
+        language.continue_prompts(
+            model, tokenizer, PROMPTS, v.steering_vector(0.0), max_new_tokens=4
+        )
         == plain
     )
 
@@ -136,11 +145,11 @@ def test_multiplier_zero_is_the_unsteered_model_exactly(tiny, layer):
 def test_final_layer_shortcut_equals_steering_the_model(tiny):
     """logits + W_head v per condition == a forward pass under steer(), at every multiplier."""
     model, tokenizer = tiny
-    texts = bh.choice_texts(tokenizer, QUESTIONS, TEMPLATE)
+    texts = mc1.choice_texts(tokenizer, QUESTIONS, TEMPLATE)
     conditions = [None] + [vector(None, 3.0, s).steering_vector(m) for s in (0, 1) for m in (-2, 5)]
     kwargs = {"pad_id": pad_token_id(tokenizer), "batch_size": 5}
-    fast = bh.target_logprobs(model, texts, conditions, shortcut=True, **kwargs)
-    slow = bh.target_logprobs(model, texts, conditions, shortcut=False, **kwargs)
+    fast = logprobs.target_logprobs(model, texts, conditions, shortcut=True, **kwargs)
+    slow = logprobs.target_logprobs(model, texts, conditions, shortcut=False, **kwargs)
     np.testing.assert_allclose(fast, slow, atol=1e-4, rtol=0)
 
 
@@ -172,7 +181,7 @@ def tiny_run(table: EmbeddingTable, folder: Path, method: str):
 def test_concept_vectors_fit_md_and_every_member(tmp_path):
     table = planted_table("language")
     runs = {"aff": tiny_run(table, tmp_path / "aff", "aff")}
-    vectors = bh.concept_vectors(table.subset("train"), runs, "language")
+    vectors = bvec.concept_vectors(table.subset("train"), runs, "language")
     (md,) = vectors["md"]
     assert md.seed is None and md.layer is None
     assert float(md.unit_D @ unit(10)) > 0.99 and md.alpha == pytest.approx(6.0, rel=0.05)
@@ -183,53 +192,55 @@ def test_concept_vectors_fit_md_and_every_member(tmp_path):
         assert v.alpha == pytest.approx(expected, rel=1e-4)
         step = v.steering_vector(2.0).layer_activations[None].numpy()
         np.testing.assert_allclose(step, 2.0 * v.alpha * v.unit_D, rtol=1e-5, atol=1e-6)
-    only = bh.concept_vectors(table.subset("train"), runs, "language", seeds=[1])
+    only = bvec.concept_vectors(table.subset("train"), runs, "language", seeds=[1])
     assert [v.seed for v in only["aff"]] == [1]
     with pytest.raises(InputError, match="no member with seeds"):
-        bh.concept_vectors(table.subset("train"), runs, "language", seeds=[7])
+        bvec.concept_vectors(table.subset("train"), runs, "language", seeds=[7])
     with pytest.raises(InputError, match="no concept 'gender'"):
-        bh.concept_vectors(table.subset("train"), runs, "gender")
+        bvec.concept_vectors(table.subset("train"), runs, "gender")
     block = planted_table("language", layer="1")
     with pytest.raises(InputError, match="layer"):
-        bh.concept_vectors(block.subset("train"), runs, "language")
+        bvec.concept_vectors(block.subset("train"), runs, "language")
 
 
 # --------------------------------------------------------------------------- helpers
 
 
 def test_language_fraction_and_identification():
-    identifier = bh.language_identifier()
+    identifier = language.language_identifier()
     texts = [
         "Le chat est sur la table et la maison est très grande.",
         "The cat is on the table and the house is very big.",
         "",
         "12345 !!",
     ]
-    assert bh.identify_languages(texts, identifier) == ["fr", "en", "", ""]
-    assert bh.language_fraction(texts, "fr", identifier) == 0.25
-    assert bh.language_fraction(texts[:2], "en", identifier) == 0.5
+    assert language.identify_languages(texts, identifier) == ["fr", "en", "", ""]
+    assert language.language_fraction(texts, "fr", identifier) == 0.25
+    assert language.language_fraction(texts[:2], "en", identifier) == 0.5
     with pytest.raises(InputError, match=r"params\.yaml:behaviour\.language 'xx'"):
-        bh.check_language("xx", "params.yaml:behaviour.language")
+        language.check_language("xx", "params.yaml:behaviour.language")
 
 
 def test_perplexity_of_known_log_probabilities(tiny):
-    assert bh.perplexity(np.array([-2.0, -4.0]), np.array([2, 2])) == pytest.approx(math.exp(1.5))
-    assert bh.perplexity(np.array([0.0]), np.array([0])) is None
+    assert logprobs.perplexity(np.array([-2.0, -4.0]), np.array([2, 2])) == pytest.approx(
+        math.exp(1.5)
+    )
+    assert logprobs.perplexity(np.array([0.0]), np.array([0])) is None
     model, tokenizer = tiny
-    texts = bh.continuation_texts(tokenizer, ["the king was", "a cat"], [" a man .", " on"])
+    texts = language.continuation_texts(tokenizer, ["the king was", "a cat"], [" a man .", " on"])
     assert [len(t.target_ids) for t in texts] == [3, 1]
-    scores = bh.target_logprobs(model, texts, pad_id=pad_token_id(tokenizer))[0]
+    scores = logprobs.target_logprobs(model, texts, pad_id=pad_token_id(tokenizer))[0]
     direct = [direct_logprob(model, t) for t in texts]
     expected = math.exp(-sum(direct) / 4)
-    assert bh.perplexity(scores, np.array([3, 1])) == pytest.approx(expected, rel=1e-4)
+    assert logprobs.perplexity(scores, np.array([3, 1])) == pytest.approx(expected, rel=1e-4)
 
 
 def test_subsample_is_seeded_and_keeps_order():
     items = list(range(50))
-    first = bh.subsample(items, 10, seed=3)
-    assert first == bh.subsample(items, 10, seed=3) == sorted(first)
-    assert first != bh.subsample(items, 10, seed=4)
-    assert bh.subsample(items, None, 0) == items == bh.subsample(items, 99, 0)
+    first = evaluate.subsample(items, 10, seed=3)
+    assert first == evaluate.subsample(items, 10, seed=3) == sorted(first)
+    assert first != evaluate.subsample(items, 10, seed=4)
+    assert evaluate.subsample(items, None, 0) == items == evaluate.subsample(items, 99, 0)
 
 
 # --------------------------------------------------------------------------- the stage
@@ -254,6 +265,18 @@ def tiny_root(root: Path, tiny_lm_dir: Path) -> None:
     write_parquet(mc_table(questions, split, seed=0), root / "data" / "truthfulqa" / "mc.parquet")
 
 
+def run_stage(root: Path, runs: dict) -> dict:
+    """What stages/behaviour.py does, on ``root`` and with the given runs."""
+    layout = StudyLayout(root)
+    config = load_config(BehaviourConfig, PARAMS, "params.yaml:behaviour")
+    results = score_behaviour(StudyConfig(), layout, config, runs=runs, progress=False)
+    write_json(results, layout.metrics("behaviour"))
+    write_plots(
+        layout, {f"behaviour_{p}": behaviour_rows(results, p) for p in ("truthfulqa", "language")}
+    )
+    return results
+
+
 PARAMS = {
     "alpha_multipliers": [0, 1, 4],
     "questions": 3,
@@ -272,17 +295,17 @@ def stage_run(tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     for name in ("truthfulqa", "lang"):
         table = load_embeddings(root / "data" / "embeddings" / name)
         runs[name] = {m: tiny_run(table, root / "runs" / name / m, m) for m in ("ssae", "aff")}
-    results = stage.main(PARAMS, root=root, runs=runs, progress=False)
+    results = run_stage(root, runs)
     return root, runs, results
 
 
 def test_stage_writes_metrics_and_plot_tables(stage_run):
     root, _, results = stage_run
-    assert json.loads((root / stage.METRICS_FILE).read_text()) == results
+    assert json.loads((StudyLayout(root).metrics("behaviour")).read_text()) == results
     tqa, lang = results["truthfulqa"], results["language"]
     assert tqa["n_questions"] == 3 and tqa["n_test_questions"] == 4
     assert tqa["n_choices"] == sum(len(QUESTIONS[i].choices) for i in tqa["question_ids"])
-    assert lang["n_prompts"] == 4 and lang["prompts"] == list(bh.NEUTRAL_PROMPTS[:4])
+    assert lang["n_prompts"] == 4 and lang["prompts"] == list(language.NEUTRAL_PROMPTS[:4])
     for section, key in ((tqa, "accuracy"), (lang, "language_fraction")):
         assert set(section["methods"]) == {"md", "ssae", "aff"}
         assert section["methods"]["ssae"]["seeds"] == [0, 1]
@@ -291,12 +314,12 @@ def test_stage_writes_metrics_and_plot_tables(stage_run):
             assert zero["alpha_multiplier"] == 0
             assert set(zero[key]["values"]) == {section["unsteered"][key]}
             assert [e["alpha_multiplier"] for e in report["sweep"]] == [0, 1, 4]
-    with (root / stage.PLOTS["truthfulqa"]).open() as handle:
+    with (StudyLayout(root).plot("behaviour_truthfulqa")).open() as handle:
         rows = list(csv.DictReader(handle))
     assert [float(r["alpha_multiplier"]) for r in rows] == [0, 1, 4]
     assert {"unsteered", "md", "ssae", "ssae_std", "aff", "aff_std"} <= set(rows[0])
     assert float(rows[1]["ssae"]) == tqa["methods"]["ssae"]["sweep"][1]["accuracy"]["mean"]
-    with (root / stage.PLOTS["language"]).open() as handle:
+    with (StudyLayout(root).plot("behaviour_language")).open() as handle:
         rows = list(csv.DictReader(handle))
     assert {"unsteered_fraction", "aff_fraction", "md_perplexity", "ssae_perplexity_std"} <= set(
         rows[0]
@@ -305,7 +328,7 @@ def test_stage_writes_metrics_and_plot_tables(stage_run):
 
 def test_markdown_renders_every_method_and_multiplier(stage_run):
     _, _, results = stage_run
-    text = bh.behaviour_markdown(results)
+    text = "\n".join(behaviour_section(results)) + "\n"
     assert "### TruthfulQA MC1" in text and "### Language" in text
     assert "3 of the 4 held-out questions (subsample seed 0)" in text
     for method in ("md", "ssae", "aff"):
@@ -321,15 +344,15 @@ def test_markdown_renders_every_method_and_multiplier(stage_run):
 def test_stage_reports_missing_and_mismatched_inputs(tmp_path, tiny_lm_dir, stage_run):
     _, runs, _ = stage_run
     with pytest.raises(InputError, match="models/lm: no prepared model"):
-        stage.main(PARAMS, root=tmp_path / "empty", runs=runs, progress=False)
+        run_stage(tmp_path / "empty", runs)
     root = tmp_path / "root"
     tiny_root(root, tiny_lm_dir)
     shutil.copytree(root, tmp_path / "moved")
     with pytest.raises(InputError, match=r"embeddings of model .* but the steered model is"):
-        stage.main(PARAMS, root=tmp_path / "moved", runs=runs, progress=False)
+        run_stage(tmp_path / "moved", runs)
     (root / "data" / "truthfulqa" / "mc.parquet").unlink()
     with pytest.raises(InputError, match=r"mc\.parquet: missing"):
-        stage.main(PARAMS, root=root, runs=runs, progress=False)
+        run_stage(root, runs)
     assert not (root / "metrics").exists()
 
 
@@ -352,19 +375,19 @@ def test_stage_reports_missing_and_mismatched_inputs(tmp_path, tiny_lm_dir, stag
 )
 def test_bad_params_name_the_parameter_in_one_line(values, name):
     with pytest.raises(InputError, match=name) as error:
-        bh.behaviour_params(values)
+        load_config(BehaviourConfig, values, "params.yaml:behaviour")
     assert "\n" not in str(error.value) and "params.yaml:behaviour" in str(error.value)
 
 
 def test_bad_templates_and_mc_tables_are_refused(tmp_path):
     with pytest.raises(InputError, match="end with"):
-        bh.split_template("{answer} is the answer to {question}")
+        mc1.split_template("{answer} is the answer to {question}")
     with pytest.raises(InputError, match="question"):
-        bh.split_template("A: {answer}")
+        mc1.split_template("A: {answer}")
     table = mc_table([MCQuestion("q", ["a", "b"], [1, 0], ["a", "b"], [1, 0])], ["train"])
     write_parquet(table, tmp_path / "mc.parquet")
     with pytest.raises(InputError, match="no questions with split 'test'"):
-        bh.load_mc_questions(tmp_path / "mc.parquet")
+        mc1.load_mc_questions(tmp_path / "mc.parquet")
     write_parquet(table.drop(["mc1_labels"]), tmp_path / "bad.parquet")
     with pytest.raises(InputError, match="mc1_labels"):
-        bh.load_mc_questions(tmp_path / "bad.parquet")
+        mc1.load_mc_questions(tmp_path / "bad.parquet")

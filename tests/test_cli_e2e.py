@@ -13,8 +13,8 @@ import pytest
 
 from ssae_core.errors import InputError
 from ssae_core.io import OUTPUT_KEY, OUTPUT_MARKER, load_embeddings, pair_table, write_parquet
+from ssae_core.lm.vector_files import load_steering_vectors
 from ssae_core.runs import load_model, load_run
-from ssae_core.steer import load_steering_vectors
 from tests.helpers import ssae, ssae_in_process
 
 FAST = "--epochs 2 --min-steps 0 --quiet"

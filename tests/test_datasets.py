@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from ssae_core.config import load_config
 from ssae_core.datasets.semisynthetic import (
     DATASETS,
     OOD_EVALUATIONS,
@@ -252,9 +253,13 @@ def test_bad_arguments() -> None:
     with pytest.raises(InputError, match="num_pairs"):
         make_pairs("cat", cat=CatConfig(num_pairs=900_000))
     with pytest.raises(InputError, match=r"params.yaml:pairs.cat: unknown key\(s\) pairs"):
-        PairsConfig.from_mapping({"cat": {"pairs": 3}}, "params.yaml:pairs")
-    config = PairsConfig.from_mapping(
-        {"seed": 2, "test_fraction": 0.2, "cat": {"num_pairs": 100}}, "params.yaml:pairs"
+        load_config(PairsConfig, {"cat": {"pairs": 3}}, "params.yaml:pairs")
+    with pytest.raises(InputError, match=r"params.yaml:pairs.cat: expected CatConfig, got 5"):
+        load_config(PairsConfig, {"cat": 5}, "params.yaml:pairs")
+    config = load_config(
+        PairsConfig,
+        {"seed": 2, "test_fraction": 0.2, "cat": {"num_pairs": 100}},
+        "params.yaml:pairs",
     )
     assert config == PairsConfig(seed=2, test_fraction=0.2, cat=CatConfig(num_pairs=100))
 

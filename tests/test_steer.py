@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from ssae_core import steer as st
-from ssae_core.embed import left_pad
+from ssae_core.cli import build_parser
 from ssae_core.errors import InputError
+from ssae_core.lm import layers
+from ssae_core.lm import vector_files as vf
+from ssae_core.lm.steer import POSITIONS, SteeringVector, steer
+from ssae_core.lm.tokens import left_pad
 from ssae_core.model import Normalizer, ShiftAutoencoder, StackedSSAE
 from tests.conftest import build_tiny_llama, build_tiny_tokenizer
 
@@ -68,7 +71,7 @@ def block_outputs(model, ids) -> list[torch.Tensor]:
 def test_block_steering_adds_alpha_v_at_its_layer_only(model, layer):
     v = direction()
     before, before_blocks = states(model, PROMPTS[:1]), block_outputs(model, PROMPTS[:1])
-    with st.steer(model, st.SteeringVector({layer: v}), multiplier=2.0):
+    with steer(model, SteeringVector({layer: v}), multiplier=2.0):
         after, after_blocks = states(model, PROMPTS[:1]), block_outputs(model, PROMPTS[:1])
     for index in range(layer + 1):  # inputs and earlier blocks: untouched
         assert torch.equal(after[index], before[index])
@@ -84,7 +87,7 @@ def test_final_steering_adds_alpha_v_to_last_hidden_state(model):
     ids = torch.tensor(PROMPTS[:1])
     with torch.no_grad():
         before = model.model(ids).last_hidden_state
-        with st.steer(model, st.SteeringVector({"final": v}), multiplier=-1.5):
+        with steer(model, SteeringVector({"final": v}), multiplier=-1.5):
             after = model.model(ids).last_hidden_state
             logits = model(ids).logits
     torch.testing.assert_close(after - before, (-1.5 * v).expand_as(before), atol=1e-5, rtol=0)
@@ -99,7 +102,7 @@ def test_positions_split_prompt_from_generated_tokens(model, positions, use_cach
     full = [PROMPTS[0] + [20]]
     prompt_len = len(PROMPTS[0])
     reference = states(model, full)[layer + 1]
-    with torch.no_grad(), st.steer(model, st.SteeringVector({layer: v}), positions=positions):
+    with torch.no_grad(), steer(model, SteeringVector({layer: v}), positions=positions):
         first = model(torch.tensor(PROMPTS[:1]), output_hidden_states=True, use_cache=use_cache)
         if use_cache:
             second = model(
@@ -134,7 +137,7 @@ def test_unrelated_calls_start_new_prompts(model):
     continues a sequence; the same prompt twice, or another prompt, starts afresh."""
     calls = (PROMPTS[:1], PROMPTS[:1], [PROMPTS[0] + [20, 21]], PROMPTS[1:2])
     references = [states(model, ids)[2] for ids in calls]
-    with st.steer(model, st.SteeringVector({1: direction(3)}), positions="generated"):
+    with steer(model, SteeringVector({1: direction(3)}), positions="generated"):
         for ids, reference in zip(calls, references, strict=True):
             assert torch.equal(states(model, ids)[2], reference)
 
@@ -148,14 +151,14 @@ def test_nothing_stays_hooked_after_the_context_even_on_error(model):
         model(ids, output_hidden_states=True)  # transformers installs its own hooks once
         clean = model(ids).logits
     registered = hooks_of(model)
-    for positions in st.POSITIONS:
-        vector = st.SteeringVector({0: direction(), None: direction(1)})
-        with st.steer(model, vector, positions=positions):
+    for positions in POSITIONS:
+        vector = SteeringVector({0: direction(), None: direction(1)})
+        with steer(model, vector, positions=positions):
             assert hooks_of(model) != registered
         assert hooks_of(model) == registered
         with (
             pytest.raises(RuntimeError, match="boom"),
-            st.steer(model, vector, positions=positions),
+            steer(model, vector, positions=positions),
         ):
             raise RuntimeError("boom")
         assert hooks_of(model) == registered
@@ -174,27 +177,27 @@ def test_bad_input_is_refused_before_hooking(model):
     for vectors, kwargs, message in cases:
         with (
             pytest.raises(InputError, match=message),
-            st.steer(model, st.SteeringVector(vectors), **kwargs),
+            steer(model, SteeringVector(vectors), **kwargs),
         ):
             pass
         assert hooks_of(model) == registered
     for bad in ({0: torch.full((WIDTH,), float("nan"))}, {0: torch.ones(2, WIDTH)}, {}, {-1: 1}):
         with pytest.raises(InputError):
-            st.SteeringVector(bad)
+            SteeringVector(bad)
 
 
 def test_several_vectors_equal_nested_contexts(model):
-    a = st.SteeringVector({0: direction(4)})
-    b = st.SteeringVector({2: direction(5), None: direction(6)})
-    c = st.SteeringVector({2: direction(7)})
+    a = SteeringVector({0: direction(4)})
+    b = SteeringVector({2: direction(5), None: direction(6)})
+    c = SteeringVector({2: direction(7)})
     ids = torch.tensor(PROMPTS[:1])
     with torch.no_grad():
-        with st.steer(model, [a, b, c], multiplier=0.5):
+        with steer(model, [a, b, c], multiplier=0.5):
             together = model(ids).logits
         with (
-            st.steer(model, a.scaled(0.5)),
+            steer(model, a.scaled(0.5)),
             b.apply(model, multiplier=0.5),
-            st.steer(model, c, multiplier=0.5),
+            steer(model, c, multiplier=0.5),
         ):
             nested = model(ids).logits
     torch.testing.assert_close(together, nested, atol=1e-5, rtol=1e-5)
@@ -208,19 +211,19 @@ def test_final_norm_of_other_architectures():
         GPT2Config(vocab_size=50, n_positions=16, n_embd=32, n_layer=2, n_head=2)
     )
     gpt2.eval()
-    assert st.final_norm(gpt2) is gpt2.transformer.ln_f
+    assert layers.final_norm(gpt2) is gpt2.transformer.ln_f
     ids = torch.tensor([[1, 2, 3, 4]])
     v = torch.ones(32)
     with torch.no_grad():
         before = gpt2.transformer(ids).last_hidden_state
-        with st.steer(gpt2, st.SteeringVector({None: v}), multiplier=2.0):
+        with steer(gpt2, SteeringVector({None: v}), multiplier=2.0):
             after = gpt2.transformer(ids).last_hidden_state
     torch.testing.assert_close(after - before, torch.full_like(before, 2.0), atol=1e-5, rtol=0)
 
     llama = build_tiny_llama(20, layers=2)
     llama.model._modules["unusual_name"] = llama.model._modules.pop("norm")
     with pytest.raises(InputError, match="final norm"):
-        st.final_norm(llama)
+        layers.final_norm(llama)
 
 
 # --------------------------------------------------------------------------- batches and cache
@@ -243,10 +246,10 @@ def generate(model, rows, *, use_cache=True, new=6):
     return out.sequences[:, ids_BT.shape[1] :], torch.stack(out.scores, 1)
 
 
-@pytest.mark.parametrize(("positions", "layer"), [*((p, 1) for p in st.POSITIONS), ("all", None)])
+@pytest.mark.parametrize(("positions", "layer"), [*((p, 1) for p in POSITIONS), ("all", None)])
 def test_batched_left_padded_equals_one_at_a_time(model, positions, layer):
-    vector = st.SteeringVector({layer: direction(8, scale=4.0 if layer is None else 6.0)})
-    with st.steer(model, vector, positions=positions):
+    vector = SteeringVector({layer: direction(8, scale=4.0 if layer is None else 6.0)})
+    with steer(model, vector, positions=positions):
         tokens_B, scores_B = generate(model, PROMPTS)
         for row, prompt in enumerate(PROMPTS):
             tokens, scores = generate(model, [prompt])
@@ -256,10 +259,10 @@ def test_batched_left_padded_equals_one_at_a_time(model, positions, layer):
     assert not torch.equal(plain, tokens_B)  # the steering did something
 
 
-@pytest.mark.parametrize(("positions", "layer"), [*((p, 1) for p in st.POSITIONS), ("all", None)])
+@pytest.mark.parametrize(("positions", "layer"), [*((p, 1) for p in POSITIONS), ("all", None)])
 def test_generation_with_cache_equals_without(model, positions, layer):
-    vector = st.SteeringVector({layer: direction(9, scale=4.0 if layer is None else 6.0)})
-    with st.steer(model, vector, positions=positions):
+    vector = SteeringVector({layer: direction(9, scale=4.0 if layer is None else 6.0)})
+    with steer(model, vector, positions=positions):
         cached, cached_scores = generate(model, PROMPTS, use_cache=True)
         fresh, fresh_scores = generate(model, PROMPTS, use_cache=False)
     assert cached.tolist() == fresh.tolist()
@@ -281,13 +284,13 @@ def test_beam_search_with_cache_equals_without(model):
                 eos_token_id=None,
             )
 
-    with st.steer(model, st.SteeringVector({1: direction(11, 6.0)}), positions="generated"):
+    with steer(model, SteeringVector({1: direction(11, 6.0)}), positions="generated"):
         assert beams(True).tolist() == beams(False).tolist()
 
 
 def test_generated_positions_leave_the_first_new_token_unsteered(model):
     plain, plain_scores = generate(model, PROMPTS)
-    with st.steer(model, st.SteeringVector({1: direction(10, 20.0)}), positions="generated"):
+    with steer(model, SteeringVector({1: direction(10, 20.0)}), positions="generated"):
         steered, steered_scores = generate(model, PROMPTS)
     torch.testing.assert_close(steered_scores[:, 0], plain_scores[:, 0])
     assert not torch.equal(steered[:, 1:], plain[:, 1:])
@@ -297,9 +300,9 @@ def test_generated_positions_leave_the_first_new_token_unsteered(model):
 
 
 def test_safetensors_roundtrip(tmp_path):
-    vector = st.SteeringVector({None: direction(0), 2: direction(1)}, {"concept": "lang"})
-    path = vector.save(tmp_path / "v.safetensors")
-    loaded = st.load_steering_vectors(path)
+    vector = SteeringVector({None: direction(0), 2: direction(1)}, {"concept": "lang"})
+    path = vf.save_steering_vector(vector, tmp_path / "v.safetensors")
+    loaded = vf.load_steering_vectors(path)
     assert set(loaded.layer_activations) == {None, 2}
     for layer, values in vector.layer_activations.items():
         assert torch.equal(loaded.layer_activations[layer], values)
@@ -313,8 +316,8 @@ def test_safetensors_roundtrip(tmp_path):
 def test_gguf_export_follows_llama_cpp_conventions(tmp_path):
     import gguf
 
-    vector = st.SteeringVector({1: direction(0), 2: direction(1)}, {"alpha": "8.0"})
-    path = st.export_gguf(vector, tmp_path / "v.gguf", model_hint="llama")
+    vector = SteeringVector({1: direction(0), 2: direction(1)}, {"alpha": "8.0"})
+    path = vf.export_gguf(vector, tmp_path / "v.gguf", model_hint="llama")
     reader = gguf.GGUFReader(str(path))
     assert reader.fields["general.architecture"].contents() == "controlvector"
     assert reader.fields["controlvector.model_hint"].contents() == "llama"
@@ -327,7 +330,7 @@ def test_gguf_export_follows_llama_cpp_conventions(tmp_path):
         assert tensor.tensor_type == gguf.GGMLQuantizationType.F32
         assert list(tensor.shape) == [WIDTH]
         np.testing.assert_array_equal(tensor.data, vector.layer_activations[layer].numpy())
-    loaded = st.load_steering_vectors(path)
+    loaded = vf.load_steering_vectors(path)
     assert set(loaded.layer_activations) == {1, 2}
     assert torch.equal(loaded.layer_activations[2], vector.layer_activations[2])
     assert loaded.metadata["alpha"] == "8.0" and loaded.metadata["model_type"] == "llama"
@@ -336,7 +339,7 @@ def test_gguf_export_follows_llama_cpp_conventions(tmp_path):
 @pytest.mark.parametrize("layer", [None, 0])
 def test_gguf_refuses_positions_llama_cpp_cannot_steer(tmp_path, layer):
     with pytest.raises(InputError, match=r"llama\.cpp"):
-        st.export_gguf(st.SteeringVector({layer: direction()}), tmp_path / "v.gguf")
+        vf.export_gguf(SteeringVector({layer: direction()}), tmp_path / "v.gguf")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -344,7 +347,7 @@ def test_loading_bad_files_is_an_input_error(tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"not a file")
     for path in (tmp_path / "missing.safetensors", tmp_path / "junk.safetensors"):
         with pytest.raises(InputError):
-            st.load_steering_vectors(path)
+            vf.load_steering_vectors(path)
 
 
 # --------------------------------------------------------------------------- from a trained model
@@ -378,12 +381,12 @@ def test_vector_from_model_takes_layer_and_latent(tmp_path):
         tmp_path / "m", latents=3, concepts=["a", "b"], provenance={"model": "x", "layer": "1"}
     )
     unit = ShiftAutoencoder.load(folder).steering_vectors
-    vector = st.vector_from_model(folder, latent=2, alpha=-4.0)
+    vector = vf.vector_from_model(folder, latent=2, alpha=-4.0)
     assert list(vector.layer_activations) == [1]
     np.testing.assert_allclose(vector.layer_activations[1].numpy(), -4.0 * unit[2], atol=1e-6)
     assert vector.metadata["layer"] == "1" and vector.metadata["latent"] == "2"
     assert vector.metadata["model"] == "x" and vector.metadata["alpha"] == "-4.0"
-    by_name = st.vector_from_model(folder, concept="b", matching={"b": 0})
+    by_name = vf.vector_from_model(folder, concept="b", matching={"b": 0})
     np.testing.assert_allclose(by_name.layer_activations[1].numpy(), unit[0], atol=1e-6)
     for kwargs, message in [
         ({"concept": "b"}, "matching"),
@@ -392,26 +395,24 @@ def test_vector_from_model_takes_layer_and_latent(tmp_path):
         ({}, "exactly one"),
     ]:
         with pytest.raises(InputError, match=message):
-            st.vector_from_model(folder, **kwargs)
+            vf.vector_from_model(folder, **kwargs)
 
 
 def test_vector_from_model_final_layer_and_synthetic(tmp_path):
     final = write_model(tmp_path / "f", latents=1, concepts=["lang"], provenance={"layer": "final"})
-    vector = st.vector_from_model(final, concept="lang", alpha=2.0)  # one latent, one concept
+    vector = vf.vector_from_model(final, concept="lang", alpha=2.0)  # one latent, one concept
     assert list(vector.layer_activations) == [None] and vector.metadata["concept"] == "lang"
     synthetic = write_model(tmp_path / "s", latents=2, concepts=None, provenance={"source": "x"})
     with pytest.raises(InputError, match="no LM layer"):
-        st.vector_from_model(synthetic, latent=0)
-    assert list(st.vector_from_model(synthetic, latent=0, layer=2).layer_activations) == [2]
+        vf.vector_from_model(synthetic, latent=0)
+    assert list(vf.vector_from_model(synthetic, latent=0, layer=2).layer_activations) == [2]
 
 
 # --------------------------------------------------------------------------- command line
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="ssae")
-    st.add_steer_parser(parser.add_subparsers(dest="command", required=True))
-    return parser.parse_args(["steer", *argv])
+    return build_parser().parse_args(["steer", *argv])
 
 
 def test_cli_prints_both_continuations_and_exports(tiny_lm_dir, tmp_path, capsys):
@@ -446,8 +447,8 @@ def test_cli_prints_both_continuations_and_exports(tiny_lm_dir, tmp_path, capsys
     out = capsys.readouterr().out
     assert out.count("unsteered:") == 2 and out.count("steered:") == 4
     assert "latent 1, alpha 30, layer 1, positions generated" in out
-    saved = st.load_steering_vectors(tmp_path / "v.safetensors")
-    exported = st.load_steering_vectors(tmp_path / "v.gguf")
+    saved = vf.load_steering_vectors(tmp_path / "v.safetensors")
+    exported = vf.load_steering_vectors(tmp_path / "v.gguf")
     assert torch.equal(saved.layer_activations[1], exported.layer_activations[1])
     assert saved.metadata["model_type"] == "llama"
     assert saved.metadata["alpha"] == "30.0"

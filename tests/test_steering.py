@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from ssae_core.errors import InputError
-from ssae_core.io import EmbeddingTable
-from ssae_core.steering import (
+from ssae_core.evaluation.steering_accuracy import (
     MATCH_BY_CORRELATION,
     MATCH_BY_MEAN_SHIFT,
     NO_LATENT,
@@ -20,10 +19,11 @@ from ssae_core.steering import (
     evaluate_steering,
     fit_alpha,
     match_concepts,
-    mean_difference_vectors,
+    mean_difference_directions,
     merge_duplicate_latents,
     single_concept_labels,
 )
+from ssae_core.io import EmbeddingTable
 
 DIM = 6
 SHIFTS_2 = np.array(
@@ -163,7 +163,7 @@ def test_mean_difference_flips_reverse_pairs():
     a = directions(1)
     # one forward pair and three reverse pairs: a plain mean of d_z would point along -a
     table = planted_table(np.array([[1.0], [-1.0], [-1.0], [-1.0]]), ["train"] * 4, a, scale=3.0)
-    md = mean_difference_vectors(table)
+    md = mean_difference_directions(table)
     np.testing.assert_allclose(md.vectors_KD[0], a[0], atol=1e-6)
     assert md.alpha_K[0] == pytest.approx(3.0, abs=1e-5)
     assert md.n_train_K.tolist() == [1 + 3]

@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 import torch
 
+from ssae_core.config import load_config
 from ssae_core.errors import InputError
 from ssae_core.io import EmbeddingTable
 from ssae_core.model import StackedSSAE
-from ssae_core.report import pm, selection_section, steering_section, table
-from ssae_core.study import StudyConfig, select_cell
+from ssae_core.study.config import StudyConfig
+from ssae_core.study.report import pm, selection_section, steering_section, table
+from ssae_core.study.selection import select_cell
 
 
 def _table(num: int = 200, dim: int = 6) -> EmbeddingTable:
@@ -69,16 +71,30 @@ def test_select_cell_takes_the_best_decoder_udr_among_active_cells():
     assert select_cell(inactive)["sparsity"] == 0.5  # none active: still a choice, by UDR
 
 
-def test_study_config_rejects_bad_values_in_one_line():
-    with pytest.raises(InputError, match=r"grid\.sparsity"):
-        StudyConfig(grid={"sparsity": [], "lr": [1e-3]})
-    with pytest.raises(InputError, match=r"overcomplete\.set"):
-        StudyConfig(overcomplete={"set": "nope", "factors": [1]})
-    with pytest.raises(InputError, match="optim: unknown"):
-        StudyConfig(optim={"stepz": 3})
-    cfg = StudyConfig(optim={"steps": 40, "dual_lr_ratio": 0.5}).train_config(
-        "ssae", lr=0.01, sparsity=[0.5, 1.0]
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"grid": {"sparsity": [], "lr": [1e-3]}}, r"study\.grid\.sparsity"),
+        ({"grid": {"sparsity": ["a"]}}, r"study\.grid\.sparsity"),
+        ({"grid": {"sparsity": [0.5], "lrs": [1e-3]}}, r"study\.grid: unknown key\(s\) lrs"),
+        ({"overcomplete": {"set": "nope", "factors": [1]}}, r"study\.overcomplete\.set"),
+        ({"overcomplete": {"factors": [1], "seed": [0]}}, r"study\.overcomplete: unknown"),
+        ({"optim": {"stepz": 3}}, r"study\.optim: unknown key\(s\) stepz"),
+        ({"lr": float("nan")}, r"study\.lr: nan is not a finite number"),
+        ({"latent_factor": "2"}, r"study\.latent_factor: expected int"),
+    ],
+)
+def test_study_config_rejects_bad_values_in_one_line(values, message):
+    with pytest.raises(InputError, match=message) as error:
+        load_config(StudyConfig, values, "params.yaml:study")
+    assert "\n" not in str(error.value)
+
+
+def test_study_config_builds_fixed_length_train_configs():
+    study = load_config(
+        StudyConfig, {"optim": {"steps": 40, "dual_lr_ratio": 0.5}}, "params.yaml:study"
     )
+    cfg = study.train_config("ssae", lr=0.01, sparsity=[0.5, 1.0])
     assert (cfg.min_steps, cfg.patience, cfg.dual_lr, cfg.sparsities) == (40, 0, 0.005, (0.5, 1.0))
 
 

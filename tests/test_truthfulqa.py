@@ -15,10 +15,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 import ssae_core.datasets.truthfulqa as tqa
+from ssae_core.config import load_config
 from ssae_core.errors import InputError
 from ssae_core.io import decode_metadata, load_pairs
+from ssae_core.study.layout import StudyLayout
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data" / "truthfulqa"
@@ -95,6 +98,10 @@ CSV_ROWS = [
         "Yes, a dolphin is a fish.; Yes",
     ),
 ]
+
+
+def tqa_config(values: dict) -> tqa.TruthfulQAConfig:
+    return load_config(tqa.TruthfulQAConfig, values, "params.yaml:truthfulqa")
 
 
 def write_json(path: Path, records=RECORDS) -> Path:
@@ -246,20 +253,20 @@ def test_bad_csv_and_missing_source(tmp_path):
 
 
 def test_config_validation():
-    cfg = tqa.config_from_params({"answers": "mc2", "seed": 3})
+    cfg = tqa_config({"answers": "mc2", "seed": 3})
     assert (cfg.answers, cfg.seed, cfg.revision) == ("mc2", 3, tqa.PINNED_REVISION)
     with pytest.raises(InputError, match=r"truthfulqa: unknown key\(s\) answer"):
-        tqa.config_from_params({"answer": "mc1"})
+        tqa_config({"answer": "mc1"})
     with pytest.raises(InputError, match=r"truthfulqa\.answers"):
-        tqa.config_from_params({"answers": "all"})
+        tqa_config({"answers": "all"})
     with pytest.raises(InputError, match=r"truthfulqa\.test_fraction"):
-        tqa.config_from_params({"test_fraction": 1.0})
+        tqa_config({"test_fraction": 1.0})
     with pytest.raises(InputError, match=r"truthfulqa\.sha256"):
-        tqa.config_from_params({"sha256": "abc"})
+        tqa_config({"sha256": "abc"})
     with pytest.raises(InputError, match=r"truthfulqa\.template"):
-        tqa.config_from_params({"template": "{question} {reply}"})
+        tqa_config({"template": "{question} {reply}"})
     with pytest.raises(InputError, match=r"truthfulqa\.template"):
-        tqa.config_from_params({"template": "{question} only"})
+        tqa_config({"template": "{question} only"})
 
 
 def test_source_precedence(tmp_path):
@@ -447,7 +454,8 @@ def test_pairs_and_mc_tables(tmp_path):
     mc = tqa.mc_table(questions, split, seed=0)
     assert mc.column("split").to_pylist() == split
     pq.write_table(mc, tmp_path / "mc.parquet")
-    assert as_dicts(tqa.read_mc_table(tmp_path / "mc.parquet")) == as_dicts(questions)
+    stored = tqa.read_mc_table(tmp_path / "mc.parquet")
+    assert as_dicts([q.source() for q in stored]) == as_dicts(questions)
 
 
 # --------------------------------------------------------------------------- the stage
@@ -455,22 +463,26 @@ def test_pairs_and_mc_tables(tmp_path):
 
 def test_stage_writes_both_tables(tmp_path, monkeypatch, capsys):
     monkeypatch.syspath_prepend(str(REPO))  # stages/ is not an installed package
+    import stages.common
     import stages.download_truthfulqa as stage
 
     source = write_json(tmp_path / "mc_task.json")
     params = {"source": str(source), "test_fraction": 0.34, "seed": 1}
-    monkeypatch.setattr(stage, "load_params", lambda section: params)
-    monkeypatch.setattr(stage, "PAIRS_OUT", tmp_path / "data" / "pairs" / "truthfulqa.parquet")
-    monkeypatch.setattr(stage, "MC_OUT", tmp_path / "data" / "truthfulqa" / "mc.parquet")
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump({"truthfulqa": params}))
+    monkeypatch.setattr(stages.common, "PARAMS_FILE", params_file)
+    layout = StudyLayout(tmp_path)
+    monkeypatch.setattr(stage, "LAYOUT", layout)
     monkeypatch.setattr(stage, "ROOT", tmp_path)
     stage.run_stage(stage.main)
-    pairs = load_pairs(stage.PAIRS_OUT)
-    mc = pq.read_table(stage.MC_OUT)
+    pairs = load_pairs(layout.pairs("truthfulqa"))
+    mc = pq.read_table(layout.mc_table)
     assert mc.num_rows == 3 and Counter(mc.column("split").to_pylist())["test"] == 1
     assert "questions train 2 / test 1" in capsys.readouterr().out
     assert decode_metadata(pairs.schema)[1]["source_sha256"] == tqa.sha256_file(source)
 
     params["source"] = str(tmp_path / "missing.json")
+    params_file.write_text(yaml.safe_dump({"truthfulqa": params}))
     with pytest.raises(SystemExit) as exc:
         stage.run_stage(stage.main)
     assert exc.value.code == 2
@@ -509,7 +521,7 @@ def test_shared_copy_as_hub_parquet_matches_json(tmp_path):
 
 @needs_shared
 def test_shared_copy_pairs_split_by_question():
-    cfg = tqa.config_from_params({"source": str(SHARED)})
+    cfg = tqa_config({"source": str(SHARED)})
     pairs, mc = tqa.build(cfg, env={})
     split = pairs.column("split").to_pylist()
     qid = pairs.column("question_id").to_pylist()
@@ -524,7 +536,7 @@ def test_shared_copy_pairs_split_by_question():
     first = [labels.index(1) for labels in mc.column("mc1_labels").to_pylist()]
     assert 0.1 < sum(i == 0 for i in first) / len(first) < 0.5
     # The CSV of the same release gives the same split (split depends on question text only).
-    csv_cfg = tqa.config_from_params({"source": str(SHARED / "v0" / "TruthfulQA.csv")})
+    csv_cfg = tqa_config({"source": str(SHARED / "v0" / "TruthfulQA.csv")})
     _, mc_csv = tqa.build(csv_cfg, env={})
     a = dict(zip(mc.column("question").to_pylist(), mc.column("split").to_pylist(), strict=True))
     b = dict(

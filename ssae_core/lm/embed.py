@@ -20,6 +20,7 @@ float rounding (~1e-6), not bit for bit.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -36,13 +37,14 @@ import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
-from ssae_core import __version__, lm
+from ssae_core import __version__
 from ssae_core.errors import InputError
 from ssae_core.io import EmbeddingTable, decode_metadata, encode_metadata, load_pairs, write_parquet
+from ssae_core.lm import loading
+from ssae_core.lm.layers import check_layer, decoder_blocks, layer_name, num_layers, text_config
+from ssae_core.lm.tokens import check_template, left_pad, pad_token_id, tokenize
 
 TOKEN_POSITION = "last"
-CHAT_TEMPLATE = "chat"
-TEXT_FIELD = "{text}"
 SHARD_NAME = "shard-{:05d}.parquet"
 SHARD_PATTERN = re.compile(r"shard-(\d{5,})\.parquet")
 # Settings that change a shard's content; a shard whose metadata differs in one of them is redone.
@@ -59,7 +61,7 @@ CONTENT_KEYS = (
 
 
 @dataclass
-class EmbedParams:
+class EmbedConfig:
     """The ``embed`` section of params.yaml: how texts become embeddings."""
 
     layer: int | None = None
@@ -79,35 +81,6 @@ class EmbedParams:
 # --------------------------------------------------------------------------- prompts and tokens
 
 
-def check_template(template: str | None) -> None:
-    if template is not None and template != CHAT_TEMPLATE and TEXT_FIELD not in template:
-        raise InputError(
-            f"template {template!r}: must contain {TEXT_FIELD}, be '{CHAT_TEMPLATE}', or be omitted"
-        )
-
-
-def format_prompt(text: str, template: str | None, tokenizer: Any = None) -> str:
-    """The text the model reads: ``template`` with ``{text}`` replaced (other braces stay)."""
-    if template is None:
-        return text
-    if template == CHAT_TEMPLATE:
-        messages = [{"role": "user", "content": text}]
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return template.replace(TEXT_FIELD, text)
-
-
-def tokenize(
-    tokenizer: Any, texts: Sequence[str], *, template: str | None = None
-) -> list[list[int]]:
-    """Token ids of each prompt, with the tokenizer's default special tokens (a chat template
-    already writes its own)."""
-    prompts = [format_prompt(t, template, tokenizer) for t in texts]
-    if not prompts:
-        return []
-    encoded = tokenizer(prompts, add_special_tokens=template != CHAT_TEMPLATE)
-    return [list(ids) for ids in encoded["input_ids"]]
-
-
 # --------------------------------------------------------------------------- the forward pass
 
 
@@ -121,18 +94,6 @@ class _BlockOutput(Exception):
 
 def _stop_after(module: torch.nn.Module, args: Any, output: Any) -> None:
     raise _BlockOutput(output[0] if isinstance(output, tuple) else output)
-
-
-def left_pad(batch: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token-id lists as a left-padded batch: input ids [B, T] and attention mask [B, T]."""
-    width = max(len(ids) for ids in batch)
-    input_ids_BT = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    mask_BT = torch.zeros((len(batch), width), dtype=torch.long)
-    for row, ids in enumerate(batch):
-        if ids:
-            input_ids_BT[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-            mask_BT[row, width - len(ids) :] = 1
-    return input_ids_BT, mask_BT
 
 
 @torch.inference_mode()
@@ -161,7 +122,7 @@ def last_token_states(
     }
     if layer is None:
         return body(**inputs).last_hidden_state[:, -1, :]
-    handle = lm.decoder_blocks(model)[layer].register_forward_hook(_stop_after)
+    handle = decoder_blocks(model)[layer].register_forward_hook(_stop_after)
     try:
         body(**inputs)
     except _BlockOutput as captured:
@@ -197,17 +158,9 @@ def embed_token_ids(
         if on_batch is not None:
             on_batch(len(rows))
     if out_ND is None:
-        hidden = model.config.get_text_config().hidden_size
+        hidden = text_config(model.config).hidden_size
         return np.zeros((0, hidden), dtype=np.float32)
     return out_ND
-
-
-def pad_token_id(tokenizer: Any) -> int:
-    """The id to left-pad with: pad, else EOS, else UNK (padding is masked, so any id works)."""
-    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id):
-        if candidate is not None:
-            return int(candidate)
-    return 0  # masked out, so any id will do
 
 
 def embed_texts(
@@ -220,7 +173,7 @@ def embed_texts(
     template: str | None = None,
 ) -> np.ndarray:
     """Embed texts with a loaded model (for notebooks): float32 [N, d], distinct texts run once."""
-    lm.check_layer(layer, lm.num_layers(model.config), model.config.name_or_path)
+    check_layer(layer, num_layers(model.config), model.config.name_or_path)
     check_template(template)
     distinct = list(dict.fromkeys(texts))
     ids = tokenize(tokenizer, distinct, template=template)
@@ -319,6 +272,17 @@ class _ShardPlan:
             meta.get(key.encode()) == self.metadata.get(key.encode()) for key in CONTENT_KEYS
         )
 
+    def progress(self, verbose: bool) -> tuple[set[int], list[int]]:
+        """(completed, pending) shards of this part; removes shards past the table's end."""
+        done = {k for k in self.owned if self.is_current(k)}
+        pending = [k for k in self.owned if k not in done]
+        if done:
+            _say(f"{self.out}: keeping {len(done)} completed shard(s)", verbose)
+        if redo := sum(self.path(k).exists() for k in pending):
+            _say(f"{self.out}: redoing {redo} shard(s) written with other settings", verbose)
+        self.remove_beyond_end()
+        return done, pending
+
     def remove_beyond_end(self) -> None:
         """Delete shards an older run wrote past this table's last shard."""
         if self.out.is_dir():
@@ -386,44 +350,25 @@ def extract_embeddings(
 ) -> Path:
     """Embed every pair of a pair table into a folder of embedding-table shards; returns the folder.
 
-    ``model``: ``None``/``"embedded"``, a hub id, or a local folder (see :mod:`ssae_core.lm`);
-    ``revision`` pins a hub model. ``layer``: ``None`` for the final normed state, else a 0-based
-    decoder block. ``template``: ``"... {text} ..."``, ``"chat"`` or ``None`` (raw text).
-    ``num_shards``/``shard_index``: run only part ``shard_index`` of ``num_shards``; all parts
-    together write the same folder as one run. Bad input raises :class:`InputError` before anything
-    is written; an interrupted run resumes from its completed shards.
+    ``model``: ``None``/``"embedded"``, a hub id or a local folder (:mod:`.loading`), pinned by
+    ``revision``; ``layer``: see :mod:`.layers`; ``template``: ``"... {text} ..."``, ``"chat"``
+    or ``None``. ``num_shards``/``shard_index``: run only part ``shard_index``; all parts together
+    write the same folder as one run. Bad input raises :class:`InputError` before anything is
+    written; an interrupted run resumes from its completed shards.
     """
-    _check_positive(batch_size=batch_size, shard_rows=shard_rows, num_shards=num_shards)
-    if isinstance(shard_index, bool) or not isinstance(shard_index, int):
-        shard_index = -1
-    if not 0 <= shard_index < num_shards:
-        raise InputError(f"shard_index: must be in 0..{num_shards - 1} (num_shards {num_shards})")
-    check_template(template)
+    _check_arguments(batch_size, shard_rows, num_shards, shard_index, template)
     out = Path(out_dir)
     _check_out_dir(out)
 
     table = load_pairs(pairs)
-    concepts, pair_metadata = decode_metadata(table.schema)
+    concepts, _ = decode_metadata(table.schema)
     shift = _shift_matrix(table, pairs)
-    source = lm.resolve_model(model, revision=revision, verbose=progress)
-    config = lm.load_config(source)
-    layer = lm.check_layer(layer, lm.num_layers(config), source.name)
-    torch_device = lm.resolve_device(device)
-    torch_dtype = lm.resolve_dtype(dtype, torch_device)
-    settings: dict[str, object] = {
-        "model": source.name,
-        "revision": source.revision or "",
-        "layer": lm.layer_name(layer),
-        "token_position": TOKEN_POSITION,
-        "dtype": lm.dtype_name(torch_dtype),
-        "template": template or "",
-        "pairs_sha256": _pairs_sha256(table, concepts),
-        "shard_rows": shard_rows,
-        "num_pairs": table.num_rows,
-        "device": torch_device.type,
-        "ssae_version": __version__,
-        **{f"pairs.{key}": value for key, value in pair_metadata.items()},
-    }
+    source = loading.resolve_model(model, revision=revision, verbose=progress)
+    config = loading.load_config(source)
+    layer = check_layer(layer, num_layers(config), source.name)
+    torch_device = loading.resolve_device(device)
+    torch_dtype = loading.resolve_dtype(dtype, torch_device)
+    settings = _settings(source, layer, torch_device, torch_dtype, template, table, shard_rows)
     n_shards = math.ceil(table.num_rows / shard_rows)
     plan = _ShardPlan(
         out=out,
@@ -434,68 +379,127 @@ def extract_embeddings(
         shard_rows=shard_rows,
         owned=[k for k in range(n_shards) if k % num_shards == shard_index],
     )
-    done = {k for k in plan.owned if plan.is_current(k)}
-    pending = [k for k in plan.owned if k not in done]
-    if done:
-        _say(f"{out}: keeping {len(done)} completed shard(s)", progress)
-    if redo := sum(plan.path(k).exists() for k in pending):
-        _say(f"{out}: redoing {redo} shard(s) written with other settings", progress)
-    plan.remove_beyond_end()
+    done, pending = plan.progress(progress)
     if not pending:
         return out
-
-    # A text is embedded in its home, the first of this part's shards that uses it, in a batch of
-    # that shard's new texts; later shards reuse the value (read back if the home is complete).
-    home: dict[str, int] = {}
-    last_use: dict[str, int] = {}
-    for k in plan.owned:
-        for text in plan.texts(k):
-            home.setdefault(text, k)
-            last_use[text] = k
-    new_texts = {k: [t for t in plan.texts(k) if home[t] == k] for k in pending}
-    to_compute = [t for k in pending for t in new_texts[k]]
-
-    tokenizer = lm.load_tokenizer(source)
+    work = _Work.of(plan, pending)
+    tokenizer = loading.load_tokenizer(source)
     token_ids = dict(
-        zip(to_compute, tokenize(tokenizer, to_compute, template=template), strict=True)
+        zip(work.to_compute, tokenize(tokenizer, work.to_compute, template=template), strict=True)
     )
-    _check_lengths(token_ids, lm.max_positions(config), plan, pairs, source.name)
-
+    _check_lengths(token_ids, loading.max_positions(config), plan, pairs, source.name)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
-        states: dict[str, np.ndarray] = {}
-        for k in sorted(done):
-            wanted = {t for t in plan.texts(k) if home[t] == k and last_use[t] > k}
-            if wanted:
-                states.update(plan.read_states(k, wanted))
-        net = lm.load_model(source, device=torch_device, dtype=torch_dtype)
+        net = loading.load_model(source, device=torch_device, dtype=torch_dtype)
         _say(
-            f"embedding {len(to_compute)} distinct text(s) with {source.name} (layer "
-            f"{lm.layer_name(layer)}, {torch_device.type} {lm.dtype_name(torch_dtype)}) into "
+            f"embedding {len(work.to_compute)} distinct text(s) with {source.name} (layer "
+            f"{layer_name(layer)}, {torch_device.type} {loading.dtype_name(torch_dtype)}) into "
             f"{len(pending)} shard(s) of {out}",
             progress,
         )
-        bar = tqdm(total=len(to_compute), unit="text", desc="embed", disable=not progress)
-        with bar:
-            for k in pending:
-                bar.set_postfix_str(f"shard {k + 1}/{n_shards}")
-                computed = embed_token_ids(
-                    net,
-                    [token_ids[t] for t in new_texts[k]],
-                    layer=layer,
-                    batch_size=batch_size,
-                    pad_id=pad_token_id(tokenizer),
-                    on_batch=bar.update,
-                )
-                states.update(zip(new_texts[k], computed, strict=True))
-                plan.write(k, states)
-                for text in [t for t in states if last_use[t] <= k]:
-                    del states[text]
+        embed = functools.partial(
+            embed_token_ids,
+            net,
+            layer=layer,
+            batch_size=batch_size,
+            pad_id=pad_token_id(tokenizer),
+        )
+        work.run(
+            plan, done, lambda texts, **kw: embed([token_ids[t] for t in texts], **kw), progress
+        )
     finally:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
     return out
+
+
+@dataclass
+class _Work:
+    """What a run computes: a text is embedded in its home, the first of this part's shards that
+    uses it, in a batch of that shard's new texts; later shards reuse the value (read back from
+    the home shard if that one is already complete)."""
+
+    pending: list[int]
+    home: dict[str, int]
+    last_use: dict[str, int]
+    new_texts: dict[int, list[str]]
+
+    @classmethod
+    def of(cls, plan: _ShardPlan, pending: list[int]) -> _Work:
+        home: dict[str, int] = {}
+        last_use: dict[str, int] = {}
+        for k in plan.owned:
+            for text in plan.texts(k):
+                home.setdefault(text, k)
+                last_use[text] = k
+        new_texts = {k: [t for t in plan.texts(k) if home[t] == k] for k in pending}
+        return cls(pending, home, last_use, new_texts)
+
+    @property
+    def to_compute(self) -> list[str]:
+        return [t for k in self.pending for t in self.new_texts[k]]
+
+    def run(
+        self,
+        plan: _ShardPlan,
+        done: set[int],
+        embed: Callable[..., np.ndarray],
+        progress: bool,
+    ) -> None:
+        """Write every pending shard; ``embed(texts, on_batch=...)`` gives their states [N, d]."""
+        states: dict[str, np.ndarray] = {}
+        for k in sorted(done):
+            wanted = {t for t in plan.texts(k) if self.home[t] == k and self.last_use[t] > k}
+            if wanted:
+                states.update(plan.read_states(k, wanted))
+        total = len(self.to_compute)
+        with tqdm(total=total, unit="text", desc="embed", disable=not progress) as bar:
+            for k in self.pending:
+                bar.set_postfix_str(f"shard {k + 1}/{plan.n_shards}")
+                computed = embed(self.new_texts[k], on_batch=bar.update)
+                states.update(zip(self.new_texts[k], computed, strict=True))
+                plan.write(k, states)
+                for text in [t for t in states if self.last_use[t] <= k]:
+                    del states[text]
+
+
+def _check_arguments(
+    batch_size: int, shard_rows: int, num_shards: int, shard_index: int, template: str | None
+) -> None:
+    _check_positive(batch_size=batch_size, shard_rows=shard_rows, num_shards=num_shards)
+    if isinstance(shard_index, bool) or not isinstance(shard_index, int):
+        shard_index = -1
+    if not 0 <= shard_index < num_shards:
+        raise InputError(f"shard_index: must be in 0..{num_shards - 1} (num_shards {num_shards})")
+    check_template(template)
+
+
+def _settings(
+    source: loading.ModelSource,
+    layer: int | None,
+    device: torch.device,
+    dtype: torch.dtype,
+    template: str | None,
+    table: pa.Table,
+    shard_rows: int,
+) -> dict[str, object]:
+    """What every shard's schema metadata records (CONTENT_KEYS decide whether it is current)."""
+    concepts, pair_metadata = decode_metadata(table.schema)
+    return {
+        "model": source.name,
+        "revision": source.revision or "",
+        "layer": layer_name(layer),
+        "token_position": TOKEN_POSITION,
+        "dtype": loading.dtype_name(dtype),
+        "template": template or "",
+        "pairs_sha256": _pairs_sha256(table, concepts),
+        "shard_rows": shard_rows,
+        "num_pairs": table.num_rows,
+        "device": device.type,
+        "ssae_version": __version__,
+        **{f"pairs.{key}": value for key, value in pair_metadata.items()},
+    }
 
 
 def _check_lengths(
@@ -513,17 +517,3 @@ def _check_lengths(
             f"{pairs}: pair_id {plan.table.column('pair_id')[row].as_py()} has a text of "
             f"{len(ids)} tokens; model {model_name} takes 1..{limit}: shorten or drop it"
         )
-
-
-__all__ = [
-    "CHAT_TEMPLATE",
-    "TOKEN_POSITION",
-    "EmbedParams",
-    "embed_texts",
-    "embed_token_ids",
-    "extract_embeddings",
-    "format_prompt",
-    "last_token_states",
-    "pad_token_id",
-    "tokenize",
-]

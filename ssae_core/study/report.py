@@ -1,4 +1,4 @@
-"""Markdown tables of the pipeline's metrics files, for metrics/REPORT.md (stages/report.py).
+"""metrics/REPORT.md: Markdown tables of the pipeline's metrics files (stages/report.py).
 
 Every number comes from the JSON files the stages write; the only numbers in this module are the
 authors' reference values (:data:`PAPER_REFERENCE`), always printed under that name.
@@ -6,7 +6,15 @@ authors' reference values (:data:`PAPER_REFERENCE`), always printed under that n
 
 from __future__ import annotations
 
+import json
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from ssae_core.errors import InputError
+from ssae_core.runs import RUN_FILE
+from ssae_core.study.config import StudyConfig
+from ssae_core.study.layout import METHODS, StudyLayout, lr_folder
 
 # In-distribution / OOD steering cosine reported by the authors' figure script (Llama-3.1-8B;
 # per-pair reconstruction with whole-matrix normalisation, not our fixed-vector score):
@@ -248,3 +256,195 @@ def timing_section(timings: Mapping[str, float]) -> list[str]:
         "",
         *table(["runs", "seconds", "share"], rows),
     ]
+
+
+# --------------------------------------------------------------------------- behaviour
+
+
+def _per_seed(entry: dict, digits: int = 3) -> str:
+    return ", ".join(num(v, digits) for v in entry["values"]) if len(entry["values"]) > 1 else ""
+
+
+def _cell(text: str) -> str:
+    return "`" + text.replace("`", "'").replace("|", "/").replace("\n", "⏎").strip() + "`"
+
+
+def _vector_lines(section: dict) -> list[str]:
+    lines = []
+    for method, report in section["methods"].items():
+        seeds = f"seeds {report['seeds']}" if report["seeds"] is not None else "one vector"
+        match = ""
+        if report["latent"] is not None:
+            match = f"; matched latents {report['latent']}, match scores {report['match_score']}"
+        if report.get("cosine_to_md") is not None:
+            match += f"; cosine with the md vector {pm(report['cosine_to_md'], 2)}"
+        lines.append(f"- {method} ({seeds}): fitted alpha {pm(report['alpha_fit'], 2)}{match}")
+    return lines
+
+
+def _truthfulqa_lines(tqa: dict) -> list[str]:
+    lines = [
+        "### TruthfulQA MC1 (truthfulness vector)",
+        "",
+        f"{tqa['n_questions']} of the {tqa.get('n_test_questions', tqa['n_questions'])} held-out "
+        f"questions (subsample seed {tqa.get('subsample_seed', '–')}), {tqa['n_choices']} "
+        "choices; each choice is scored by the summed log-probability of its answer tokens after "
+        f"the prompt `{tqa['template']!r}`, the best-scoring choice is the answer. Chance: "
+        f"{num(tqa['chance_accuracy'])}. Unsteered accuracy: {num(tqa['unsteered']['accuracy'])}."
+        f" Mean embedding norm: {num(tqa.get('embedding_norm'), 1)}.",
+        "",
+        *_vector_lines(tqa),
+        "",
+        "| method | multiplier | MC1 accuracy | per seed | unsteered | change |",
+        "|---|---|---|---|---|---|",
+    ]
+    for method, report in tqa["methods"].items():
+        for entry in report["sweep"]:
+            lines.append(
+                f"| {method} | {entry['alpha_multiplier']:g} | {pm(entry['accuracy'])} | "
+                f"{_per_seed(entry['accuracy'])} | {num(tqa['unsteered']['accuracy'])} | "
+                f"{pm(entry['change'])} |"
+            )
+    return lines
+
+
+def _language_lines(lang: dict) -> list[str]:
+    code = lang["language"]
+    base = lang["unsteered"]
+    lines = [
+        f"### Language (language vector: English -> {code})",
+        "",
+        f"{lang['n_prompts']} neutral English prompts, greedy continuations of "
+        f"{lang['max_new_tokens']} new tokens (steered positions: {lang['positions']}). "
+        f"'{code} share': continuations that py3langid identifies as `{code}`. Perplexity: of "
+        "the continuations given their prompts, under the unsteered model (lower is more "
+        "predictable; repetitive text also scores low, see the samples). Unsteered: "
+        f"{code} share {num(base['language_fraction'])}, perplexity "
+        f"{num(base['perplexity'], 1)}. Mean embedding norm: "
+        f"{num(lang.get('embedding_norm'), 1)}.",
+        "",
+        *_vector_lines(lang),
+        "",
+        f"| method | multiplier | {code} share | per seed | unsteered | perplexity | per seed | "
+        "unsteered | empty outputs | languages found |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for method, report in lang["methods"].items():
+        for entry in report["sweep"]:
+            found = ", ".join(f"{k or 'none'} {v}" for k, v in list(entry["languages"].items())[:4])
+            lines.append(
+                f"| {method} | {entry['alpha_multiplier']:g} | {pm(entry['language_fraction'])} "
+                f"| {_per_seed(entry['language_fraction'])} | {num(base['language_fraction'])} | "
+                f"{pm(entry['perplexity'], 1)} | {_per_seed(entry['perplexity'], 1)} | "
+                f"{num(base['perplexity'], 1)} | {sum(entry['n_empty'])} | {found} |"
+            )
+    return lines + _sample_lines(lang)
+
+
+def _sample_lines(lang: dict) -> list[str]:
+    base = lang["unsteered"]
+    if not base["samples"]:
+        return []
+    lines = [
+        "",
+        f"Continuations of {_cell(lang['prompts'][0])} (first seed of each method):",
+        "",
+        "| method | multiplier | continuation |",
+        "|---|---|---|",
+        f"| unsteered | 0 | {_cell(base['samples'][0])} |",
+    ]
+    for method, report in lang["methods"].items():
+        for entry in report["sweep"]:
+            if entry["alpha_multiplier"] != 0 and entry["samples"]:
+                lines.append(
+                    f"| {method} | {entry['alpha_multiplier']:g} | {_cell(entry['samples'][0])} |"
+                )
+    return lines
+
+
+def behaviour_section(results: dict) -> list[str]:
+    """The behavioural evaluation: what was measured, on what data, and the tables."""
+    tqa = results["truthfulqa"]
+    return [
+        "## Behavioural steering of the language model",
+        "",
+        "The LM itself is steered: `multiplier × alpha_fit × v` is added to its residual stream "
+        f"at the layer the embeddings were read at ({tqa['layer']}; `final` = the final-norm "
+        "output), at every position. v is a unit vector for the concept: SSAE and aff, the "
+        "decoder row matched to the concept on the training pairs (one per seed); MD, the mean "
+        "training shift (one deterministic vector). alpha_fit is the least-squares size of the "
+        "concept's training shifts along v, so every method is compared at the same multiple of "
+        "its own fitted shift. Multiplier 0 is the unsteered model. Values: mean ± std over "
+        "seeds (population std), with the per-seed values beside them.",
+        "",
+        *_truthfulqa_lines(tqa),
+        "",
+        *_language_lines(results["language"]),
+    ]
+
+
+# --------------------------------------------------------------------------- the report
+
+REPORT_INPUTS = ("identifiability", "udr", "steering", "behaviour")
+
+
+def _run_seconds(run_dir: Path) -> float:
+    return float(json.loads((run_dir / RUN_FILE).read_text())["train_seconds"])
+
+
+def training_times(study: StudyConfig, layout: StudyLayout) -> dict[str, float]:
+    """Seconds of every study run, summed per kind (grid per set, aff, entangled, overcomplete)."""
+    times: dict[str, float] = defaultdict(float)
+    for name in sorted(study.sets):
+        for lr in sorted(study.grid.lr, key=lr_folder):
+            times[f"SSAE grid, {name}"] += _run_seconds(layout.grid_run(name, lr))
+    for name in sorted(study.sets):
+        times["aff, all sets"] += _run_seconds(layout.aff_run(name))
+    for name in sorted(study.sets):
+        for method in sorted(METHODS):
+            times["entangled SSAE + aff, all sets"] += _run_seconds(
+                layout.entangled_models(name) / method
+            )
+    overcomplete = layout.overcomplete_models(study.overcomplete.set)
+    for run_dir in sorted(p for p in overcomplete.iterdir() if (p / RUN_FILE).is_file()):
+        times["overcompleteness sweep"] += _run_seconds(run_dir)
+    return dict(times)
+
+
+def load_metrics(layout: StudyLayout) -> dict[str, dict]:
+    """The metrics files the report is built from."""
+    metrics = {}
+    for name in REPORT_INPUTS:
+        path = layout.metrics(name)
+        if not path.exists():
+            raise InputError(f"{path}: missing; run `dvc repro` (the stage that writes it) first")
+        metrics[name] = json.loads(path.read_text())
+    return metrics
+
+
+def build_report(
+    study: StudyConfig, model_name: str, metrics: Mapping[str, dict], timings: Mapping[str, float]
+) -> str:
+    """metrics/REPORT.md: every table of the study, from the metrics files."""
+    lines = [
+        "# SSAE study report",
+        "",
+        "Generated by `dvc repro report` (stages/report.py) from the metrics files; do not edit.",
+        f"Language model: `{model_name}`; embeddings: params `embed`. LLM study: "
+        f"seeds {list(study.seeds)}, m = {study.latent_factor} x (number of concepts), "
+        f"{study.optim.steps} steps per run, grid eps {list(study.grid.sparsity)} x lr "
+        f"{list(study.grid.lr)}.",
+        "",
+        *synthetic_section(metrics["identifiability"]["synthetic"]),
+        "",
+        *llm_section(metrics["identifiability"]["llm"]),
+        "",
+        *selection_section(metrics["udr"]),
+        "",
+        *steering_section(metrics["steering"]),
+        "",
+        *behaviour_section(metrics["behaviour"]),
+        "",
+        *timing_section(timings),
+    ]
+    return "\n".join(lines) + "\n"

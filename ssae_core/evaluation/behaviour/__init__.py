@@ -1,0 +1,1 @@
+"""Behavioural steering of the LM: vectors, log-probabilities, TruthfulQA MC1, language."""

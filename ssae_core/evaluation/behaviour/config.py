@@ -1,0 +1,72 @@
+"""The ``behaviour`` section of params.yaml: what is steered, how hard, on how much data."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ssae_core.config import load_config
+from ssae_core.errors import InputError
+from ssae_core.evaluation.behaviour.language import NEUTRAL_PROMPTS, check_language
+from ssae_core.lm.steer import POSITIONS
+
+
+@dataclass
+class BehaviourConfig:
+    """The ``behaviour`` section of params.yaml: what is steered, how hard, on how much data."""
+
+    alpha_multipliers: list[float] = field(default_factory=lambda: [-4.0, 0.0, 1.0, 2.0, 4.0, 8.0])
+    """Steering strengths as multiples of each vector's fitted alpha; 0 is the unsteered model."""
+    seeds: list[int] | None = None
+    """Seeds of the run members that steer (a subsample of the run); null: every member."""
+    questions: int | None = 80
+    """Held-out TruthfulQA questions scored: a seeded subsample of split 'test'; null: all."""
+    prompts: int | None = None
+    """Neutral English prompts continued: the first N of NEUTRAL_PROMPTS; null: all of them."""
+    max_new_tokens: int = 16
+    """Greedy tokens generated per prompt."""
+    positions: str = "all"
+    """Generation positions steered: all, prompt or generated (see ssae_core.lm.steer)."""
+    language: str = "fr"
+    """ISO 639-1 code of the language the lang vector should produce (py3langid's codes)."""
+    batch_size: int = 16
+    """Texts per forward pass (scoring) or per generate call."""
+    subsample_seed: int = 0
+    """Seed of the question subsample."""
+    samples: int = 3
+    """Continuations kept in the results per method and multiplier (first member), to read."""
+    device: str = "auto"
+    """auto (CUDA when available), cpu, cuda or cuda:N."""
+    dtype: str = "auto"
+    """auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16 or float16."""
+    threads: int = 1
+    """torch intra-op threads on CPU (0: torch's default); 1 is fastest on a busy 2-core CPU."""
+
+    def __post_init__(self) -> None:
+        multipliers = self.alpha_multipliers
+        if not multipliers or not all(math.isfinite(float(m)) for m in multipliers):
+            raise InputError(f"alpha_multipliers {multipliers!r}: give finite numbers")
+        if len(set(multipliers)) != len(multipliers):
+            raise InputError(f"alpha_multipliers {multipliers!r}: a value is repeated")
+        if self.seeds is not None and (not self.seeds or len(set(self.seeds)) < len(self.seeds)):
+            raise InputError(f"seeds {self.seeds!r}: give distinct seeds, or null for all")
+        limits = {
+            "questions": (self.questions, 1, None),
+            "prompts": (self.prompts, 1, len(NEUTRAL_PROMPTS)),
+            "max_new_tokens": (self.max_new_tokens, 1, None),
+            "batch_size": (self.batch_size, 1, None),
+            "samples": (self.samples, 0, None),
+            "threads": (self.threads, 0, None),
+        }
+        for name, (value, low, high) in limits.items():
+            if value is not None and (value < low or (high is not None and value > high)):
+                span = f"{low}..{high}" if high is not None else f">= {low}"
+                raise InputError(f"{name} {value!r}: must be {span}")
+        if self.positions not in POSITIONS:
+            raise InputError(f"positions {self.positions!r}: use one of {', '.join(POSITIONS)}")
+        check_language(self.language, "language")
+
+
+def load_behaviour_config(values: object, where: str = "params.yaml:behaviour") -> BehaviourConfig:
+    """Validated :class:`BehaviourConfig`; a bad value raises a one-line InputError naming it."""
+    return load_config(BehaviourConfig, values, where)  # type: ignore[arg-type]

@@ -1,0 +1,119 @@
+"""Behavioural steering: steer the language model itself with learned vectors and measure what
+its behaviour does. :mod:`ssae_core.evaluation.steering_accuracy` scores vectors on embeddings;
+this package adds them to the LM's residual stream (:func:`ssae_core.lm.steer.steer`) and looks at
+outputs: TruthfulQA MC1 accuracy (:mod:`.mc1`) and the language of continuations (:mod:`.language`),
+with the vectors of :mod:`.vectors`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from ssae_core.datasets.truthfulqa import MC1Question
+from ssae_core.errors import InputError
+from ssae_core.evaluation.behaviour.config import BehaviourConfig
+from ssae_core.evaluation.behaviour.language import (
+    LANGUAGE,
+    NEUTRAL_PROMPTS,
+    evaluate_language,
+    language_identifier,
+)
+from ssae_core.evaluation.behaviour.mc1 import TRUTHFULNESS, evaluate_truthfulqa
+from ssae_core.evaluation.behaviour.vectors import concept_vectors
+from ssae_core.evaluation.steering_accuracy import SteeringModel
+from ssae_core.io import EmbeddingTable
+from ssae_core.metrics import rounded
+from ssae_core.train import torch_threads
+
+
+def subsample(items: Sequence[Any], size: int | None, seed: int) -> list[Any]:
+    """``size`` items drawn without replacement (seeded), in their original order; all if None."""
+    if size is None or size >= len(items):
+        return list(items)
+    keep = np.sort(np.random.default_rng(seed).choice(len(items), size, replace=False))
+    return [items[i] for i in keep]
+
+
+def check_same_model(table: EmbeddingTable, model_name: str, what: str) -> None:
+    """The embeddings must come from the model that is steered."""
+    recorded = table.metadata.get("model")
+    if recorded is not None and recorded != model_name:
+        raise InputError(
+            f"{what}: embeddings of model {recorded}, but the steered model is {model_name}; "
+            "re-extract the embeddings with this model"
+        )
+
+
+def evaluate_behaviour(
+    model: nn.Module,
+    tokenizer: Any,
+    params: BehaviourConfig,
+    *,
+    truthfulqa: EmbeddingTable,
+    mc_questions: Sequence[MC1Question],
+    language: EmbeddingTable,
+    runs: Mapping[str, Mapping[str, Sequence[SteeringModel]]],
+    progress: bool = True,
+) -> dict:
+    """Both behavioural evaluations (JSON-ready). ``truthfulqa`` / ``language``: the embedding
+    tables (vectors are fitted on their ``train`` rows, the template is the one truthfulqa's
+    embeddings recorded); ``mc_questions``: the held-out MC questions (subsampled here);
+    ``runs``: ``{"truthfulqa": {method: members}, "lang": {method: members}}``."""
+    for name in ("truthfulqa", "lang"):
+        if name not in runs:
+            raise InputError(f"runs: no trained runs for the {name} set; train them first")
+    template = truthfulqa.metadata.get("pairs.template")
+    if not template:
+        raise InputError(
+            "truthfulqa embeddings record no prompt template (pairs.template); re-run "
+            "download_truthfulqa and extract_embeddings"
+        )
+    identifier = language_identifier()
+    questions = subsample(mc_questions, params.questions, params.subsample_seed)
+    prompts = list(NEUTRAL_PROMPTS[: params.prompts])
+    seeds = params.seeds
+    tqa_vectors = concept_vectors(
+        truthfulqa.subset("train"),
+        runs["truthfulqa"],
+        TRUTHFULNESS,
+        seeds=seeds,
+        what="truthfulqa embeddings",
+    )
+    lang_vectors = concept_vectors(
+        language.subset("train"), runs["lang"], LANGUAGE, seeds=seeds, what="lang embeddings"
+    )
+    with torch_threads(params.threads):
+        tqa = evaluate_truthfulqa(
+            model,
+            tokenizer,
+            questions,
+            tqa_vectors,
+            params.alpha_multipliers,
+            template=template,
+            batch_size=params.batch_size,
+            progress=progress,
+        )
+        tqa["n_test_questions"] = len(mc_questions)
+        tqa["subsample_seed"] = params.subsample_seed
+        tqa["embedding_norm"] = rounded(float(np.linalg.norm(truthfulqa.z, axis=1).mean()))
+        lang = evaluate_language(
+            model,
+            tokenizer,
+            prompts,
+            lang_vectors,
+            params.alpha_multipliers,
+            language=params.language,
+            identifier=identifier,
+            max_new_tokens=params.max_new_tokens,
+            batch_size=params.batch_size,
+            positions=params.positions,
+            samples=params.samples,
+            progress=progress,
+        )
+    lang["embedding_norm"] = rounded(float(np.linalg.norm(language.z, axis=1).mean()))
+    return {"settings": asdict(params), "truthfulqa": tqa, "language": lang}

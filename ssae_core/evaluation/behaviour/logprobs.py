@@ -1,0 +1,184 @@
+"""Log-probabilities of target tokens under steering, batched, with an exact final-layer shortcut.
+
+Speed: at the final layer a steered logit row is ``logits + W_head @ v`` (the LM head is linear),
+so each batch runs the model once and every condition costs one log-softmax; this shortcut is
+checked against the model's own logits on the first batch (and against
+:func:`~ssae_core.lm.steer.steer` in the tests); any other layer runs one steered forward pass per
+condition.
+
+Shapes in names: N texts, C steering conditions, P scored positions, V vocabulary, D width.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ssae_core.errors import InputError
+from ssae_core.lm.layers import text_config
+from ssae_core.lm.steer import SteeringVector, steer
+from ssae_core.lm.tokens import left_pad
+
+# Logit post-processing some architectures apply after the head; the shortcut needs none of it.
+LOGIT_SCALING_KEYS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
+
+
+class ScoredText(NamedTuple):
+    """Token ids of a context and of the target scored after it."""
+
+    context_ids: list[int]
+    target_ids: list[int]
+
+
+class _Batch(NamedTuple):
+    """A left-padded batch and where its target tokens are predicted."""
+
+    rows: list[int]
+    inputs: dict[str, Any]
+    keep: int
+    """The last ``keep`` positions' logits predict every target token of the batch."""
+    row_P: torch.Tensor
+    col_P: torch.Tensor
+    """Row and kept-position index of the logits that predict each target token."""
+    token_P: torch.Tensor
+
+    def logits(self, model: nn.Module, **extra: Any) -> tuple[torch.Tensor, Any]:
+        """The logits that predict the target tokens [P, V], and the model's whole output."""
+        result = model(**self.inputs, **extra)
+        return result.logits[:, -self.keep :][self.row_P, self.col_P], result
+
+    def sums(self, logits_PV: torch.Tensor) -> np.ndarray:
+        """Sum of the target tokens' log-probabilities per row [B]."""
+        logp_P = logits_PV.float().log_softmax(-1).gather(1, self.token_P[:, None])[:, 0]
+        total = torch.zeros(len(self.rows), dtype=torch.float64, device=logp_P.device)
+        return total.index_add_(0, self.row_P, logp_P.double()).cpu().numpy()
+
+
+def _batches(
+    model: nn.Module, items: Sequence[ScoredText], batch_size: int, pad_id: int
+) -> list[_Batch]:
+    """Items longest first, left-padded, positions counted from each row's first real token
+    (as in :func:`ssae_core.lm.embed.last_token_states`); batches without target tokens are
+    left out."""
+    device = next(model.parameters()).device
+    keep_arg = "logits_to_keep" in inspect.signature(model.forward).parameters
+    order = sorted(range(len(items)), key=lambda i: -len(items[i][0]) - len(items[i][1]))
+    out = []
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        targets = [items[i].target_ids for i in rows]
+        keep = max(len(t) for t in targets) + 1
+        if keep == 1:
+            continue
+        ids_BT, mask_BT = left_pad([items[i][0] + items[i][1] for i in rows], pad_id)
+        ids_BT, mask_BT = ids_BT.to(device), mask_BT.to(device)
+        inputs = {
+            "input_ids": ids_BT,
+            "attention_mask": mask_BT,
+            "position_ids": (mask_BT.cumsum(-1) - 1).clamp(min=0),
+            "use_cache": False,
+        }
+        if keep_arg:
+            inputs["logits_to_keep"] = keep
+        # kept position p predicts token p + 1: target j of a row with n targets is predicted
+        # at kept position keep - n + j - 1
+        out.append(
+            _Batch(
+                rows=rows,
+                inputs=inputs,
+                keep=keep,
+                row_P=torch.tensor([b for b, t in enumerate(targets) for _ in t], device=device),
+                col_P=torch.tensor(
+                    [keep - len(t) + j - 1 for t in targets for j in range(len(t))], device=device
+                ),
+                token_P=torch.tensor([x for t in targets for x in t], device=device),
+            )
+        )
+    return out
+
+
+def _head_shifts(
+    model: nn.Module, vectors: Sequence[SteeringVector | None], batch: _Batch
+) -> torch.Tensor | None:
+    """What each final-layer vector adds to the logits, ``head(v) - head(0)`` [C, V] (float32);
+    None unless the model's logits on ``batch`` are its linear head applied to its last hidden
+    state (the final-norm output), which makes ``logits + head(v) - head(0)`` exact."""
+    config = text_config(model.config)
+    head = model.get_output_embeddings()
+    scaled = any(getattr(config, key, None) not in (None, 1, 1.0) for key in LOGIT_SCALING_KEYS)
+    if scaled or not isinstance(head, nn.Linear):
+        return None
+    logits_PV, result = batch.logits(model, output_hidden_states=True)
+    state_PD = result.hidden_states[-1][:, -batch.keep :][batch.row_P, batch.col_P]
+    tolerance = 1e-4 * max(1.0, float(logits_PV.abs().max()))
+    if not torch.allclose(head(state_PD).float(), logits_PV.float(), rtol=1e-4, atol=tolerance):
+        return None
+    zero = torch.zeros(1, head.in_features, dtype=head.weight.dtype, device=head.weight.device)
+    shifts = [
+        torch.zeros(head.out_features, device=head.weight.device)
+        if vector is None
+        else (head(vector.layer_activations[None].to(zero)[None]) - head(zero))[0].float()
+        for vector in vectors
+    ]
+    return torch.stack(shifts)
+
+
+@torch.inference_mode()
+def target_logprobs(
+    model: nn.Module,
+    items: Sequence[ScoredText],
+    vectors: Sequence[SteeringVector | None] = (None,),
+    *,
+    pad_id: int,
+    batch_size: int = 16,
+    shortcut: bool = True,
+    progress: bool = False,
+    desc: str = "score",
+) -> np.ndarray:
+    """Sum of log p(target tokens | context) of every item under every steering condition,
+    float64 [C, N] (C = ``len(vectors)``; ``None`` is the unsteered model; an empty target
+    scores 0). Every position is steered; batches are left-padded (see :func:`_batches`).
+
+    ``shortcut``: when every vector steers the final-norm output, run the model once per batch
+    and add ``W_head @ v`` to its logits per condition; it is exact when the logits are the
+    linear head of the final-norm output, which is checked on the first batch (otherwise, and
+    for block layers, every condition runs the model under :func:`~ssae_core.lm.steer.steer`).
+    """
+    for i, item in enumerate(items):
+        if not item.context_ids:
+            raise InputError(f"text {i}: has an empty context; give at least one context token")
+    out_CN = np.zeros((len(vectors), len(items)))
+    batches = _batches(model, items, batch_size, pad_id)
+    shifts_CV = None
+    final_only = all(v is None or set(v.layer_activations) == {None} for v in vectors)
+    if shortcut and batches and final_only and any(v is not None for v in vectors):
+        shifts_CV = _head_shifts(model, vectors, batches[0])
+    passes = 1 if shifts_CV is not None else len(vectors)
+    with tqdm(total=len(batches) * passes, desc=desc, disable=not progress) as bar:
+        for batch in batches:
+            if shifts_CV is not None:
+                base_PV = batch.logits(model)[0].float()
+                for c in range(len(vectors)):
+                    out_CN[c, batch.rows] = batch.sums(base_PV + shifts_CV[c])
+                bar.update(1)
+                continue
+            for c, vector in enumerate(vectors):
+                steering = steer(model, vector) if vector is not None else contextlib.nullcontext()
+                with steering:
+                    out_CN[c, batch.rows] = batch.sums(batch.logits(model)[0])
+                bar.update(1)
+    return out_CN
+
+
+def perplexity(logprob_N: np.ndarray, count_N: np.ndarray) -> float | None:
+    """exp(- sum of log-probs / number of tokens) over all texts; None without tokens."""
+    tokens = int(np.sum(count_N))
+    return float(math.exp(-float(np.sum(logprob_N)) / tokens)) if tokens else None

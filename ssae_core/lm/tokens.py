@@ -1,0 +1,112 @@
+"""Texts to token ids and back: prompt templates, left-padded batches, greedy completion.
+
+Every place that tokenises for the LM (extraction, steering, behavioural scoring) goes through
+:func:`tokenize`, so a template or special-token rule is applied the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ssae_core.errors import InputError
+
+CHAT_TEMPLATE = "chat"
+TEXT_FIELD = "{text}"
+
+
+def check_template(template: str | None) -> None:
+    if template is not None and template != CHAT_TEMPLATE and TEXT_FIELD not in template:
+        raise InputError(
+            f"template {template!r}: must contain {TEXT_FIELD}, be '{CHAT_TEMPLATE}', or be omitted"
+        )
+
+
+def format_prompt(text: str, template: str | None, tokenizer: Any = None) -> str:
+    """The text the model reads: ``template`` with ``{text}`` replaced (other braces stay)."""
+    if template is None:
+        return text
+    if template == CHAT_TEMPLATE:
+        messages = [{"role": "user", "content": text}]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return template.replace(TEXT_FIELD, text)
+
+
+def tokenize(
+    tokenizer: Any, texts: Sequence[str], *, template: str | None = None
+) -> list[list[int]]:
+    """Token ids of each prompt, with the tokenizer's default special tokens (a chat template
+    already writes its own)."""
+    prompts = [format_prompt(t, template, tokenizer) for t in texts]
+    if not prompts:
+        return []
+    encoded = tokenizer(prompts, add_special_tokens=template != CHAT_TEMPLATE)
+    return [list(ids) for ids in encoded["input_ids"]]
+
+
+def left_pad(batch: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token-id lists as a left-padded batch: input ids [B, T] and attention mask [B, T]."""
+    width = max(len(ids) for ids in batch)
+    input_ids_BT = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask_BT = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, ids in enumerate(batch):
+        if ids:
+            input_ids_BT[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            mask_BT[row, width - len(ids) :] = 1
+    return input_ids_BT, mask_BT
+
+
+def pad_token_id(tokenizer: Any) -> int:
+    """The id to left-pad with: pad, else EOS, else UNK (padding is masked, so any id works)."""
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id):
+        if candidate is not None:
+            return int(candidate)
+    return 0  # masked out, so any id will do
+
+
+def complete(
+    model: nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int = 20,
+    template: str | None = None,
+    batch_size: int = 8,
+) -> list[str]:
+    """Greedy continuations of ``prompts`` (new text only), batched with left padding.
+
+    Run it inside :func:`steer` to get steered continuations.
+    """
+    if max_new_tokens < 1:
+        raise InputError(f"max_new_tokens {max_new_tokens}: must be at least 1")
+    ids = tokenize(tokenizer, list(prompts), template=template)
+    for prompt, row in zip(prompts, ids, strict=True):
+        if not row:
+            raise InputError(f"prompt {prompt!r}: has no tokens; give some text")
+    pad = pad_token_id(tokenizer)
+    settings = copy.deepcopy(model.generation_config)
+    for key in ("temperature", "top_p", "top_k", "min_p", "typical_p"):
+        if hasattr(settings, key):
+            setattr(settings, key, None)
+    settings.do_sample = False
+    settings.num_beams = 1
+    settings.max_new_tokens = max_new_tokens
+    settings.max_length = None
+    settings.pad_token_id = pad
+    device = next(model.parameters()).device
+    texts: list[str] = []
+    for start in range(0, len(ids), batch_size):
+        input_ids_BT, mask_BT = left_pad(ids[start : start + batch_size], pad)
+        with torch.no_grad():
+            out = model.generate(
+                input_ids=input_ids_BT.to(device),
+                attention_mask=mask_BT.to(device),
+                generation_config=settings,
+            )
+        new = out[:, input_ids_BT.shape[1] :].cpu()
+        texts.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
+    return texts

@@ -1,0 +1,226 @@
+"""Steering vectors on disk: safetensors files, llama.cpp control vectors, trained model folders.
+
+Files: :func:`save_steering_vector` writes safetensors ``{layer: vector}`` (keys ``"final"`` or
+the block index as a string) with string metadata (model, layer, concept, latent, method,
+alpha...); :func:`load_steering_vectors` reads it (and llama.cpp control vectors) back. Vectors are
+stored already scaled (``alpha * v``), so ``multiplier=1`` reproduces the steering.
+
+llama.cpp control vectors (:func:`export_gguf`), as llama.cpp reads them
+(``common_control_vector_load_one`` and ``llama_adapter_cvec`` in its sources): a GGUF file with
+``general.architecture = "controlvector"``, ``controlvector.model_hint`` (the model type, e.g.
+``llama``; informative only) and ``controlvector.layer_count`` (int32, the number of direction
+tensors; informative only), and one 1-D float32 tensor ``direction.{k}`` of length d per layer.
+llama.cpp adds ``direction.{k}`` (times ``--control-vector-scaled`` strength) to the output of
+block ``k`` counted from 0 (its ``l_out`` of layer ``il = k``), at every position, prompt included.
+So the tensor name is our block index unchanged: block ``L`` -> ``direction.L``. ``k = 0`` is
+rejected by llama.cpp, so block 0 cannot be exported, and neither can the final-norm position
+(llama.cpp has no control vector after the output norm, and adding before it is not equivalent:
+the norm rescales). Both raise :class:`InputError`; re-extract embeddings at a block layer >= 1.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ssae_core.errors import InputError
+from ssae_core.io import atomic_file
+from ssae_core.lm.layers import Layer, layer_name, parse_layer
+from ssae_core.lm.steer import SteeringVector
+from ssae_core.runs import load_model
+
+GGUF_ARCH = "controlvector"
+GGUF_TENSOR_PREFIX = "direction."
+GGUF_METADATA_PREFIX = "ssae."
+
+
+def save_steering_vector(vector: SteeringVector, path: str | Path) -> Path:
+    """Write ``{layer: vector}`` (keys ``final`` or a block index) and metadata, atomically."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors = {layer_name(k): v.contiguous() for k, v in vector.layer_activations.items()}
+    with atomic_file(path) as tmp:
+        save_file(tensors, str(tmp), metadata=dict(vector.metadata))
+    return path
+
+
+def load_steering_vectors(path: str | Path) -> SteeringVector:
+    """A vector saved by :func:`save_steering_vector`, or a llama.cpp control vector (``.gguf``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file; give a .safetensors or .gguf steering vector")
+    if path.suffix == ".gguf":
+        return _load_gguf(path)
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = dict(handle.metadata() or {})
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+    except Exception as exc:  # safetensors raises its own error types
+        raise InputError(f"{path}: not a safetensors steering vector ({exc})") from None
+    try:
+        return SteeringVector(tensors, metadata)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
+
+
+def check_gguf_exportable(vector: SteeringVector) -> None:
+    """Raise :class:`InputError` unless every layer of ``vector`` is a block llama.cpp can steer."""
+    for layer in vector.layer_activations:
+        if layer is None or layer == 0:
+            where = "the final-norm output" if layer is None else "the output of block 0"
+            raise InputError(
+                f"llama.cpp control vectors cannot steer {where} (they add to block outputs "
+                "1..n-1); export a vector of a block layer >= 1 (embed with --layer L)"
+            )
+
+
+def export_gguf(vector: SteeringVector, path: str | Path, *, model_hint: str | None = None) -> Path:
+    """Write a llama.cpp control vector: tensor ``direction.L`` = the vector of block ``L``.
+
+    Use it with ``llama-cli -m MODEL.gguf --control-vector FILE.gguf`` (strength 1 reproduces
+    ``multiplier=1``; ``--control-vector-scaled FILE.gguf S`` multiplies by ``S``). The vector's
+    metadata is kept as ``ssae.*`` string keys. See the module docstring for the conventions.
+    """
+    import gguf
+
+    check_gguf_exportable(vector)
+    path = Path(path)
+    hint = model_hint or vector.metadata.get("model_type") or vector.metadata.get("model", "")
+    with atomic_file(path) as tmp:
+        writer = gguf.GGUFWriter(str(tmp), GGUF_ARCH)
+        writer.add_string(f"{GGUF_ARCH}.model_hint", hint)
+        writer.add_int32(f"{GGUF_ARCH}.layer_count", len(vector.layer_activations))
+        for key, value in vector.metadata.items():
+            writer.add_string(f"{GGUF_METADATA_PREFIX}{key}", value)
+        for layer, values in sorted(vector.layer_activations.items()):
+            writer.add_tensor(f"{GGUF_TENSOR_PREFIX}{layer}", values.numpy().astype(np.float32))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+    return path
+
+
+def _load_gguf(path: Path) -> SteeringVector:
+    import gguf
+
+    try:
+        reader = gguf.GGUFReader(str(path))
+    except Exception as exc:  # the reader raises ValueError, struct.error...
+        raise InputError(f"{path}: not a GGUF file ({exc})") from None
+    arch = reader.fields.get(gguf.Keys.General.ARCHITECTURE)
+    if arch is None or arch.contents() != GGUF_ARCH:
+        raise InputError(
+            f"{path}: not a llama.cpp control vector (architecture is not controlvector)"
+        )
+    metadata = {
+        key[len(GGUF_METADATA_PREFIX) :]: str(field.contents())
+        for key, field in reader.fields.items()
+        if key.startswith(GGUF_METADATA_PREFIX)
+    }
+    hint = reader.fields.get(f"{GGUF_ARCH}.model_hint")
+    if hint is not None:
+        metadata.setdefault("model_type", str(hint.contents()))
+    vectors: dict[Layer, torch.Tensor] = {}
+    for tensor in reader.tensors:
+        suffix = tensor.name.removeprefix(GGUF_TENSOR_PREFIX)
+        if not tensor.name.startswith(GGUF_TENSOR_PREFIX) or not suffix.isdigit() or suffix == "0":
+            raise InputError(f"{path}: tensor {tensor.name!r} is not direction.N with N >= 1")
+        values = torch.from_numpy(np.array(tensor.data, dtype=np.float32).reshape(-1))
+        layer = int(suffix)
+        # llama.cpp sums repeated directions of one layer; so do we
+        vectors[layer] = vectors[layer] + values if layer in vectors else values
+    if not vectors:
+        raise InputError(f"{path}: control vector holds no direction tensors")
+    return SteeringVector(vectors, metadata)
+
+
+_FROM_PROVENANCE: Any = object()
+
+
+def vector_from_model(
+    model_dir: str | Path,
+    *,
+    latent: int | None = None,
+    concept: str | None = None,
+    matching: Mapping[str, int] | None = None,
+    alpha: float = 1.0,
+    layer: object = _FROM_PROVENANCE,
+) -> SteeringVector:
+    """``alpha`` x the unit steering vector (decoder column, raw embedding units) of one latent.
+
+    Pick the latent by index (``latent``) or by ``concept`` name; a name needs a ``matching``
+    ``{concept: latent}`` (else the model config's ``concept_latents``; a model with one latent
+    and one concept matches trivially). Decoder columns have an arbitrary sign: try both signs of
+    ``alpha``. The layer is the one the training embeddings were read at (``provenance.layer``:
+    ``final`` or a block index); ``layer`` overrides it.
+    """
+    model = load_model(model_dir)
+    config = model.config
+    vectors_MD = model.steering_vectors
+    index = _pick_latent(config, vectors_MD.shape[0], latent, concept, matching, model_dir)
+    provenance = config.get("provenance") or {}
+    if layer is _FROM_PROVENANCE:
+        if "layer" not in provenance:
+            raise InputError(
+                f"{model_dir}: its embeddings record no LM layer (synthetic data?); pass a layer "
+                "to steer an LM with it"
+            )
+        layer = provenance["layer"]
+    resolved = parse_layer(layer)
+    if not math.isfinite(float(alpha)):
+        raise InputError(f"alpha {alpha!r}: must be a finite number")
+    concepts = config.get("concepts") or []
+    if concept is None and matching is None and len(concepts) == vectors_MD.shape[0] == 1:
+        concept = concepts[0]
+    metadata = {
+        "model": str(provenance.get("model", "")),
+        "revision": str(provenance.get("revision", "")),
+        "layer": layer_name(resolved),
+        "template": str(provenance.get("template", "")),
+        "latent": str(index),
+        "concept": concept or "",
+        "method": str(config.get("method", "")),
+        "seed": str(config.get("seed", "")),
+        "alpha": repr(float(alpha)),
+        "scale": "vector = alpha * unit decoder column in raw embedding units",
+        "source": str(model_dir),
+    }
+    return SteeringVector({resolved: float(alpha) * vectors_MD[index]}, metadata)
+
+
+def _pick_latent(
+    config: Mapping[str, Any],
+    num_latents: int,
+    latent: int | None,
+    concept: str | None,
+    matching: Mapping[str, int] | None,
+    model_dir: object,
+) -> int:
+    if (latent is None) == (concept is None):
+        raise InputError("give exactly one of latent (an index) and concept (a name)")
+    if concept is not None:
+        concepts = config.get("concepts") or []
+        if concept not in concepts:
+            known = ", ".join(concepts) if concepts else "none"
+            raise InputError(f"concept {concept!r}: not in {model_dir} (concepts: {known})")
+        matching = matching if matching is not None else config.get("concept_latents")
+        if matching is None and len(concepts) == num_latents == 1:
+            matching = {concept: 0}
+        if not matching or concept not in matching:
+            raise InputError(
+                f"concept {concept!r}: {model_dir} has {num_latents} latents and no matching of "
+                "concepts to latents; pick one with --latent (see `ssae encode`)"
+            )
+        latent = matching[concept]
+    if isinstance(latent, bool) or not isinstance(latent, int) or not 0 <= latent < num_latents:
+        raise InputError(f"latent {latent!r}: {model_dir} has latents 0..{num_latents - 1}")
+    return latent

@@ -1,0 +1,228 @@
+"""The ``study`` and ``entangle`` sections of params.yaml: how the LLM study trains.
+
+Every run of the study has a fixed length (``optim.steps`` optimiser steps, rounded up to whole
+epochs, no early stopping), so every cell and seed trains for the same time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+
+from ssae_core.config import load_config
+from ssae_core.errors import InputError
+from ssae_core.synthetic import SynthConfig
+from ssae_core.train import TrainConfig
+
+
+def _positive_list(name: str, values: Sequence[float]) -> None:
+    if not values or any(v <= 0 for v in values):
+        raise InputError(f"{name}={list(values)!r}: give a list of positive numbers")
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """The SSAE grid: every budget x every learning rate, all seeds (one stacked run per lr)."""
+
+    sparsity: tuple[float, ...] = (0.25, 0.5, 1.0)
+    """L1 budgets eps of the grid."""
+    lr: tuple[float, ...] = (1e-3, 3e-3)
+    """Learning rates of the grid."""
+
+    def __post_init__(self) -> None:
+        _positive_list("sparsity", self.sparsity)
+        _positive_list("lr", self.lr)
+
+
+@dataclass(frozen=True)
+class OvercompleteConfig:
+    """SSAE with m = factor x n on one set (the paper's appendix B.3)."""
+
+    set: str = "cat"
+    """The pair set of the sweep; must be one of ``study.sets``."""
+    factors: tuple[int, ...] = (1, 2, 4)
+    """Latent sizes as multiples of the set's number of concepts."""
+    seeds: tuple[int, ...] | None = None
+    """Seeds of the sweep; null: ``study.seeds``."""
+
+    def __post_init__(self) -> None:
+        if not self.factors or any(f < 1 for f in self.factors):
+            raise InputError(f"factors={list(self.factors)!r}: give integers >= 1")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimisation settings shared by every run of the study."""
+
+    steps: int = 400
+    """Optimiser steps per run (rounded up to whole epochs); no early stopping."""
+    batch_size: int = 256
+    """Shifts per batch."""
+    dual_lr_ratio: float = 1.0
+    """Multiplier learning rate = ratio x lr."""
+    threads: int = 1
+    """torch threads while training (0: torch's default)."""
+    normalize: str = "global"
+    """Input normalisation: global, layer or none."""
+    val_fraction: float = 0.1
+    """Share of the training shifts held out for the held-out loss."""
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """params.yaml ``study``: training of the LLM study (every set, both methods, the grid)."""
+
+    sets: tuple[str, ...] = ("lang", "gender", "binary", "corr", "cat", "truthfulqa")
+    """The pair sets of the study."""
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    """Seeds of every run, trained stacked."""
+    latent_factor: int = 1
+    """m = latent_factor x (number of concepts of the set): the overcompleteness of every run."""
+    sparsity: float = 0.5
+    """The budget of the entangled and overcompleteness runs (the grid has its own list)."""
+    lr: float = 0.003
+    """Learning rate of aff and of the entangled and overcompleteness runs."""
+    grid: GridConfig = field(default_factory=GridConfig)
+    """The SSAE selection grid."""
+    overcomplete: OvercompleteConfig = field(default_factory=OvercompleteConfig)
+    """The overcompleteness sweep."""
+    reverse_fraction: float = 0.5
+    """Fraction of pairs read backwards (z <-> z~, shift negated; see ``study.sets.load_set``)."""
+    reverse_seed: int = 0
+    """Seed of the choice of reversed pairs."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """Optimisation settings shared by every run."""
+
+    def __post_init__(self) -> None:
+        if self.latent_factor < 1:
+            raise InputError(f"latent_factor={self.latent_factor}: must be >= 1")
+        if self.overcomplete.set not in self.sets:
+            raise InputError(f"overcomplete.set={self.overcomplete.set!r}: not in study.sets")
+        self.train_config("ssae", lr=self.lr, sparsity=self.sparsity)  # validates optim
+
+    @property
+    def overcomplete_seeds(self) -> tuple[int, ...]:
+        return self.overcomplete.seeds or self.seeds
+
+    def train_config(
+        self, method: str, *, lr: float, sparsity: float | Sequence[float] = 1.0
+    ) -> TrainConfig:
+        """The :class:`TrainConfig` of one fixed-length run of the study."""
+        optim = self.optim
+        values = {
+            "method": method,
+            "seeds": self.seeds,
+            "sparsity": tuple(sparsity) if isinstance(sparsity, Sequence) else sparsity,
+            "epochs": 1,
+            "min_steps": optim.steps,
+            "patience": 0,
+            "lr": lr,
+            "dual_lr": lr * optim.dual_lr_ratio,
+            "batch_size": optim.batch_size,
+            "threads": optim.threads,
+            "normalize": optim.normalize,
+            "val_fraction": optim.val_fraction,
+        }
+        return load_config(TrainConfig, values, "params.yaml:study.optim")
+
+
+@dataclass(frozen=True)
+class EntangleConfig:
+    """params.yaml ``entangle``: the dense invertible map of the robustness variant."""
+
+    seed: int = 1
+    """Seed of the map."""
+    max_condition: float = 10.0
+    """Largest condition number of the map (>= 1; 1 is a rotation)."""
+
+    def __post_init__(self) -> None:
+        if self.max_condition < 1:
+            raise InputError(f"max_condition={self.max_condition}: must be >= 1")
+
+
+@dataclass(frozen=True)
+class SyntheticRunsConfig:
+    """The keys of params.yaml ``train`` that are not :class:`TrainConfig`'s: how the pipeline
+    runs the synthetic training (every other key of the section is a TrainConfig field)."""
+
+    latent_factors: tuple[int, ...] = (1, 2)
+    """Train m = factor x latent_dim for each factor."""
+    require_active: bool = True
+    """An SSAE run whose multiplier ends at 0 is an error."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Everything else: the training of each run."""
+
+    def __post_init__(self) -> None:
+        if not self.latent_factors or any(f < 1 for f in self.latent_factors):
+            raise InputError(f"latent_factors={list(self.latent_factors)}: give integers >= 1")
+
+
+def load_synthetic_runs(values: Mapping | None, method: str) -> SyntheticRunsConfig:
+    """params.yaml ``train`` for one method: the pipeline's keys and a :class:`TrainConfig`."""
+    where = "params.yaml:train"
+    own = {f.name for f in fields(SyntheticRunsConfig)} - {"train"}
+    values = dict(values or {})
+    runs = {key: values.pop(key) for key in own if key in values}
+    train = load_config(TrainConfig, {**values, "method": method}, where)
+    return load_config(SyntheticRunsConfig, {**runs, "train": train}, where)
+
+
+@dataclass(frozen=True)
+class SyntheticSetting:
+    """One entry of params.yaml ``synthetic.settings``: synth(n, k)."""
+
+    num_concepts: int
+    """n: number of concepts."""
+    max_changes: int
+    """k: each pair changes between 1 and k concepts."""
+
+
+@dataclass(frozen=True)
+class SyntheticDataConfig:
+    """The keys of params.yaml ``synthetic`` that are not :class:`SynthConfig`'s."""
+
+    settings: dict[str, SyntheticSetting]
+    """name -> (n, k) of every synthetic table."""
+    entangle_seed: int = 1
+    """Seed of the dense invertible D x D map of the ``*_ent`` variants."""
+
+
+def load_synthetic_data(
+    values: Mapping | None,
+) -> tuple[SyntheticDataConfig, dict[str, SynthConfig]]:
+    """params.yaml ``synthetic``: the pipeline's keys and each setting's :class:`SynthConfig`."""
+    where = "params.yaml:synthetic"
+    values = dict(values or {})
+    own = {key: values.pop(key) for key in ("settings", "entangle_seed") if key in values}
+    settings = own.get("settings")
+    if not isinstance(settings, Mapping) or not settings:
+        raise InputError(f"{where}.settings: give a mapping name -> {{num_concepts, max_changes}}")
+    own["settings"] = {
+        str(name): load_config(SyntheticSetting, entry, f"{where}.settings.{name}")
+        for name, entry in settings.items()
+    }
+    data = load_config(SyntheticDataConfig, own, where)
+    tables = {
+        name: load_config(
+            SynthConfig,
+            {**values, "num_concepts": s.num_concepts, "max_changes": s.max_changes},
+            f"{where}.settings.{name}",
+        )
+        for name, s in data.settings.items()
+    }
+    return data, tables
+
+
+ENTANGLED_SUFFIX = "_ent"
+
+
+def synthetic_latent_sizes(
+    data: SyntheticDataConfig, runs: SyntheticRunsConfig
+) -> dict[str, list[int]]:
+    """The latent sizes trained on every synthetic table and its entangled variant."""
+    sizes = {}
+    for name, setting in data.settings.items():
+        base = runs.train.latent_dim or setting.num_concepts
+        for table in (name, f"{name}{ENTANGLED_SUFFIX}"):
+            sizes[table] = [factor * base for factor in runs.latent_factors]
+    return sizes

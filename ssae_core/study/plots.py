@@ -1,0 +1,113 @@
+"""Every row of the plot tables under metrics/plots/ (declared under ``plots:`` in dvc.yaml).
+
+Each function turns one metrics structure into rows (dicts, in column order) for
+:func:`ssae_core.io.write_csv`; :func:`write_plots` writes the tables of one stage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ssae_core.evaluation.steering_accuracy import MEAN_DIFFERENCE
+from ssae_core.io import write_csv
+from ssae_core.study.layout import StudyLayout
+
+STEERING_METHODS = ("ssae", "aff", MEAN_DIFFERENCE)
+UDR_GRID_COLUMNS = (
+    "set",
+    "sparsity",
+    "lr",
+    "decoder_udr",
+    "codes_udr",
+    "mcc",
+    "active",
+    "selected",
+)
+
+
+def synthetic_mcc_rows(synthetic: Mapping) -> list[dict]:
+    """identifiability_mcc.csv: held-out MCC vs the true shifts per synthetic cell and method."""
+    rows = []
+    for data, methods in synthetic.items():
+        for latent in methods.get("ssae", {}):
+            row = {"cell": f"{data} m={latent[1:]}"}
+            for method in ("ssae", "aff"):
+                row[method] = methods.get(method, {}).get(latent, {}).get("mcc", {}).get("mean", "")
+            rows.append(row)
+    return rows
+
+
+def llm_udr_rows(llm: Mapping) -> list[dict]:
+    """identifiability_llm.csv: decoder UDR per pair set (and its entangled variant)."""
+    rows = []
+    for part, suffix in (("sets", ""), ("entangled", " (entangled)")):
+        for name, methods in llm[part].items():
+            row = {"data": f"{name}{suffix}"}
+            row.update({m: methods[m]["decoder_mcc"]["udr"] for m in ("ssae", "aff")})
+            rows.append(row)
+    return rows
+
+
+def udr_grid_rows(udr: Mapping) -> list[dict]:
+    """udr_grid.csv: every grid cell's scores, the selected cell flagged."""
+    rows = []
+    for name, entry in udr["sets"].items():
+        chosen = (entry["selected"]["lr"], entry["selected"]["sparsity"])
+        for cell in entry["cells"]:
+            values = (
+                name,
+                cell["sparsity"],
+                cell["lr"],
+                cell["decoder_mcc"]["udr"],
+                cell["codes_mcc"]["udr"],
+                cell.get("mcc", {}).get("mean", ""),
+                int(cell["active"]),
+                int((cell["lr"], cell["sparsity"]) == chosen),
+            )
+            rows.append(dict(zip(UDR_GRID_COLUMNS, values, strict=True)))
+    return rows
+
+
+def steering_rows(summary: Mapping) -> list[dict]:
+    """steering.csv: mean steered cosine per evaluation and method, with the identity baseline."""
+    rows = []
+    for part, results in summary.items():
+        for key, result in results.items():
+            row = {
+                "evaluation": key if part == "in_distribution" else f"OOD {key}",
+                "identity": result[MEAN_DIFFERENCE]["identity"]["mean"],
+            }
+            row.update({m: result[m]["steered"]["mean"] for m in STEERING_METHODS})
+            rows.append(row)
+    return rows
+
+
+def behaviour_rows(results: dict, part: str) -> list[dict]:
+    """Rows of a wide plot table, one per multiplier: ``alpha_multiplier``, the unsteered value
+    and, per method, the mean over seeds and its std. ``part``: ``truthfulqa`` (MC1 accuracy) or
+    ``language`` (``*_fraction``: share in the target language, ``*_perplexity``)."""
+    section = results[part]
+    measures = (
+        {"accuracy": "accuracy"}
+        if part == "truthfulqa"
+        else {"fraction": "language_fraction", "perplexity": "perplexity"}
+    )
+    multipliers = [e["alpha_multiplier"] for e in next(iter(section["methods"].values()))["sweep"]]
+    rows = []
+    for i, multiplier in enumerate(multipliers):
+        row: dict = {"alpha_multiplier": multiplier}
+        for suffix, key in measures.items():
+            name = "" if part == "truthfulqa" else f"_{suffix}"
+            row[f"unsteered{name}"] = section["unsteered"][key]
+            for method, report in section["methods"].items():
+                entry = report["sweep"][i][key]
+                row[f"{method}{name}"] = entry["mean"]
+                row[f"{method}{name}_std"] = entry["std_seeds"]
+        rows.append(row)
+    return rows
+
+
+def write_plots(layout: StudyLayout, tables: Mapping[str, list[dict]]) -> None:
+    """Write ``{name: rows}`` as metrics/plots/NAME.csv."""
+    for name, rows in tables.items():
+        write_csv(rows, layout.plot(name))

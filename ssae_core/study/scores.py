@@ -1,0 +1,184 @@
+"""The study's evaluation loops: identifiability of every run, steering accuracy of every set.
+
+- :func:`score_synthetic`: MCC / cross-seed MCC / UDR of every synthetic run on held-out pairs;
+- :func:`score_study`: the same for the LLM study (selected SSAE cell and aff per set, the
+  entangled runs, the overcompleteness sweep);
+- :func:`score_steering`: steering accuracy of SSAE (selected cell), aff and MD, in
+  distribution and out of distribution
+  (:data:`~ssae_core.datasets.semisynthetic.OOD_EVALUATIONS`);
+- :func:`score_behaviour`: behavioural steering of the LM itself
+  (:mod:`ssae_core.evaluation.behaviour`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import pyarrow.parquet as pq
+
+from ssae_core.datasets.semisynthetic import OOD_EVALUATIONS, ood_vocabulary_overlap
+from ssae_core.errors import InputError
+from ssae_core.evaluation.behaviour.config import BehaviourConfig
+from ssae_core.evaluation.behaviour.evaluate import check_same_model, evaluate_behaviour
+from ssae_core.evaluation.behaviour.mc1 import load_mc_questions
+from ssae_core.evaluation.identifiability import score_run
+from ssae_core.evaluation.steering_accuracy import SteeringModel, evaluate_steering
+from ssae_core.io import load_embeddings
+from ssae_core.lm import loading as lm
+from ssae_core.runs import load_run
+from ssae_core.study.config import StudyConfig
+from ssae_core.study.layout import METHODS, StudyLayout
+from ssae_core.study.selection import selected_cell, selected_runs
+from ssae_core.study.sets import load_set
+
+STEERING_SUMMARY_KEYS = ("steered", "identity", "gain", "reconstruction", "reconstruction_gain")
+
+
+def score_synthetic(
+    layout: StudyLayout, latent_sizes: Mapping[str, Sequence[int]]
+) -> dict[str, dict[str, dict[str, dict]]]:
+    """``{data: {method: {mM: scores}}}`` of every synthetic run, on its table's test split.
+
+    ``latent_sizes``: the latent sizes trained on each synthetic table (``synth_3_2``,
+    ``synth_3_2_ent``, ...). Tables, methods and sizes are reported in sorted order.
+    """
+    results: dict = {}
+    for data in sorted(latent_sizes):
+        test = load_embeddings(layout.synthetic(data)).subset("test")
+        for method in sorted(METHODS):
+            for latent in sorted(latent_sizes[data]):
+                folder = StudyLayout.latent_folder(latent)
+                run = load_run(layout.synthetic_models / data / method / folder)
+                results.setdefault(data, {}).setdefault(method, {})[folder] = score_run(run, test)
+    return results
+
+
+def score_study(study: StudyConfig, layout: StudyLayout) -> dict:
+    """Identifiability of the LLM study on held-out pairs (see :func:`score_run` for the keys):
+
+    - ``sets``: per set, the selected SSAE cell and aff (decoder and codes MCC across seeds,
+      MCC against the known shifts where they vary);
+    - ``entangled``: the same on data/entangled/SET (SSAE at study.sparsity / study.lr);
+    - ``overcomplete``: SSAE with m = factor x n on ``study.overcomplete.set``.
+    """
+    out: dict = {"sets": {}, "entangled": {}, "overcomplete": {}}
+    for name in study.sets:
+        test = load_set(study, layout, name).subset("test")
+        cell = selected_cell(layout, name)
+        runs = selected_runs(layout, name)
+        out["sets"][name] = {
+            "ssae": {
+                **score_run(runs["ssae"], test),
+                "lr": cell["lr"],
+                "sparsity": cell["sparsity"],
+            },
+            "aff": score_run(runs["aff"], test),
+        }
+        entangled_test = load_set(study, layout, name, entangled=True).subset("test")
+        out["entangled"][name] = {
+            method: score_run(load_run(layout.entangled_models(name) / method), entangled_test)
+            for method in METHODS
+        }
+    name = study.overcomplete.set
+    test = load_set(study, layout, name).subset("test")
+    base = len(test.concepts or [])
+    out["overcomplete"][name] = {
+        StudyLayout.latent_folder(m): score_run(
+            load_run(layout.overcomplete_models(name) / StudyLayout.latent_folder(m)), test
+        )
+        for m in sorted(factor * base for factor in study.overcomplete.factors)
+    }
+    return out
+
+
+def _summarize_steering(result: dict) -> dict:
+    """The aggregate of every method of one evaluation, without per-concept detail."""
+    out: dict = {"n_single_concept_test_pairs": result["n_single_concept_test_pairs"]}
+    for method, report in result["methods"].items():
+        agg = report["aggregate"]
+        out[method] = {"n_concepts": agg["n_concepts"], "n_scored": agg["n_scored"]}
+        out[method].update({key: agg[key] for key in STEERING_SUMMARY_KEYS if key in agg})
+    return out
+
+
+def _require_disjoint_vocabulary(layout: StudyLayout, source: str, target: str) -> None:
+    """OOD must not reuse words: no test word of ``target`` may occur in ``source``'s training."""
+    overlap = ood_vocabulary_overlap(
+        pq.read_table(layout.pairs(source)), pq.read_table(layout.pairs(target))
+    )
+    if overlap:
+        raise InputError(
+            f"{layout.pairs(target)}: {len(overlap)} test words also occur in {source}'s "
+            f"training pairs (e.g. {sorted(overlap)[:3]}); regenerate the pairs"
+        )
+
+
+def score_steering(study: StudyConfig, layout: StudyLayout) -> tuple[dict, dict]:
+    """(details, summary) of the steering evaluation: every concept and seed, and per
+    evaluation and method the aggregate over concepts."""
+    tables = {name: load_set(study, layout, name) for name in study.sets}
+    runs = {name: selected_runs(layout, name) for name in study.sets}
+    details: dict = {"in_distribution": {}, "out_of_distribution": {}}
+    for name in study.sets:
+        result = evaluate_steering(tables[name], runs[name])
+        result["ssae_cell"] = {k: selected_cell(layout, name)[k] for k in ("lr", "sparsity")}
+        details["in_distribution"][name] = result
+    for ood in OOD_EVALUATIONS:
+        if ood.source not in tables or ood.target not in tables:
+            continue
+        _require_disjoint_vocabulary(layout, ood.source, ood.target)
+        details["out_of_distribution"][f"{ood.source}->{ood.target}"] = evaluate_steering(
+            tables[ood.source],
+            runs[ood.source],
+            target=tables[ood.target],
+            concept_map={ood.source_concept: ood.target_concept},
+        )
+    summary = {
+        part: {key: _summarize_steering(result) for key, result in results.items()}
+        for part, results in details.items()
+    }
+    return details, summary
+
+
+BEHAVIOUR_SETS = ("truthfulqa", "lang")
+
+
+def score_behaviour(
+    study: StudyConfig,
+    layout: StudyLayout,
+    config: BehaviourConfig,
+    *,
+    runs: Mapping[str, Mapping[str, Sequence[SteeringModel]]] | None = None,
+    progress: bool = True,
+) -> dict:
+    """Behavioural steering of the prepared LM (models/lm) with the truthfulness and language
+    vectors of the study's selected runs; ``runs`` (``{set: {method: members}}``) replaces them."""
+    if not layout.lm.is_dir():
+        raise InputError(f"{layout.lm}: no prepared model; run `dvc repro prepare_model` first")
+    source = lm.resolve_model(str(layout.lm), verbose=progress)
+    tables = {}
+    for name in BEHAVIOUR_SETS:
+        if not layout.embeddings(name).exists():
+            raise InputError(
+                f"{layout.embeddings(name)}: missing; run `dvc repro extract_embeddings@{name}`"
+            )
+        tables[name] = load_set(study, layout, name)
+        check_same_model(tables[name], source.name, str(layout.embeddings(name)))
+    if not layout.mc_table.is_file():
+        raise InputError(f"{layout.mc_table}: missing; run `dvc repro download_truthfulqa` first")
+    questions = load_mc_questions(layout.mc_table)
+    if runs is None:
+        runs = {name: selected_runs(layout, name) for name in BEHAVIOUR_SETS}
+    model = lm.load_model(source, device=config.device, dtype=config.dtype)
+    results = evaluate_behaviour(
+        model,
+        lm.load_tokenizer(source),
+        config,
+        truthfulqa=tables["truthfulqa"],
+        mc_questions=questions,
+        language=tables["lang"],
+        runs=runs,
+        progress=progress,
+    )
+    results["model"] = source.name
+    return results

@@ -1,0 +1,26 @@
+"""The pair sets' embeddings as the study reads them."""
+
+from __future__ import annotations
+
+from ssae_core.io import EmbeddingTable, load_embeddings
+from ssae_core.study.config import StudyConfig
+from ssae_core.study.layout import StudyLayout
+
+
+def load_set(
+    study: StudyConfig, layout: StudyLayout, name: str, *, entangled: bool = False
+) -> EmbeddingTable:
+    """The embeddings of one pair set as the study uses them: a seeded half of the pairs reversed.
+
+    Pair order carries no information (z~ -> z is as much a pair as z -> z~), and it matters: in
+    lang, gender, corr and truthfulqa every pair moves the same way (shift +1), so the concept
+    direction is the MEAN shift, which the normalisation and the BatchNorm of the codes subtract.
+    A model then can only learn the variation around it. Reading half of the pairs backwards
+    makes the concept the main axis of variation (the cosine of each learnt vector with the
+    mean-difference vector is in the behaviour section of metrics/REPORT.md) and leaves the
+    steering scores unchanged (they are signed per pair).
+    """
+    path = layout.entangled(name) if entangled else layout.embeddings(name)
+    table = load_embeddings(path).reoriented(study.reverse_fraction, study.reverse_seed)
+    table.metadata["path"] = layout.relative(path)
+    return table
