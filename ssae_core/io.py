@@ -20,7 +20,7 @@ import re
 import secrets
 import shutil
 import socket
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -274,12 +274,15 @@ def check_output(
     kind: str,
     inputs: Sequence[str | os.PathLike] = (),
     option: str = "--out",
+    accept: Callable[[Path], bool] | None = None,
 ) -> Path:
     """Refuse an output path that could lose data; returns it as a Path.
 
     Refused: an empty path, the current folder or one above it, the home folder, a symbolic link,
     an input or a folder that holds one, a file where a folder goes (and the reverse), and any
-    existing, non-empty file or folder that is not an earlier output of the same ``command``.
+    existing, non-empty file or folder that is not an earlier output of the same ``command``
+    (carrying its marker or stamp, or, without one, recognised by ``accept``: for outputs that
+    versions before the marker wrote).
     """
     if kind not in OUTPUT_KINDS:
         raise ValueError(f"kind={kind!r}: use one of {OUTPUT_KINDS}")
@@ -308,7 +311,7 @@ def check_output(
     if kind == "file" and target.is_dir():
         raise InputError(f"{where}: is a folder; give a file path")
     owner = written_by(target)
-    if owner == command or _is_empty(target):
+    if owner == command or _is_empty(target) or (owner is None and accept and accept(target)):
         return target
     if owner is not None:
         raise InputError(
@@ -329,6 +332,7 @@ def safe_output(
     kind: str,
     inputs: Sequence[str | os.PathLike] = (),
     option: str = "--out",
+    accept: Callable[[Path], bool] | None = None,
 ) -> Iterator[Path]:
     """Write an output of ``command`` at a user-given path without ever losing data.
 
@@ -336,15 +340,16 @@ def safe_output(
     with OUTPUT_MARKER) or file path (``kind='file'``; what is written there must carry
     :func:`output_stamp`), and renames it onto ``path`` once the block has succeeded.
     """
-    target = check_output(path, command, kind=kind, inputs=inputs, option=option)
+    target = check_output(path, command, kind=kind, inputs=inputs, option=option, accept=accept)
     writer = atomic_dir if kind == "folder" else atomic_file
     with writer(target, tidy_parents=True) as tmp:
         if kind == "folder":
-            _write_marker(tmp, command)
+            (tmp / OUTPUT_MARKER).write_text(_marker_text(command))
         yield tmp
         if written_by(tmp) != command:
             raise RuntimeError(f"{target}: written without the stamp of `ssae {command}`")
-        check_output(target, command, kind=kind, inputs=inputs, option=option)  # still ours
+        # still ours (or absent) just before the swap: it may have changed while the block ran
+        check_output(target, command, kind=kind, inputs=inputs, option=option, accept=accept)
 
 
 @contextlib.contextmanager
@@ -354,23 +359,29 @@ def resumable_output(
     *,
     inputs: Sequence[str | os.PathLike] = (),
     option: str = "--out",
+    accept: Callable[[Path], bool] | None = None,
 ) -> Iterator[Path]:
     """An output folder that a command fills piece by piece, so that an interrupted run resumes
     (``ssae embed``: one shard per piece, each written with :func:`atomic_file`).
 
-    Checks ``path`` like :func:`safe_output`; a new (or empty) folder is created with its marker
-    and, if the block fails before a piece was added, removed again. Yields the folder itself.
+    Checks ``path`` like :func:`check_output`. A new (or empty) folder is created with its marker
+    and, if the block fails before a piece was added, removed again with the parents it needed;
+    an earlier output that ``accept`` recognises (no marker yet) keeps its pieces and gains the
+    marker. Yields the folder itself.
     """
-    target = check_output(path, command, kind="folder", inputs=inputs, option=option)
-    created = written_by(target) != command
+    target = check_output(path, command, kind="folder", inputs=inputs, option=option, accept=accept)
+    fresh = not target.exists() or _is_empty(target)
     new_parents = [p for p in target.parents if not p.exists()]
-    if created:
+    if fresh:
         with atomic_dir(target) as tmp:
-            _write_marker(tmp, command)
+            (tmp / OUTPUT_MARKER).write_text(_marker_text(command))
+    elif written_by(target) != command:
+        with atomic_file(target / OUTPUT_MARKER) as tmp:
+            tmp.write_text(_marker_text(command))
     try:
         yield target
     except BaseException:
-        if created and {p.name for p in target.iterdir()} <= {OUTPUT_MARKER}:
+        if fresh and {p.name for p in target.iterdir()} <= {OUTPUT_MARKER}:
             shutil.rmtree(target, ignore_errors=True)
             for parent in new_parents:
                 with contextlib.suppress(OSError):
@@ -378,9 +389,8 @@ def resumable_output(
         raise
 
 
-def _write_marker(folder: Path, command: str) -> None:
-    marker = {"command": command, "version": __version__}
-    (folder / OUTPUT_MARKER).write_text(json.dumps(marker) + "\n")
+def _marker_text(command: str) -> str:
+    return json.dumps({"command": command, "version": __version__}) + "\n"
 
 
 def write_json(obj: object, path: str | os.PathLike) -> None:

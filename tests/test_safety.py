@@ -15,11 +15,13 @@ from pathlib import Path
 import pytest
 
 from ssae_core import train as train_mod
+from ssae_core.errors import InputError
 from ssae_core.io import (
     OUTPUT_MARKER,
     STAGING_MARKER,
     STAGING_TAG,
     remove_stale_staging,
+    resumable_output,
     safe_output,
     written_by,
 )
@@ -251,3 +253,40 @@ def test_safe_output_requires_the_stamp_of_single_files(ws):
     ):
         tmp.write_bytes(b"no stamp")
     assert not (ws / "x.bin").exists()
+
+
+# --------------------------------------------------------------------------- resumable outputs
+
+
+def test_a_resumable_output_keeps_its_pieces_and_cleans_up_a_failed_start(ws):
+    with resumable_output(ws / "emb", "embed") as folder:
+        (folder / "shard-00000.parquet").write_bytes(b"one")
+    assert written_by(ws / "emb") == "embed"
+    with resumable_output("emb", "embed") as folder:  # resumed: nothing replaced
+        assert (folder / "shard-00000.parquet").read_bytes() == b"one"
+    before = snapshot(ws)
+    with pytest.raises(RuntimeError), resumable_output(ws / "new" / "emb", "embed"):
+        raise RuntimeError("failed before the first piece")
+    assert snapshot(ws) == before
+    with pytest.raises(InputError, match="output of `ssae embed`"), resumable_output("emb", "x"):
+        pass
+
+
+def only_shards(folder: Path) -> bool:
+    """What an extractor might accept as its own output from before the marker existed."""
+    return all(p.name.startswith("shard-") for p in folder.iterdir())
+
+
+def test_a_resumable_output_adopts_only_what_accept_recognises(ws):
+    (ws / "old").mkdir()
+    (ws / "old" / "shard-00000.parquet").write_bytes(b"from an older version")
+    with pytest.raises(InputError, match="not written by"), resumable_output("old", "embed"):
+        pass
+    with resumable_output("old", "embed", accept=only_shards) as folder:
+        assert (folder / "shard-00000.parquet").read_bytes() == b"from an older version"
+    assert written_by(ws / "old") == "embed"
+    with (
+        pytest.raises(InputError, match="not written by"),
+        resumable_output("mine", "embed", accept=only_shards),
+    ):
+        pass
