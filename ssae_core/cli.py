@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
+import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 
@@ -84,7 +86,18 @@ def config_from_args(cls: type, args: argparse.Namespace, **extra: object) -> ob
     values = {
         f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)
     }
-    return cls(**{**values, **extra})
+    try:
+        return cls(**{**values, **extra})
+    except InputError as exc:
+        raise InputError(_as_option(str(exc), values)) from None
+
+
+def _as_option(message: str, options: Mapping[str, object]) -> str:
+    """A config message that starts ``field=value`` as the user typed it: ``--field value``."""
+    head = re.match(r"([a-z_]+)=", message)
+    if head is None or head.group(1) not in options:
+        return message
+    return f"--{head.group(1).replace('_', '-')} {message[head.end() :]}"
 
 
 def add_device_arguments(p: argparse.ArgumentParser) -> None:
@@ -112,6 +125,8 @@ def _sparsities(text: str) -> float | tuple[float, ...]:
         values = tuple(float(s) for s in text.split(",") if s.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"--sparsity {text!r}: give numbers like 1.0") from None
+    if not values:
+        raise argparse.ArgumentTypeError("--sparsity: give at least one budget, e.g. 0.75")
     return values[0] if len(values) == 1 else values
 
 
@@ -129,7 +144,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("embeddings", help="embedding table: a Parquet file or a folder of shards")
-    p.add_argument("--out", required=True, help="run folder to write (replaced if it exists)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="run folder to write: a new folder, or an earlier `ssae train` run (replaced once "
+        "the new one is complete); nothing else is ever replaced",
+    )
     add_config_options(
         p,
         TrainConfig,
@@ -180,7 +200,11 @@ def _add_encode(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model_dir", help="a model folder (e.g. runs/demo/seed-0)")
     p.add_argument("embeddings", help="embedding table: a Parquet file or a folder of shards")
-    p.add_argument("--out", required=True, help="output Parquet file")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="Parquet file to write: a new file, or an earlier `ssae encode` output",
+    )
     p.add_argument(
         "--rescale",
         action="store_true",
@@ -205,7 +229,9 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
         description="Synthetic data synth(n, k): z ~ N(0, I), z_tilde = z + A d_c with a dense "
         "Gaussian A and sparse d_c (1..k non-zero of n). The true d_c is stored in 'shift'.",
     )
-    p.add_argument("out", help="output Parquet file")
+    p.add_argument(
+        "out", help="Parquet file to write: a new file, or an earlier `ssae synth` output"
+    )
     add_config_options(
         p,
         SynthConfig,
@@ -221,14 +247,10 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_synth(args: argparse.Namespace) -> None:
-    from ssae_core.io import save_embeddings
-    from ssae_core.synthetic import SynthConfig, entangle, make_synthetic
+    from ssae_core.synthetic import SynthConfig, write_synthetic
 
     cfg = config_from_args(SynthConfig, args)
-    table = make_synthetic(cfg)
-    if args.entangle:
-        table = entangle(table, seed=cfg.seed + 1)
-    save_embeddings(table, args.out)
+    table = write_synthetic(cfg, args.out, entangled=args.entangle)
     print(f"wrote {len(table)} pairs (d={table.dim}, n={cfg.num_concepts}) to {args.out}")
 
 
@@ -473,8 +495,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM (a scheduler, DVC, kill) ends the run like Ctrl-C: clean-ups run, nothing stays."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         args.func(args)
     except InputError as exc:
@@ -483,6 +511,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except OSError as exc:  # a full disk, a file removed while we read it...
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     return 0
 
 
