@@ -46,6 +46,7 @@ ORDER = [
     "ssae_core.evaluation",
     "ssae_core.study.layout",
     "ssae_core.study.config",
+    "ssae_core.study.budgets",
     "ssae_core.study.sets",
     "ssae_core.study.training",
     "ssae_core.study.selection",
