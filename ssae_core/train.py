@@ -72,8 +72,14 @@ class TrainConfig:
     threads: int = 1
     """torch intra-op threads while training (0: torch's default). The model's tensors are small:
     a second thread rarely helps and stalls badly when other processes share the cores."""
+    lr_decay: float = 0.0
+    """Fraction of the final optimiser steps (of the epoch cap) over which the primal and the
+    multiplier learning rates fall linearly to 0, so that the Lagrangian settles onto the budget
+    instead of oscillating around it (0: constant learning rates)."""
 
     def __post_init__(self) -> None:
+        if not 0 <= self.lr_decay < 1:
+            raise InputError(f"lr_decay={self.lr_decay}: must be in [0, 1)")
         if self.method not in METHODS:
             raise InputError(f"method={self.method!r} is unknown; use one of {', '.join(METHODS)}")
         if self.normalize not in NORMALIZATIONS:
@@ -348,6 +354,26 @@ def _make_optimizers(
     return opt, cmp
 
 
+def decay_factor(step: int, total: int, fraction: float) -> float:
+    """The learning-rate multiplier at optimiser step ``step`` (0-based) of ``total``: 1, then
+    linearly down to 0 over the last ``fraction`` of the steps."""
+    start = total * (1 - fraction)
+    if fraction <= 0 or step < start:
+        return 1.0
+    return max(0.0, (total - step) / (total - start))
+
+
+def _set_learning_rates(opt: object, cfg: TrainConfig, factor: float) -> None:
+    if isinstance(opt, torch.optim.Optimizer):  # aff
+        pairs = [(opt, cfg.lr)]
+    else:
+        pairs = [(o, cfg.lr) for o in opt.primal_optimizers]
+        pairs += [(o, cfg.dual_lr) for o in opt.dual_optimizers]
+    for optimizer, lr in pairs:
+        for group in optimizer.param_groups:
+            group["lr"] = lr * factor
+
+
 def _step(
     net: StackedSSAE, opt: object, cmp: SparseShiftProblem | None, x_SBD: torch.Tensor
 ) -> torch.Tensor:
@@ -553,13 +579,18 @@ def _resumed(cfg: TrainConfig, shifts: _Shifts, ckpt: _Checkpoint) -> _Run:
     return run
 
 
-def _epoch(run: _Run, cfg: TrainConfig, shifts: _Shifts) -> dict[str, torch.Tensor]:
+def _epoch(
+    run: _Run, cfg: TrainConfig, shifts: _Shifts, first_step: int, total_steps: int
+) -> dict[str, torch.Tensor]:
     """One pass over the training shifts; the epoch's per-member values, by name."""
     num = run.net.num_members
     run.net.train()
     sums = torch.zeros(2, num)
     steps = 0
     for idx_SB in _epoch_batches(run.generators, len(shifts.x_train), cfg.batch_size):
+        if cfg.lr_decay:
+            factor = decay_factor(first_step + steps, total_steps, cfg.lr_decay)
+            _set_learning_rates(run.opt, cfg, factor)
         sums += _step(run.net, run.opt, run.cmp, shifts.x_train[idx_SB])
         steps += 1
     train_loss, train_l1 = (sums / max(steps, 1)).unbind(0)
@@ -642,7 +673,7 @@ def _train(
     )
     last_save = time.monotonic()
     while run.epoch < max_epochs:
-        values = _epoch(run, cfg, shifts)
+        values = _epoch(run, cfg, shifts, run.epoch * steps_per_epoch, max_epochs * steps_per_epoch)
         run.epoch += 1
         if (problem := _diverged(cfg, run.epoch, values)) is not None:
             ckpt.remove()
@@ -690,6 +721,7 @@ def _members(
                 "lr": cfg.lr,
                 "dual_lr": cfg.dual_lr if cfg.method == "ssae" else None,
                 "val_fraction": cfg.val_fraction,
+                "lr_decay": cfg.lr_decay,
             },
             "final": {
                 key: final[k][key]

@@ -66,6 +66,8 @@ class OptimConfig:
     """Input normalisation: global, layer or none."""
     val_fraction: float = 0.1
     """Share of the training shifts held out for the held-out loss."""
+    lr_decay: float = 0.0
+    """Fraction of the final steps over which the learning rates fall linearly to 0."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,7 @@ class StudyConfig:
             "threads": optim.threads,
             "normalize": optim.normalize,
             "val_fraction": optim.val_fraction,
+            "lr_decay": optim.lr_decay,
         }
         return load_config(TrainConfig, values, "params.yaml:study.optim")
 
