@@ -18,11 +18,11 @@ from pathlib import Path
 import cooper
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ssae_core import __version__
 from ssae_core.errors import InputError
 from ssae_core.model import NORMALIZATIONS, Normalizer, ShiftAutoencoder, StackedSSAE
+from ssae_core.progress import show_progress
 
 METHODS = ("ssae", "aff")
 VAL_SPLIT_SEED = 12345
@@ -317,7 +317,7 @@ def _train(
         1 for _ in _epoch_batches([torch.Generator()], len(x_train), cfg.batch_size)
     )
     max_epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))
-    bar = tqdm(
+    bar = show_progress(
         range(start_epoch, max_epochs),
         desc=f"train {cfg.method} x{len(members)}",
         disable=not progress,
