@@ -39,36 +39,31 @@ def test_project_out_removes_the_component_exactly(model, multiplier):
     assert torch.equal(after[0], before[0])  # earlier blocks untouched
 
 
+@torch.no_grad()
+def prompt_then_one_cached_step(model, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Block ``layer``'s output for the prompt, then for one more token read with the cache."""
+    first = model(torch.tensor(PROMPTS[:1]), use_cache=True, output_hidden_states=True)
+    second = model(
+        torch.tensor([[20]]), past_key_values=first.past_key_values, output_hidden_states=True
+    )
+    return first.hidden_states[layer + 1], second.hidden_states[layer + 1]
+
+
 @pytest.mark.parametrize("positions", ["prompt", "generated"])
 def test_project_out_acts_only_at_the_steered_positions_with_the_cache(model, positions):
     """Prompt pass, then one cached step: the component is ~0 exactly where steered."""
     layer, u = 1, unit(direction(4))
-    with torch.no_grad():
-        ids = torch.tensor(PROMPTS[:1])
-        plain = model(ids, use_cache=True, output_hidden_states=True)
-        plain_next = model(
-            torch.tensor([[20]]),
-            past_key_values=plain.past_key_values,
-            output_hidden_states=True,
-        ).hidden_states[layer + 1]
-        vector = SteeringVector({layer: u})
-        with steer(model, vector, positions=positions, operator="project_out"):
-            first = model(ids, use_cache=True, output_hidden_states=True)
-            second = model(
-                torch.tensor([[20]]),
-                past_key_values=first.past_key_values,
-                output_hidden_states=True,
-            ).hidden_states[layer + 1]
-    prompt_dots = first.hidden_states[layer + 1] @ u
+    plain_prompt, plain_next = prompt_then_one_cached_step(model, layer)
+    vector = SteeringVector({layer: u})
+    with steer(model, vector, positions=positions, operator="project_out"):
+        prompt, next_token = prompt_then_one_cached_step(model, layer)
     if positions == "prompt":
-        assert prompt_dots.abs().max() < 1e-5
-        torch.testing.assert_close(second, plain_next, atol=1e-5, rtol=0)  # block 1: unaffected
+        assert (prompt @ u).abs().max() < 1e-5
+        torch.testing.assert_close(next_token, plain_next, atol=1e-5, rtol=0)  # block 1: unaffected
     else:
-        torch.testing.assert_close(
-            first.hidden_states[layer + 1], plain.hidden_states[layer + 1], atol=0, rtol=0
-        )
+        assert torch.equal(prompt, plain_prompt)
         assert (plain_next @ u).abs().max() > 1e-2
-        assert (second @ u).abs().max() < 1e-5
+        assert (next_token @ u).abs().max() < 1e-5
 
 
 def test_project_out_of_several_vectors_removes_their_span(model):
