@@ -99,7 +99,8 @@ def gguf_model_hint(vector: SteeringVector, model_hint: str | None = None) -> st
     if not hint:
         raise InputError(
             "llama.cpp control vector: the model's architecture is unknown (repeng requires "
-            "controlvector.model_hint); give --model-hint (its config's model_type, e.g. llama)"
+            "controlvector.model_hint); give it as --model-hint (model_hint= in Python): the "
+            "model config's model_type, e.g. llama"
         )
     return hint
 
