@@ -12,7 +12,6 @@ import hashlib
 import json
 import math
 import os
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -23,12 +22,12 @@ import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
-from tqdm.auto import tqdm
 
 from ssae_core import __version__
 from ssae_core.errors import InputError, require_finite, require_memory
 from ssae_core.io import atomic_file
 from ssae_core.model import NORMALIZATIONS, Normalizer, ShiftAutoencoder, StackedSSAE
+from ssae_core.progress import show_message, show_progress
 
 METHODS = ("ssae", "aff")
 VAL_SPLIT_SEED = 12345
@@ -272,10 +271,6 @@ def _unpack(obj: object, tensors: dict[str, torch.Tensor]) -> object:
     raise ValueError(f"checkpoint: unknown entry {kind!r}")
 
 
-def _say(message: str) -> None:
-    tqdm.write(message, file=sys.stderr)
-
-
 @dataclass
 class _Checkpoint:
     """The resumable state of one run at ``path``. Only a checkpoint of the same fingerprint is
@@ -306,7 +301,7 @@ class _Checkpoint:
         found = self._read()
         if found is None:
             self.owned = False
-            _say(
+            show_message(
                 f"{self.path}: not an ssae checkpoint; ignored, and this run saves none "
                 "(remove it to make the run resumable)"
             )
@@ -319,7 +314,7 @@ class _Checkpoint:
             reason = "was written with other settings or data"
         except (ValueError, KeyError, TypeError):
             reason = "is unreadable"
-        _say(f"{self.path}: checkpoint {reason}; starting fresh")
+        show_message(f"{self.path}: checkpoint {reason}; starting fresh")
         return None
 
     def save(self, state: dict) -> None:
@@ -574,7 +569,7 @@ def _resumed(cfg: TrainConfig, shifts: _Shifts, ckpt: _Checkpoint) -> _Run:
         try:
             run.restore(state)
         except (RuntimeError, KeyError, ValueError, TypeError, IndexError):
-            _say(f"{ckpt.path}: checkpoint does not fit this run; starting fresh")
+            show_message(f"{ckpt.path}: checkpoint does not fit this run; starting fresh")
             run = _Run.start(cfg, dim, shifts.x_rms)
     return run
 
@@ -665,7 +660,7 @@ def _train(
         1 for _ in _epoch_batches([torch.Generator()], len(shifts.x_train), cfg.batch_size)
     )
     max_epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))
-    bar = tqdm(
+    bar = show_progress(
         total=max_epochs,
         initial=run.epoch,
         desc=f"train {cfg.method} x{len(cfg.members())}",

@@ -17,6 +17,7 @@ PACKAGE = ROOT / "ssae_core"
 # ``ssae_core`` itself, which loads its API lazily, only for ``__version__``).
 ORDER = [
     "ssae_core.errors",
+    "ssae_core.progress",
     "ssae_core.metrics",
     "ssae_core.config",
     "ssae_core.io",
@@ -36,6 +37,7 @@ ORDER = [
     "ssae_core.lm",
     "ssae_core.evaluation.identifiability",
     "ssae_core.evaluation.steering_accuracy",
+    "ssae_core.evaluation.mean_difference",
     "ssae_core.evaluation.behaviour.vectors",
     "ssae_core.evaluation.behaviour.logprobs",
     "ssae_core.evaluation.behaviour.mc1",

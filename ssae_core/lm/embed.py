@@ -25,7 +25,6 @@ import hashlib
 import json
 import math
 import re
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from tqdm.auto import tqdm
 
 from ssae_core import __version__
 from ssae_core.errors import InputError
@@ -43,6 +41,7 @@ from ssae_core.io import EmbeddingTable, decode_metadata, encode_metadata, load_
 from ssae_core.lm import loading
 from ssae_core.lm.layers import check_layer, decoder_blocks, layer_name, num_layers, text_config
 from ssae_core.lm.tokens import check_template, left_pad, pad_token_id, tokenize
+from ssae_core.progress import show_message, show_progress
 
 TOKEN_POSITION = "last"
 SHARD_NAME = "shard-{:05d}.parquet"
@@ -329,7 +328,7 @@ def _check_positive(**values: object) -> None:
 
 def _say(message: str, verbose: bool) -> None:
     if verbose:
-        tqdm.write(message, file=sys.stderr)
+        show_message(message)
 
 
 def extract_embeddings(
@@ -454,7 +453,7 @@ class _Work:
             if wanted:
                 states.update(plan.read_states(k, wanted))
         total = len(self.to_compute)
-        with tqdm(total=total, unit="text", desc="embed", disable=not progress) as bar:
+        with show_progress(total=total, unit="text", desc="embed", disable=not progress) as bar:
             for k in self.pending:
                 bar.set_postfix_str(f"shard {k + 1}/{plan.n_shards}")
                 computed = embed(self.new_texts[k], on_batch=bar.update)
