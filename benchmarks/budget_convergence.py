@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("--steps", nargs="+", type=int, default=[400, 1200])
     parser.add_argument("--dual-lr-ratio", nargs="+", type=float, default=None)
     parser.add_argument("--lr-decay", nargs="+", type=float, default=None)
+    parser.add_argument("--dual-optimizer", nargs="+", default=None, choices=("adam", "sgd"))
     parser.add_argument("--lr", nargs="+", type=float, default=None, help="default: study.grid.lr")
     args = parser.parse_args()
     study = load_config(
@@ -49,12 +50,14 @@ def main() -> None:
             aff = train(rows.delta, aff_cfg, progress=False).models
             budgets = Budgets.from_aff(aff, study.grid.budget_ratio)
             settings = [
-                (dual, decay)
+                (dual, decay, kind)
                 for dual in ratios_of_dual
                 for decay in args.lr_decay or [study.optim.lr_decay]
+                for kind in args.dual_optimizer or [study.optim.dual_optimizer]
             ]
-            for dual, decay in settings:
-                tuned = replace(base, optim=replace(base.optim, dual_lr_ratio=dual, lr_decay=decay))
+            for dual, decay, kind in settings:
+                optim = replace(base.optim, dual_lr_ratio=dual, lr_decay=decay, dual_optimizer=kind)
+                tuned = replace(base, optim=optim)
                 for lr in args.lr or study.grid.lr:
                     cfg = tuned.train_config("ssae", lr=lr, sparsity=list(budgets.budgets))
                     started = time.perf_counter()
@@ -70,7 +73,7 @@ def main() -> None:
                         mult = [m.config["final"]["multiplier"] for m in members]
                         ok = sum(usability(m, study.usable_tolerance) == USABLE for m in members)
                         print(
-                            f"{name:10s} steps {steps:5d} dual {dual:4.2f} decay {decay:.2f} "
+                            f"{name:10s} steps {steps:5d} dual {kind} {dual:g} decay {decay:.2f} "
                             f"lr {lr:g} r {ratio:4.2f}: "
                             f"L1/budget {np.mean(rel):5.2f} [{min(rel):.2f}, {max(rel):.2f}] "
                             f"multiplier {np.mean(mult):.3f}  usable {ok}/{len(members)}  "

@@ -579,6 +579,101 @@ def _matrix(column: pa.ChunkedArray, path: object, name: str) -> np.ndarray:
 # --------------------------------------------------------------------------- embedding tables
 
 
+STATE_NAMES_KEY = "state_names"
+CONCEPT_STATES_KEY = "concept_states"
+LABEL_KEYS = (STATE_NAMES_KEY, CONCEPT_STATES_KEY)
+LABEL_COLUMNS = ("group", "x_states", "x_tilde_states")
+
+
+@dataclass
+class PairLabels:
+    """What is known about each pair beyond its shift: the entity it belongs to (a word, a
+    profession, a question; splits and bootstrap intervals keep entities whole) and the state of
+    every labelled variable in each of its two texts (``language`` = ``en`` in x, ``fr`` in x~).
+
+    ``concept_states`` says which variable each concept contrasts and between which values:
+    ``{concept: [variable, value at shift -1 side, value at shift +1 side]}``; a pair with shift
+    +1 on the concept moves its text from the first value to the second.
+
+    Stored in pair and embedding tables as the columns ``group`` (string), ``x_states`` and
+    ``x_tilde_states`` (list<string>, one entry per variable of ``state_names``), with
+    ``state_names`` and ``concept_states`` as JSON in the schema metadata.
+    """
+
+    group: np.ndarray  # object (str) [N]
+    x_states: np.ndarray  # object (str) [N, K]
+    x_tilde_states: np.ndarray  # object (str) [N, K]
+    state_names: list[str]
+    concept_states: dict[str, list[str]] = field(default_factory=dict)
+
+    def select(self, mask: np.ndarray) -> PairLabels:
+        return PairLabels(
+            self.group[mask],
+            self.x_states[mask],
+            self.x_tilde_states[mask],
+            list(self.state_names),
+            dict(self.concept_states),
+        )
+
+    def swapped(self, flip: np.ndarray) -> PairLabels:
+        """The labels of the pairs read backwards where ``flip`` is true."""
+        col = flip[:, None]
+        return PairLabels(
+            self.group.copy(),
+            np.where(col, self.x_tilde_states, self.x_states),
+            np.where(col, self.x_states, self.x_tilde_states),
+            list(self.state_names),
+            dict(self.concept_states),
+        )
+
+    def columns(self) -> dict[str, pa.Array]:
+        strings = pa.list_(pa.string())
+        return {
+            "group": pa.array(self.group.astype(str), pa.string()),
+            "x_states": pa.array([list(r) for r in self.x_states], strings),
+            "x_tilde_states": pa.array([list(r) for r in self.x_tilde_states], strings),
+        }
+
+    def metadata(self) -> dict[str, str]:
+        return {
+            STATE_NAMES_KEY: json.dumps(self.state_names),
+            CONCEPT_STATES_KEY: json.dumps(self.concept_states),
+        }
+
+    @classmethod
+    def from_arrow(cls, table: pa.Table, path: object) -> PairLabels | None:
+        """The labels of a pair or embedding table, or None when it has none."""
+        present = [c for c in LABEL_COLUMNS if c in table.column_names]
+        if not present:
+            return None
+        raw = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+        if len(present) < len(LABEL_COLUMNS) or STATE_NAMES_KEY not in raw:
+            raise InputError(
+                f"{path}: has {', '.join(present)} but not all of {', '.join(LABEL_COLUMNS)} "
+                f"and the {STATE_NAMES_KEY} metadata; write the labels with ssae_core.io"
+            )
+        try:
+            names = json.loads(raw[STATE_NAMES_KEY])
+            concept_states = json.loads(raw.get(CONCEPT_STATES_KEY, "{}"))
+        except json.JSONDecodeError:
+            raise InputError(f"{path}: {STATE_NAMES_KEY} metadata is not JSON; fix it") from None
+        states = {}
+        for name in ("x_states", "x_tilde_states"):
+            rows = table.column(name).to_pylist()
+            if any(r is None or len(r) != len(names) for r in rows):
+                raise InputError(
+                    f"{path}: every {name} row needs {len(names)} values ({', '.join(names)})"
+                )
+            states[name] = np.array(rows, dtype=object).reshape(len(rows), len(names))
+        group = np.asarray(table.column("group").to_pylist(), dtype=object)
+        return cls(group, states["x_states"], states["x_tilde_states"], names, concept_states)
+
+    def variable(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """The states of variable ``name`` in x and in x~ of every pair: two object arrays [N]."""
+        k = self.state_names.index(name)
+        return self.x_states[:, k], self.x_tilde_states[:, k]
+
+
 @dataclass
 class EmbeddingTable:
     """Paired embeddings ``z`` (before) and ``z_tilde`` (after), one row per pair."""
@@ -590,6 +685,7 @@ class EmbeddingTable:
     shift: np.ndarray | None = None  # float32 [N, n], the true concept shift where known
     concepts: list[str] | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    labels: PairLabels | None = None  # per-text states and the entity of each pair, where known
 
     @property
     def dim(self) -> int:
@@ -612,6 +708,7 @@ class EmbeddingTable:
             shift=None if self.shift is None else self.shift[mask],
             concepts=self.concepts,
             metadata=dict(self.metadata),
+            labels=None if self.labels is None else self.labels.select(mask),
         )
 
     def subset(self, split: str) -> EmbeddingTable:
@@ -644,6 +741,7 @@ class EmbeddingTable:
                 "reversed_fraction": str(fraction),
                 "reverse_seed": str(seed),
             },
+            labels=None if self.labels is None else self.labels.swapped(flip),
         )
 
     def to_arrow(self) -> pa.Table:
@@ -656,8 +754,12 @@ class EmbeddingTable:
         }
         if self.shift is not None:
             columns["shift"] = pa.array(list(self.shift.astype(np.float32)), pa.list_(pa.float32()))
+        metadata = dict(self.metadata)
+        if self.labels is not None:
+            columns.update(self.labels.columns())
+            metadata.update(self.labels.metadata())
         table = pa.table(columns)
-        return table.replace_schema_metadata(encode_metadata(self.concepts, self.metadata))
+        return table.replace_schema_metadata(encode_metadata(self.concepts, metadata))
 
 
 def _fixed_list(matrix: np.ndarray, width: int) -> pa.FixedSizeListArray:
@@ -708,7 +810,8 @@ def load_embeddings(path: str | os.PathLike) -> EmbeddingTable:
         z_tilde=z_tilde,
         shift=shift,
         concepts=concepts,
-        metadata=metadata,
+        metadata={k: v for k, v in metadata.items() if k not in LABEL_KEYS},
+        labels=PairLabels.from_arrow(table, path),
     )
 
 
@@ -747,8 +850,9 @@ def pair_table(
     concepts: list[str],
     metadata: Mapping[str, object] | None = None,
     pair_id: np.ndarray | None = None,
+    labels: PairLabels | None = None,
 ) -> pa.Table:
-    """Build a pair table in the project's format."""
+    """Build a pair table in the project's format (with per-text ``labels`` where known)."""
     n = len(x)
     shift = np.asarray(shift, dtype=np.float32).reshape(n, len(concepts))
     ids = np.arange(n, dtype=np.int64) if pair_id is None else np.asarray(pair_id, np.int64)
@@ -759,9 +863,11 @@ def pair_table(
             "x_tilde": pa.array(x_tilde, pa.string()),
             "split": pa.array(split, pa.string()),
             "shift": pa.array(list(shift), pa.list_(pa.float32())),
+            **(labels.columns() if labels is not None else {}),
         }
     )
-    return table.replace_schema_metadata(encode_metadata(concepts, metadata))
+    extra = {**(metadata or {}), **(labels.metadata() if labels is not None else {})}
+    return table.replace_schema_metadata(encode_metadata(concepts, extra))
 
 
 def load_pairs(path: str | os.PathLike) -> pa.Table:
@@ -779,6 +885,7 @@ def load_pairs(path: str | os.PathLike) -> pa.Table:
                 f"{path}: column {name} has {len(empty)} empty text(s) (first pair_id {pid}); "
                 "every pair needs two non-empty texts"
             )
+    PairLabels.from_arrow(table, path)  # validates the labels where there are some
     return table
 
 

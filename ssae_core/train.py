@@ -30,6 +30,7 @@ from ssae_core.model import NORMALIZATIONS, Normalizer, ShiftAutoencoder, Stacke
 from ssae_core.progress import show_message, show_progress
 
 METHODS = ("ssae", "aff")
+DUAL_OPTIMIZERS = ("adam", "sgd")
 VAL_SPLIT_SEED = 12345
 GENERATOR_OFFSET = 10_000  # member k shuffles with torch.Generator().manual_seed(offset + seed)
 MAX_SEED = 2**32 - 1
@@ -71,12 +72,20 @@ class TrainConfig:
     threads: int = 1
     """torch intra-op threads while training (0: torch's default). The model's tensors are small:
     a second thread rarely helps and stalls badly when other processes share the cores."""
+    dual_optimizer: str = "adam"
+    """Multiplier optimiser: adam (ExtraAdam; the multiplier moves by about dual_lr per step
+    whatever the size of the violation) or sgd (ExtraSGD; it moves by dual_lr x the violation,
+    so it settles as the constraint is met)."""
     lr_decay: float = 0.0
     """Fraction of the final optimiser steps (of the epoch cap) over which the primal and the
     multiplier learning rates fall linearly to 0, so that the Lagrangian settles onto the budget
     instead of oscillating around it (0: constant learning rates)."""
 
     def __post_init__(self) -> None:
+        if self.dual_optimizer not in DUAL_OPTIMIZERS:
+            raise InputError(
+                f"dual_optimizer={self.dual_optimizer!r}: use one of {', '.join(DUAL_OPTIMIZERS)}"
+            )
         if not 0 <= self.lr_decay < 1:
             raise InputError(f"lr_decay={self.lr_decay}: must be in [0, 1)")
         if self.method not in METHODS:
@@ -342,11 +351,15 @@ def _make_optimizers(
     opt = cooper.optim.ExtrapolationConstrainedOptimizer(
         cmp=cmp,
         primal_optimizers=cooper.optim.ExtraAdam(net.parameters(), lr=cfg.lr),
-        dual_optimizers=cooper.optim.ExtraAdam(
-            cmp.dual_parameters(), lr=cfg.dual_lr, maximize=True
-        ),
+        dual_optimizers=_dual_optimizer(cfg, cmp),
     )
     return opt, cmp
+
+
+def _dual_optimizer(cfg: TrainConfig, cmp: SparseShiftProblem) -> torch.optim.Optimizer:
+    if cfg.dual_optimizer == "sgd":
+        return cooper.optim.ExtraSGD(cmp.dual_parameters(), lr=cfg.dual_lr, maximize=True)
+    return cooper.optim.ExtraAdam(cmp.dual_parameters(), lr=cfg.dual_lr, maximize=True)
 
 
 def decay_factor(step: int, total: int, fraction: float) -> float:
@@ -717,6 +730,7 @@ def _members(
                 "dual_lr": cfg.dual_lr if cfg.method == "ssae" else None,
                 "val_fraction": cfg.val_fraction,
                 "lr_decay": cfg.lr_decay,
+                "dual_optimizer": cfg.dual_optimizer if cfg.method == "ssae" else None,
             },
             "final": {
                 key: final[k][key]

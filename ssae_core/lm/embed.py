@@ -37,7 +37,16 @@ import torch
 
 from ssae_core import __version__
 from ssae_core.errors import InputError
-from ssae_core.io import EmbeddingTable, decode_metadata, encode_metadata, load_pairs, write_parquet
+from ssae_core.io import (
+    LABEL_COLUMNS,
+    LABEL_KEYS,
+    EmbeddingTable,
+    PairLabels,
+    decode_metadata,
+    encode_metadata,
+    load_pairs,
+    write_parquet,
+)
 from ssae_core.lm import loading
 from ssae_core.lm.layers import check_layer, decoder_blocks, layer_name, num_layers, text_config
 from ssae_core.lm.tokens import check_template, left_pad, pad_token_id, tokenize
@@ -190,7 +199,8 @@ def _pairs_sha256(table: pa.Table, concepts: list[str] | None) -> str:
     """A fingerprint of the pair table's content (not of its file or unrelated metadata)."""
     digest = hashlib.sha256()
     digest.update(table.column("pair_id").to_numpy().astype("<i8").tobytes())
-    names = ["x", "x_tilde", "split"] + (["shift"] if "shift" in table.column_names else [])
+    optional = ["shift", *LABEL_COLUMNS]
+    names = ["x", "x_tilde", "split", *(c for c in optional if c in table.column_names)]
     for name in names:
         digest.update(json.dumps(table.column(name).to_pylist()).encode())
     digest.update(json.dumps(concepts).encode())
@@ -314,6 +324,7 @@ class _ShardPlan:
             z_tilde=np.stack([states[self.x_tilde[i]] for i in rows]),
             shift=None if self.shift is None else self.shift[rows.start : rows.stop],
             concepts=self.concepts,
+            labels=PairLabels.from_arrow(part, self.path(k)),
         )
         if not (np.isfinite(embeddings.z).all() and np.isfinite(embeddings.z_tilde).all()):
             raise RuntimeError(f"{self.path(k)}: the model produced NaN or inf; try dtype float32")
@@ -497,7 +508,8 @@ def _settings(
         "num_pairs": table.num_rows,
         "device": device.type,
         "ssae_version": __version__,
-        **{f"pairs.{key}": value for key, value in pair_metadata.items()},
+        **{f"pairs.{key}": v for key, v in pair_metadata.items() if key not in LABEL_KEYS},
+        **{key: v for key, v in pair_metadata.items() if key in LABEL_KEYS},
     }
 
 

@@ -68,6 +68,8 @@ class OptimConfig:
     """Share of the training shifts held out for the held-out loss."""
     lr_decay: float = 0.0
     """Fraction of the final steps over which the learning rates fall linearly to 0."""
+    dual_optimizer: str = "adam"
+    """Multiplier optimiser: adam or sgd (see ssae_core.train.TrainConfig)."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,7 @@ class StudyConfig:
             "normalize": optim.normalize,
             "val_fraction": optim.val_fraction,
             "lr_decay": optim.lr_decay,
+            "dual_optimizer": optim.dual_optimizer,
         }
         return load_config(TrainConfig, values, "params.yaml:study.optim")
 
