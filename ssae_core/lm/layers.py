@@ -34,6 +34,23 @@ def parse_layer(layer: object) -> Layer:
     raise InputError(f"layer {layer!r}: use 'final' (after the final norm) or a block index >= 0")
 
 
+def layer_order(layer: Layer) -> tuple[bool, int]:
+    """Sort key of layers: blocks in order, then ``final``."""
+    return (layer is None, layer or 0)
+
+
+def parse_layers(layers: object) -> list[Layer]:
+    """A list of layers (block indices and/or ``final``), each once, in :func:`layer_order`."""
+    if isinstance(layers, str | bytes) or not isinstance(layers, list | tuple) or not layers:
+        raise InputError(
+            f"layers {layers!r}: give a list of block indices and/or final, e.g. [15, final]"
+        )
+    parsed = [parse_layer(layer) for layer in layers]
+    if len(set(parsed)) != len(parsed):
+        raise InputError(f"layers {list(layers)!r}: a layer is given twice; list each once")
+    return sorted(parsed, key=layer_order)
+
+
 def layer_name(layer: int | None) -> str:
     """How the metadata records a layer: ``final`` or the block index."""
     return FINAL if layer is None else str(layer)
