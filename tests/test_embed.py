@@ -5,7 +5,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
+import socket
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -307,6 +310,7 @@ def test_embedded_gguf_is_found_without_importing_the_package():
 
 
 def test_hub_ids_and_paths_are_told_apart(tmp_path, monkeypatch):
+    monkeypatch.setattr(loading, "reachable", lambda url: True)
     monkeypatch.setattr(loading, "_resolve_hub_revision", lambda name, revision: "abc123")
     source = loading.resolve_model("meta-llama/Llama-3.1-8B", revision="main")
     assert (source.kind, source.path, source.revision) == (
@@ -336,12 +340,62 @@ def test_prepare_model_records_a_pointer_for_folders_and_hub_ids(
     source = loading.resolve_model(out)
     assert (source.kind, source.name) == ("local", str(tiny_lm_dir.resolve()))
 
+    monkeypatch.setattr(loading, "reachable", lambda url: True)
     monkeypatch.setattr(loading, "_resolve_hub_revision", lambda name, revision: "0123abcd")
     config = type("C", (), {"num_hidden_layers": 3})()
     monkeypatch.setattr(loading, "load_config", lambda source: config)
     out = loading.prepare_model("org/tiny", tmp_path / "hub")
     hub = loading.ModelSource(name="org/tiny", path="org/tiny", revision="0123abcd", kind="hub")
     assert loading.resolve_model(out) == hub
+
+
+def closed_port() -> int:
+    """A local TCP port nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize("why", ["unreachable", "offline"])
+def test_hub_id_without_network_fails_fast_in_one_line(why, pairs_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+    if why == "offline":
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hf"))
+    for attempt in (
+        lambda: loading.resolve_model("ssae-test/no-such-model"),
+        lambda: run(pairs_file, tmp_path / "out", "ssae-test/no-such-model"),
+        lambda: loading.prepare_model("ssae-test/no-such-model", tmp_path / "lm"),
+    ):
+        start = time.perf_counter()
+        with pytest.raises(InputError) as caught:
+            attempt()
+        assert time.perf_counter() - start < 2.0
+        message = str(caught.value)
+        assert "\n" not in message and "ssae-test/no-such-model" in message
+        assert "local folder" in message
+        assert ("HF_HUB_OFFLINE" if why == "offline" else "does not answer") in message
+    assert not (tmp_path / "out").exists() and not (tmp_path / "lm").exists()
+
+
+def test_cached_hub_model_loads_without_network(tiny_lm_dir, pairs_file, tmp_path, monkeypatch):
+    """A model in the local Hugging Face cache loads (local files only) when the hub is away."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hf" / "models--ssae-test--tiny"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(tiny_lm_dir, repo / "snapshots" / commit)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+    source = loading.resolve_model("ssae-test/tiny")
+    assert (source.kind, source.revision, source.offline) == ("hub", commit, True)
+    assert source.load_kwargs() == {"revision": commit, "local_files_only": True}
+    start = time.perf_counter()
+    table = load_embeddings(run(pairs_file, tmp_path / "emb", "ssae-test/tiny"))
+    assert time.perf_counter() - start < 30  # no retries against the closed port
+    assert (table.metadata["model"], table.metadata["revision"]) == ("ssae-test/tiny", commit)
+    reference = load_embeddings(run(pairs_file, tmp_path / "ref", tiny_lm_dir))
+    np.testing.assert_array_equal(table.z, reference.z)
 
 
 def test_stages_wire_params_to_the_library(tiny_lm_dir, pairs_file, tmp_path, monkeypatch):
