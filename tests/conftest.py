@@ -64,6 +64,20 @@ def build_tiny_llama(vocab_size: int, *, layers: int = 3, seed: int = 0, max_pos
     return LlamaForCausalLM(config).eval()
 
 
+TINY_CHAT_TEMPLATE = "{% for m in messages %}question {{ m['content'] }}{% endfor %} answer"
+
+
+@pytest.fixture(scope="session")
+def no_bos_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Llama of ``tiny_lm_dir`` with a tokenizer that, like SmolLM2's, defines BOS but
+    does not add it, and has a chat template (``TINY_CHAT_TEMPLATE``)."""
+    folder = tmp_path_factory.mktemp("no_bos_lm")
+    tokenizer = build_tiny_tokenizer(adds_bos=False, chat_template=TINY_CHAT_TEMPLATE)
+    build_tiny_llama(len(tokenizer)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder with a tiny random Llama (3 blocks, d=48) and a word-level tokenizer."""

@@ -47,45 +47,32 @@ class Arch:
 
 
 def _decoder(config_cls, model_cls, **extra):
-    """A builder for the Llama-like families (one config class, the usual field names)."""
+    """A builder for the families whose configs take the usual field names (GPT-NeoX ignores
+    the key-value head count)."""
 
     def build(vocab: int) -> torch.nn.Module:
-        config = config_cls(
-            vocab_size=vocab,
-            hidden_size=WIDTH,
-            intermediate_size=2 * WIDTH,
-            num_hidden_layers=BLOCKS,
-            num_attention_heads=HEADS,
-            num_key_value_heads=2,
-            max_position_embeddings=64,
-            pad_token_id=0,
-            bos_token_id=1,
-            eos_token_id=2,
-            tie_word_embeddings=False,
-            **extra,
-        )
+        config = config_cls(**_fields(vocab), **extra)
         config.initializer_range = 0.2
         return model_cls(config)
 
     return build
 
 
-def _gpt_neox(vocab: int) -> torch.nn.Module:
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
-
-    config = GPTNeoXConfig(
-        vocab_size=vocab,
-        hidden_size=WIDTH,
-        intermediate_size=2 * WIDTH,
-        num_hidden_layers=BLOCKS,
-        num_attention_heads=HEADS,
-        max_position_embeddings=64,
-        bos_token_id=1,
-        eos_token_id=2,
-        tie_word_embeddings=False,
-        initializer_range=0.2,
-    )
-    return GPTNeoXForCausalLM(config)
+def _fields(vocab: int) -> dict[str, object]:
+    """The shape of every tiny model here, in the field names most configs share."""
+    return {
+        "vocab_size": vocab,
+        "hidden_size": WIDTH,
+        "intermediate_size": 2 * WIDTH,
+        "num_hidden_layers": BLOCKS,
+        "num_attention_heads": HEADS,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 64,
+        "pad_token_id": 0,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "tie_word_embeddings": False,
+    }
 
 
 def _gpt2(vocab: int) -> torch.nn.Module:
@@ -110,18 +97,9 @@ def _gemma3_with_vision(vocab: int) -> torch.nn.Module:
 
     config = Gemma3Config(
         text_config={
-            "vocab_size": vocab,
-            "hidden_size": WIDTH,
-            "intermediate_size": 2 * WIDTH,
-            "num_hidden_layers": BLOCKS,
-            "num_attention_heads": HEADS,
-            "num_key_value_heads": 2,
+            **_fields(vocab),
             "head_dim": 12,
-            "max_position_embeddings": 64,
             "sliding_window": 4,
-            "pad_token_id": 0,
-            "bos_token_id": 1,
-            "eos_token_id": 2,
             "initializer_range": 0.2,
         },
         vision_config={
@@ -175,8 +153,8 @@ def _archs() -> list[Arch]:
              "model.language_model.norm", adds_bos),
         Arch("phi3", _decoder(tf.Phi3Config, tf.Phi3ForCausalLM), "model.layers", "model.norm",
              adds_bos),
-        Arch("gpt_neox", _gpt_neox, "gpt_neox.layers", "gpt_neox.final_layer_norm",
-             defines_bos),
+        Arch("gpt_neox", _decoder(tf.GPTNeoXConfig, tf.GPTNeoXForCausalLM), "gpt_neox.layers",
+             "gpt_neox.final_layer_norm", defines_bos),
         Arch("gpt2", _gpt2, "transformer.h", "transformer.ln_f", defines_bos),
     ]  # fmt: skip
 

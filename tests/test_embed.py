@@ -21,6 +21,7 @@ from ssae_core.errors import InputError
 from ssae_core.io import load_embeddings, pair_table, write_parquet
 from ssae_core.lm import embed, loading, tokens
 from ssae_core.study.layout import StudyLayout
+from tests.conftest import TINY_CHAT_TEMPLATE
 
 TEXTS = [
     "the king",
@@ -522,19 +523,7 @@ CHAT_WITH_BOS = (
     "{{ bos_token }}{% for m in messages %}{{ m['content'] }}{% endfor %}"
     "{% if add_generation_prompt %} answer{% endif %}"
 )
-CHAT_WITHOUT_BOS = "{% for m in messages %}question {{ m['content'] }}{% endfor %} answer"
-
-
-@pytest.fixture(scope="module")
-def no_bos_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny Llama with a tokenizer that, like SmolLM2's, defines BOS but does not add it."""
-    from tests.conftest import build_tiny_llama, build_tiny_tokenizer
-
-    folder = tmp_path_factory.mktemp("no_bos_lm")
-    tokenizer = build_tiny_tokenizer(adds_bos=False, chat_template=CHAT_WITHOUT_BOS)
-    build_tiny_llama(len(tokenizer)).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+CHAT_WITHOUT_BOS = TINY_CHAT_TEMPLATE
 
 
 @pytest.fixture(scope="module")

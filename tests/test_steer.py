@@ -489,30 +489,17 @@ def test_cli_help_has_a_complete_example(capsys):
         assert option in text
 
 
-CHAT = "{% for m in messages %}question {{ m['content'] }}{% endfor %} answer"
-
-
-@pytest.fixture(scope="module")
-def chat_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny Llama with a tokenizer that defines BOS without adding it, and a chat template."""
-    folder = tmp_path_factory.mktemp("chat_lm")
-    tokenizer = build_tiny_tokenizer(adds_bos=False, chat_template=CHAT)
-    build_tiny_llama(len(tokenizer)).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-def test_cli_chat_reads_prompts_in_the_chat_template(chat_lm_dir, tmp_path, capsys):
+def test_cli_chat_reads_prompts_in_the_chat_template(no_bos_lm_dir, tmp_path, capsys):
     from ssae_core.lm import loading
     from ssae_core.lm.tokens import complete
 
-    provenance = {"model": str(chat_lm_dir), "layer": "1", "bos": "auto"}
+    provenance = {"model": str(no_bos_lm_dir), "layer": "1", "bos": "auto"}
     folder = write_model(tmp_path / "m", latents=1, concepts=["a"], provenance=provenance)
     args = parse([str(folder), "--latent", "0", "--alpha", "30", "--prompt", "a cat", "--chat",
                   "--max-new-tokens", "4"])  # fmt: skip
     args.func(args)
     unsteered = capsys.readouterr().out.split("unsteered: ")[1].split("\n")[0]
-    source = loading.resolve_model(chat_lm_dir)
+    source = loading.resolve_model(no_bos_lm_dir)
     net, tokenizer = loading.load_model(source), loading.load_tokenizer(source)
     expected = complete(net, tokenizer, ["a cat"], max_new_tokens=4, template="chat", bos="auto")
     assert unsteered == expected[0]
@@ -532,7 +519,7 @@ def test_cli_chat_reads_prompts_in_the_chat_template(chat_lm_dir, tmp_path, caps
     ],
 )
 def test_cli_reads_prompts_as_the_embeddings_were_read(
-    recorded, options, expected, chat_lm_dir, tmp_path, monkeypatch
+    recorded, options, expected, no_bos_lm_dir, tmp_path, monkeypatch
 ):
     from ssae_core.lm import tokens
 
@@ -543,7 +530,7 @@ def test_cli_reads_prompts_as_the_embeddings_were_read(
         return ["x"] * len(prompts)
 
     monkeypatch.setattr(tokens, "complete", fake_complete)
-    provenance = {"model": str(chat_lm_dir), "layer": "1", **recorded}
+    provenance = {"model": str(no_bos_lm_dir), "layer": "1", **recorded}
     folder = write_model(tmp_path / "m", latents=1, concepts=["a"], provenance=provenance)
     args = parse([str(folder), "--latent", "0", "--alpha", "1", "--prompt", "a cat", *options])
     args.func(args)

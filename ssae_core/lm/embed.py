@@ -124,12 +124,15 @@ class EmbedConfig:
 
     def __post_init__(self) -> None:
         self.bos = parse_bos(self.bos)
-        if self.layers is not None:
-            if self.layer is not None:
-                raise InputError(
-                    "layers: give layer (one table) or layers (one per layer), not both"
-                )
-            parse_layers(self.layers)
+        _check_layer_choice(self.layer, self.layers)
+
+
+def _check_layer_choice(layer: object, layers: object) -> None:
+    """``layer`` (one table in OUT) or ``layers`` (one table per layer), not both."""
+    if layers is not None:
+        if layer is not None:
+            raise InputError("layers: give layer (one table) or layers (one per layer), not both")
+        parse_layers(layers)
 
 
 # --------------------------------------------------------------------------- the forward pass
@@ -674,10 +677,7 @@ def _check_arguments(
     if not 0 <= shard_index < num_shards:
         raise InputError(f"shard_index: must be in 0..{num_shards - 1} (num_shards {num_shards})")
     check_template(template)
-    if layers is not None:
-        if layer is not None:
-            raise InputError("layers: give layer (one table) or layers (one per layer), not both")
-        parse_layers(layers)
+    _check_layer_choice(layer, layers)
 
 
 def _settings(
