@@ -379,6 +379,22 @@ def test_hub_id_without_network_fails_fast_in_one_line(why, pairs_file, tmp_path
     assert not (tmp_path / "out").exists() and not (tmp_path / "lm").exists()
 
 
+def test_reachability_goes_through_a_configured_proxy(monkeypatch):
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        proxy = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        closed = f"http://127.0.0.1:{closed_port()}"
+        assert loading.reachable(proxy) and not loading.reachable(closed)
+        for name in ("https_proxy", "all_proxy", "ALL_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("NO_PROXY", "")
+        monkeypatch.setenv("HTTPS_PROXY", proxy)
+        assert loading.reachable("https://hub.invalid")  # the proxy answers for it
+        monkeypatch.setenv("HTTPS_PROXY", closed)
+        assert not loading.reachable("https://hub.invalid")
+
+
 def test_cached_hub_model_loads_without_network(tiny_lm_dir, pairs_file, tmp_path, monkeypatch):
     """A model in the local Hugging Face cache loads (local files only) when the hub is away."""
     commit = "0123456789abcdef0123456789abcdef01234567"

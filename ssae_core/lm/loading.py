@@ -32,6 +32,7 @@ import socket
 import sys
 import threading
 import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -269,18 +270,32 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in TRUE_VALUES
 
 
-def reachable(url: str, timeout: float = HUB_TIMEOUT) -> bool:
-    """Whether a TCP connection to ``url``'s host opens within ``timeout`` seconds (name lookup
-    included: it runs in a thread that is abandoned when time is up)."""
+def _first_hop(url: str) -> tuple[str, int] | None:
+    """The host and port a request for ``url`` connects to: its proxy's when the environment
+    names one for it (``HTTPS_PROXY``...), else its own."""
     parts = urllib.parse.urlsplit(url)
     if not parts.hostname:
+        return None
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if proxy and not urllib.request.proxy_bypass(parts.hostname):
+        hop = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        if hop.hostname:
+            return hop.hostname, hop.port or (443 if hop.scheme == "https" else 80)
+    return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def reachable(url: str, timeout: float = HUB_TIMEOUT) -> bool:
+    """Whether a TCP connection to ``url``'s host (or its proxy) opens within ``timeout`` seconds
+    (name lookup included: it runs in a thread that is abandoned when time is up)."""
+    hop = _first_hop(url)
+    if hop is None:
         return False
-    port = parts.port or (443 if parts.scheme == "https" else 80)
     opened: list[bool] = []
 
     def connect() -> None:
         try:
-            with socket.create_connection((parts.hostname, port), timeout=timeout):
+            with socket.create_connection(hop, timeout=timeout):
                 opened.append(True)
         except (OSError, ValueError):
             opened.append(False)
