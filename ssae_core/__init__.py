@@ -8,8 +8,8 @@ The public API, importable from ``ssae_core`` (each name is loaded on first use,
   :func:`encode_table`;
 - identifiability: :func:`mcc`, :func:`udr`;
 - the language model: :func:`extract_embeddings`, :func:`embed_texts`, :func:`steer`,
-  :class:`SteeringVector`, :func:`vector_from_model`, :func:`save_steering_vector`,
-  :func:`load_steering_vectors`, :func:`export_gguf`;
+  :class:`SteeringVector`, :func:`vector_from_model`, :func:`mean_difference_vector`,
+  :func:`save_steering_vector`, :func:`load_steering_vectors`, :func:`export_gguf`;
 - files and configuration: :class:`EmbeddingTable`, :func:`load_embeddings`,
   :func:`load_pairs`, :func:`load_config`, :class:`InputError`.
 """
@@ -44,6 +44,7 @@ _API = {
     "save_steering_vector": "ssae_core.lm.vector_files",
     "load_steering_vectors": "ssae_core.lm.vector_files",
     "export_gguf": "ssae_core.lm.vector_files",
+    "mean_difference_vector": "ssae_core.evaluation.mean_difference",
     "EmbeddingTable": "ssae_core.io",
     "load_embeddings": "ssae_core.io",
     "load_pairs": "ssae_core.io",

@@ -1,4 +1,4 @@
-"""The ``ssae`` command-line tool: train, encode, embed, synth.
+"""The ``ssae`` command-line tool: train, encode, embed, steer, vector, synth.
 
 Every subcommand reports bad input as one line ``error: ...`` and exits with status 2, leaving no
 partial output behind.
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
+import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 
@@ -84,7 +86,18 @@ def config_from_args(cls: type, args: argparse.Namespace, **extra: object) -> ob
     values = {
         f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)
     }
-    return cls(**{**values, **extra})
+    try:
+        return cls(**{**values, **extra})
+    except InputError as exc:
+        raise InputError(_as_option(str(exc), values)) from None
+
+
+def _as_option(message: str, options: Mapping[str, object]) -> str:
+    """A config message that starts ``field=value`` as the user typed it: ``--field value``."""
+    head = re.match(r"([a-z_]+)=", message)
+    if head is None or head.group(1) not in options:
+        return message
+    return f"--{head.group(1).replace('_', '-')} {message[head.end() :]}"
 
 
 def add_device_arguments(p: argparse.ArgumentParser) -> None:
@@ -112,6 +125,8 @@ def _sparsities(text: str) -> float | tuple[float, ...]:
         values = tuple(float(s) for s in text.split(",") if s.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"--sparsity {text!r}: give numbers like 1.0") from None
+    if not values:
+        raise argparse.ArgumentTypeError("--sparsity: give at least one budget, e.g. 0.75")
     return values[0] if len(values) == 1 else values
 
 
@@ -129,7 +144,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("embeddings", help="embedding table: a Parquet file or a folder of shards")
-    p.add_argument("--out", required=True, help="run folder to write (replaced if it exists)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="run folder to write: a new folder, or an earlier `ssae train` run (replaced once "
+        "the new one is complete); nothing else is ever replaced",
+    )
     add_config_options(
         p,
         TrainConfig,
@@ -180,7 +200,11 @@ def _add_encode(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model_dir", help="a model folder (e.g. runs/demo/seed-0)")
     p.add_argument("embeddings", help="embedding table: a Parquet file or a folder of shards")
-    p.add_argument("--out", required=True, help="output Parquet file")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="Parquet file to write: a new file, or an earlier `ssae encode` output",
+    )
     p.add_argument(
         "--rescale",
         action="store_true",
@@ -205,7 +229,9 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
         description="Synthetic data synth(n, k): z ~ N(0, I), z_tilde = z + A d_c with a dense "
         "Gaussian A and sparse d_c (1..k non-zero of n). The true d_c is stored in 'shift'.",
     )
-    p.add_argument("out", help="output Parquet file")
+    p.add_argument(
+        "out", help="Parquet file to write: a new file, or an earlier `ssae synth` output"
+    )
     add_config_options(
         p,
         SynthConfig,
@@ -221,14 +247,10 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_synth(args: argparse.Namespace) -> None:
-    from ssae_core.io import save_embeddings
-    from ssae_core.synthetic import SynthConfig, entangle, make_synthetic
+    from ssae_core.synthetic import SynthConfig, write_synthetic
 
     cfg = config_from_args(SynthConfig, args)
-    table = make_synthetic(cfg)
-    if args.entangle:
-        table = entangle(table, seed=cfg.seed + 1)
-    save_embeddings(table, args.out)
+    table = write_synthetic(cfg, args.out, entangled=args.entangle)
     print(f"wrote {len(table)} pairs (d={table.dim}, n={cfg.num_concepts}) to {args.out}")
 
 
@@ -312,36 +334,71 @@ the lang set, English -> French nouns: one concept, so one latent, latent 0):
       --prompt "My favourite food is" --max-new-tokens 16
   ssae steer models/study/lang/aff/seed-0 --latent 0 --alpha 30 --positions generated \\
       --prompt "The weather today is" --prompt "My house has a" --max-new-tokens 30
+  ssae steer models/study/lang/aff/seed-0 --latent 0 --operator project_out \\
+      --prompt "Le chat est"                           # ablate the direction instead
   ssae steer models/study/lang/aff/seed-0 --latent 0 --alpha 30 --export lang.safetensors
+  ssae steer lang-md.safetensors --lm models/lm --prompt "My favourite food is"
 SSAE runs of the selected grid cell (metrics/udr.json) are in models/study/SET/grid/lr-LR/,
-one folder per budget and seed (eps-0.25_seed-0...). `ssae train` trains your own.
+one folder per budget and seed (eps-0.25_seed-0...). `ssae train` trains your own;
+`ssae vector md` writes the supervised mean-difference vector of a pair or embedding table.
 
 Decoder columns have an arbitrary sign: if the text moves away from the concept, flip --alpha.
 alpha is in embedding units (the fitted size of each concept's shift, alpha_fit, is listed in
-metrics/behaviour.json and metrics/REPORT.md). The vector is added where the training embeddings
-were read (the final-norm output by default, or the output of block L). --export-gguf needs a
-block layer >= 1 (llama.cpp control vectors add to block outputs); use it with
+metrics/behaviour.json and metrics/REPORT.md). The vector acts where the training embeddings
+were read (the final-norm output by default, or the output of block L; --layer -1 is the last
+block). --operator: add (h + v), project_out (h minus its component along v: directional
+ablation, alpha ignored), add_keep_norm (h + v rescaled to the norm of h). Exported files hold
+the vector itself (llama.cpp always adds it). --export-gguf needs a block layer >= 1 (llama.cpp
+control vectors add to block outputs); use it with
 `llama-cli -m MODEL.gguf --control-vector FILE.gguf`.
 """
 
 
+def _layer_text(text: str) -> str:
+    """A ``--layer`` value: ``final`` or a block index (negative: from the end), kept as text."""
+    from ssae_core.lm.layers import parse_layer
+
+    try:
+        parse_layer(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _add_export_arguments(p: argparse.ArgumentParser) -> None:
+    """--export-gguf and --model-hint, shared by the commands that write steering vectors."""
+    p.add_argument(
+        "--export-gguf",
+        metavar="FILE",
+        help="also save it as a llama.cpp control vector (block layers >= 1 only)",
+    )
+    p.add_argument(
+        "--model-hint",
+        help="architecture written as controlvector.model_hint (default: the model config's "
+        "model_type, e.g. llama)",
+    )
+
+
 def _add_steer(sub: argparse._SubParsersAction) -> None:
-    from ssae_core.lm.steer import POSITIONS
-    from ssae_core.lm.tokens import BOS_SETTINGS
+    from ssae_core.lm.steer import OPERATORS, POSITIONS
 
     p = sub.add_parser(
         "steer",
-        help="generate text with and without a latent's steering vector; export the vector",
-        description="Add alpha x (unit steering vector of one latent of a trained model) to the "
-        "LM's residual stream at the layer its embeddings were read from, and print greedy "
-        "continuations of each prompt without and with steering. The vector can be saved as "
-        "safetensors (loadable by ssae_core.lm.vector_files.load_steering_vectors) or as a "
-        "llama.cpp control vector.",
+        help="generate text with and without a steering vector; export the vector",
+        description="Steer the LM's residual stream at the layer the embeddings were read from "
+        "with alpha x (unit steering vector of one latent of a trained model), or with a saved "
+        "vector file, and print greedy continuations of each prompt without and with steering. "
+        "The vector can be saved as safetensors (loadable by "
+        "ssae_core.lm.vector_files.load_steering_vectors) or as a llama.cpp control vector.",
         epilog=STEER_EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model_dir", help="a trained model folder (e.g. runs/lang/seed-0)")
-    which = p.add_mutually_exclusive_group(required=True)
+    p.add_argument(
+        "model_dir",
+        help="a trained model folder (e.g. runs/lang/seed-0), or a steering-vector file "
+        "(.safetensors or .gguf, e.g. from `ssae vector md`)",
+    )
+    which = p.add_mutually_exclusive_group()
     which.add_argument("--latent", type=int, help="index of the latent whose vector is used")
     which.add_argument(
         "--concept",
@@ -350,9 +407,24 @@ def _add_steer(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--alpha",
         type=float,
-        required=True,
-        help="scale of the unit vector, in raw embedding units (norms: ~50 for the final normed "
-        "state of SmolLM2); the sign picks the direction",
+        default=None,
+        help="scale of the unit vector of a model folder, in raw embedding units (norms: ~50 "
+        "for the final normed state of SmolLM2; the sign picks the direction; not needed by "
+        "project_out); for a vector file, a multiplier (default 1)",
+    )
+    p.add_argument(
+        "--operator",
+        choices=OPERATORS,
+        default="add",
+        help="add alpha v; project_out: remove the component along v; add_keep_norm: add, "
+        "then rescale each position to its unsteered norm (default: %(default)s)",
+    )
+    p.add_argument(
+        "--layer",
+        type=_layer_text,
+        default=None,
+        help="steer this layer instead of the one the model's embeddings were read at: "
+        "'final' or a block index, -1 = the last block (model folders only)",
     )
     p.add_argument(
         "--prompt",
@@ -364,7 +436,8 @@ def _add_steer(sub: argparse._SubParsersAction) -> None:
         "--lm",
         default=None,
         help="the language model: hub id, local folder, or 'embedded' (default: the model "
-        "recorded with the training embeddings)",
+        "recorded with the vector); without --prompt, only its config is read (layer count, "
+        "architecture)",
     )
     p.add_argument(
         "--positions",
@@ -376,6 +449,115 @@ def _add_steer(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-new-tokens", type=int, default=20, help="tokens to generate (default: %(default)s)"
     )
+    _add_prompt_form_arguments(p)
+    add_device_arguments(p)
+    p.add_argument("--export", metavar="FILE", help="also save the vector as safetensors")
+    _add_export_arguments(p)
+    p.set_defaults(func=_run_steer)
+
+
+def _is_vector_file(path: str) -> bool:
+    from pathlib import Path
+
+    return Path(path).is_file()
+
+
+def _steering_vector(args: argparse.Namespace):
+    """The vector ``ssae steer`` uses: from a model folder or a vector file (see its --help)."""
+    from ssae_core.lm.vector_files import load_steering_vectors, vector_from_model
+
+    if _is_vector_file(args.model_dir):
+        for flag in ("latent", "concept", "layer"):
+            if getattr(args, flag) is not None:
+                raise InputError(f"--{flag}: for a model folder; {args.model_dir} is a vector file")
+        vector = load_steering_vectors(args.model_dir)
+        return vector if args.alpha is None else args.alpha * vector
+    if args.latent is None and args.concept is None:
+        raise InputError(
+            f"{args.model_dir}: a model folder; pick its vector with --latent or --concept"
+        )
+    if args.alpha is None and args.operator != "project_out":
+        raise InputError(
+            "give --alpha (the scale of the unit vector; the sign picks the direction)"
+        )
+    options = {} if args.layer is None else {"layer": args.layer}
+    alpha = 1.0 if args.alpha is None else args.alpha
+    return vector_from_model(
+        args.model_dir, latent=args.latent, concept=args.concept, alpha=alpha, **options
+    )
+
+
+def _load_lm(args: argparse.Namespace, recorded: str):
+    """The LM to steer (--lm, else the one the vector records) and its tokenizer."""
+    from ssae_core.lm import loading as lm
+    from ssae_core.lm.vector_files import recorded_lm
+
+    name = args.lm if args.lm is not None else recorded_lm(recorded)
+    if name is None:
+        raise InputError(f"{args.model_dir}: records no language model; give --lm")
+    source = lm.resolve_model(name)
+    if recorded and source.name != recorded:
+        print(
+            f"warning: the vector comes from embeddings of {recorded}; steering {source.name}",
+            file=sys.stderr,
+        )
+    net = lm.load_model(source, device=args.device, dtype=args.dtype)
+    return net, lm.load_tokenizer(source)
+
+
+def _needs_model_config(vector, args: argparse.Namespace, safetensors: str | None) -> bool:
+    """Whether writing ``vector`` needs its model: negative layers, or a GGUF file whose
+    architecture is not known yet."""
+    negative = any(k is not None and k < 0 for k in vector.layer_activations)
+    unknown_hint = bool(args.export_gguf) and not (
+        args.model_hint or vector.metadata.get("model_type")
+    )
+    return (bool(safetensors) or bool(args.export_gguf)) and (negative or unknown_hint)
+
+
+def _lm_config(name: str):
+    """The config of the model named by --lm (cheap: no weights)."""
+    from ssae_core.lm import loading
+
+    return loading.load_config(loading.resolve_model(name, verbose=False))
+
+
+def _write_vector_files(args: argparse.Namespace, vector, config) -> None:
+    """The exports asked for (--out / --export, --export-gguf), checked before anything is
+    written; with a known model config, negative layers are resolved and its type recorded."""
+    from ssae_core.lm.vector_files import (
+        check_gguf_exportable,
+        export_gguf,
+        gguf_model_hint,
+        recorded_model_config,
+        save_steering_vector,
+        with_model,
+    )
+
+    safetensors = getattr(args, "out", None) or getattr(args, "export", None)
+    if config is None and _needs_model_config(vector, args, safetensors):
+        config = _lm_config(args.lm) if args.lm else recorded_model_config(vector)
+    if config is not None:
+        vector = with_model(vector, config)
+    if args.export_gguf:
+        check_gguf_exportable(vector)
+        gguf_model_hint(vector, args.model_hint)
+    if safetensors:
+        save_steering_vector(vector, safetensors)
+        print(f"wrote {safetensors}")
+    if args.export_gguf:
+        export_gguf(vector, args.export_gguf, model_hint=args.model_hint)
+        print(f"wrote {args.export_gguf}")
+        if getattr(args, "operator", "add") != "add":
+            print(
+                f"note: llama.cpp adds control vectors; it cannot {args.operator}", file=sys.stderr
+            )
+
+
+def _add_prompt_form_arguments(p: argparse.ArgumentParser) -> None:
+    """--template / --chat and --bos of ``ssae steer``: how prompts are tokenised."""
+    from ssae_core.lm.tokens import BOS_SETTINGS
+
     prompt_form = p.add_mutually_exclusive_group()
     prompt_form.add_argument(
         "--template",
@@ -396,22 +578,6 @@ def _add_steer(sub: argparse._SubParsersAction) -> None:
         "the setting recorded with the training embeddings; false for embeddings that record "
         "none)",
     )
-    add_device_arguments(p)
-    p.add_argument("--export", metavar="FILE", help="also save the vector as safetensors")
-    p.add_argument(
-        "--export-gguf",
-        metavar="FILE",
-        help="also save it as a llama.cpp control vector (block layers >= 1 only)",
-    )
-    p.set_defaults(func=_run_steer)
-
-
-def _default_lm(recorded: str) -> str | None:
-    from ssae_core.lm.loading import EMBEDDED
-
-    if not recorded:
-        return None
-    return EMBEDDED if recorded.startswith(f"{EMBEDDED}:") else recorded
 
 
 def _prompt_form(args: argparse.Namespace, recorded: Mapping[str, str]) -> dict[str, object]:
@@ -423,63 +589,37 @@ def _prompt_form(args: argparse.Namespace, recorded: Mapping[str, str]) -> dict[
     template = CHAT_TEMPLATE if args.chat else args.template
     if template is None:
         template = recorded.get("template") or None
-    bos = args.bos
-    if bos is None:
-        provenance = load_model(args.model_dir).config.get("provenance") or {}
-        bos = provenance.get("bos") or "false"  # embeddings from before the setting: no prefix
-    return {"template": template, "bos": bos}
+    bos = args.bos or recorded.get("bos")
+    if bos is None and not _is_vector_file(args.model_dir):
+        bos = (load_model(args.model_dir).config.get("provenance") or {}).get("bos")
+    return {"template": template, "bos": bos or "false"}  # recorded none: read without a prefix
 
 
 def _run_steer(args: argparse.Namespace) -> None:
     """``ssae steer``: print unsteered vs steered continuations, write the requested exports."""
-    from ssae_core.lm import loading as lm
     from ssae_core.lm.steer import steer
     from ssae_core.lm.tokens import complete
-    from ssae_core.lm.vector_files import (
-        check_gguf_exportable,
-        export_gguf,
-        save_steering_vector,
-        vector_from_model,
-    )
+    from ssae_core.lm.vector_files import check_gguf_exportable, with_model
 
     if not args.prompt and not (args.export or args.export_gguf):
         raise InputError("give --prompt TEXT to generate, or --export/--export-gguf FILE")
-    vector = vector_from_model(
-        args.model_dir, latent=args.latent, concept=args.concept, alpha=args.alpha
-    )
-    if args.export_gguf:
-        check_gguf_exportable(vector)
+    vector = _steering_vector(args)
+    if args.export_gguf and not any(k is not None and k < 0 for k in vector.layer_activations):
+        check_gguf_exportable(vector)  # fail before loading a model
     net = tokenizer = None
     if args.prompt:
-        recorded = vector.metadata["model"]
-        name = args.lm if args.lm is not None else _default_lm(recorded)
-        if name is None:
-            raise InputError(f"{args.model_dir}: records no language model; give --lm")
-        source = lm.resolve_model(name)
-        if recorded and source.name != recorded:
-            print(
-                f"warning: the vector comes from embeddings of {recorded}; steering {source.name}",
-                file=sys.stderr,
-            )
-        net = lm.load_model(source, device=args.device, dtype=args.dtype)
-        tokenizer = lm.load_tokenizer(source)
-        vector.metadata["model_type"] = str(getattr(net.config, "model_type", ""))
-    if args.export:
-        save_steering_vector(vector, args.export)
-        print(f"wrote {args.export}")
-    if args.export_gguf:
-        export_gguf(vector, args.export_gguf)
-        print(f"wrote {args.export_gguf}")
+        net, tokenizer = _load_lm(args, vector.metadata.get("model", ""))
+        vector = with_model(vector, net.config)
+    _write_vector_files(args, vector, None)
     if net is None:
         return
     reading = {"max_new_tokens": args.max_new_tokens, **_prompt_form(args, vector.metadata)}
     plain = complete(net, tokenizer, args.prompt, **reading)
-    with steer(net, vector, positions=args.positions):
+    with steer(net, vector, positions=args.positions, operator=args.operator):
         steered = complete(net, tokenizer, args.prompt, **reading)
-    label = args.concept if args.concept is not None else f"latent {vector.metadata['latent']}"
     print(
-        f"steering: {label}, alpha {args.alpha:g}, layer {vector.metadata['layer']}, "
-        f"positions {args.positions}"
+        f"steering: {_steer_label(args, vector)}, operator {args.operator}, "
+        f"layer {vector.metadata.get('layer', '?')}, positions {args.positions}"
     )
     for prompt, before, after in zip(args.prompt, plain, steered, strict=True):
         print(f"\nprompt:    {prompt}")
@@ -487,11 +627,120 @@ def _run_steer(args: argparse.Namespace) -> None:
         print(f"steered:   {after}")
 
 
+def _steer_label(args: argparse.Namespace, vector) -> str:
+    if args.concept is not None:
+        name = args.concept
+    elif args.latent is not None:
+        name = f"latent {args.latent}"
+    else:
+        name = vector.metadata.get("expression") or vector.metadata.get("concept") or "vector"
+    if args.operator == "project_out":
+        return name
+    return f"{name}, alpha {args.alpha if args.alpha is not None else 1:g}"
+
+
+VECTOR_EXAMPLE = """\
+examples (after `dvc repro`, from the repository root):
+  ssae vector md data/embeddings/lang --out lang-md.safetensors
+  ssae vector md data/embeddings/binary --concept gender --out gender-md.safetensors
+  ssae vector md data/pairs/lang.parquet --lm models/lm --layer -1 --out lang-md.safetensors \\
+      --export-gguf lang-md.gguf
+  ssae steer lang-md.safetensors --prompt "My favourite food is"
+
+The vector is the mean of z_tilde - z over the pairs of --split; for a table whose pairs are
+labelled with several concepts, over the pairs in which only --concept changes (reverse pairs
+flipped). It is in raw embedding units: multiplier 1 adds the average shift.
+"""
+
+
+def _add_vector(sub: argparse._SubParsersAction) -> None:
+    from ssae_core.lm.embed import EmbedConfig
+
+    p = sub.add_parser(
+        "vector",
+        help="build steering vectors without training (md: the supervised mean difference)",
+        description="Build steering vectors straight from data.",
+    )
+    kinds = p.add_subparsers(dest="kind", required=True, metavar="KIND")
+    md = kinds.add_parser(
+        "md",
+        help="the mean-difference vector of a pair or embedding table",
+        description="Write the supervised mean-difference vector, the mean of z_tilde - z over "
+        "the pairs, in the file format of learnt vectors (safetensors; metadata: model, layer, "
+        "method=md, concept, n_pairs...). A pair table is embedded first with --lm.",
+        epilog=VECTOR_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    md.add_argument(
+        "table", help="pair table (x, x_tilde) or embedding table (z, z_tilde; file or shards)"
+    )
+    md.add_argument("--out", required=True, help="output .safetensors file")
+    md.add_argument(
+        "--concept",
+        help="average the pairs in which only this concept changes (needed when the table "
+        "labels several); for unlabelled pairs, the name recorded",
+    )
+    md.add_argument(
+        "--split", default="train", help="pairs to average: a split, or 'all' (default: train)"
+    )
+    md.add_argument(
+        "--layer",
+        type=_layer_text,
+        default=None,
+        help="pair tables: the layer to embed, 'final' or a block index, -1 = the last block "
+        "(default: final); embedding tables: only for tables that record none",
+    )
+    md.add_argument(
+        "--lm",
+        default=None,
+        help="pair tables: the language model, hub id, local folder or 'embedded' (default)",
+    )
+    md.add_argument("--revision", default=None, help="pair tables: hub revision of --lm")
+    add_config_options(md, EmbedConfig, only=("batch_size", "template"))
+    add_device_arguments(md)
+    _add_export_arguments(md)
+    md.add_argument("--quiet", action="store_true", help="no progress")
+    md.set_defaults(func=_run_vector_md)
+
+
+def _run_vector_md(args: argparse.Namespace) -> None:
+    """``ssae vector md``: embed (pair tables) or read the table, average, write the files."""
+    from ssae_core.evaluation.mean_difference import load_or_embed, mean_difference_vector
+
+    embedded = load_or_embed(
+        args.table,
+        lm=args.lm,
+        revision=args.revision,
+        layer=args.layer,
+        split=args.split,
+        template=args.template,
+        batch_size=args.batch_size,
+        device=args.device,
+        dtype=args.dtype,
+        progress=not args.quiet,
+    )
+    vector = mean_difference_vector(
+        embedded.table,
+        concept=args.concept,
+        split=args.split,
+        layer=args.layer if embedded.config is None else None,
+        source=str(args.table),
+    )
+    _write_vector_files(args, vector, embedded.config)
+    values = next(iter(vector.layer_activations.values()))
+    print(
+        f"md vector of {vector.metadata['n_pairs']} pairs (concept "
+        f"{vector.metadata['concept'] or 'none'}, layer {vector.metadata['layer']}, "
+        f"norm {float(values.norm()):.4g})"
+    )
+
+
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_train,
     _add_encode,
     _add_embed,
     _add_steer,
+    _add_vector,
     _add_synth,
 )
 
@@ -510,8 +759,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM (a scheduler, DVC, kill) ends the run like Ctrl-C: clean-ups run, nothing stays."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         args.func(args)
     except InputError as exc:
@@ -520,6 +775,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except OSError as exc:  # a full disk, a file removed while we read it...
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     return 0
 
 

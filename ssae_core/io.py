@@ -14,10 +14,13 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import math
 import os
+import re
+import secrets
 import shutil
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+import socket
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,65 +28,391 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ssae_core import __version__
 from ssae_core.errors import InputError
 
 CONCEPTS_KEY = "concepts"
 SHARD_GLOB = "shard-*.parquet"
+SHARD_NAME = "shard-{:05d}.parquet"
+SHARD_COUNT_KEYS = ("num_pairs", "shard_rows")
+"""Shard metadata from which the number of shards of a complete folder follows."""
+SHARD_CONTENT_KEYS = (
+    "model",
+    "revision",
+    "layer",
+    "token_position",
+    "dtype",
+    "template",
+    "pairs_sha256",
+    "shard_rows",
+)
+"""Shard metadata that changes a shard's content: every shard of one folder must agree on it."""
 PAIR_COLUMNS = ("pair_id", "x", "x_tilde", "split", "shift")
 EMBEDDING_COLUMNS = ("pair_id", "split", "z", "z_tilde")
 
 
 # --------------------------------------------------------------------------- atomic writes
+#
+# Every write goes through a staging folder beside its target, named
+# ``.{target}.ssae-tmp-{pid}-{token}`` and holding STAGING_MARKER (target, pid, host). The new file
+# or folder is built inside it and renamed onto the target only once complete; the staging folder is
+# removed on exit, whatever happens. A run killed outright (SIGKILL, power loss) leaves it behind:
+# the next write of the same target removes the staging folders of processes that are no longer
+# alive (same host, name and marker agree), and never anything else.
+
+STAGING_TAG = ".ssae-tmp-"
+STAGING_MARKER = ".ssae-staging.json"
+_STAGING_SUFFIX = re.compile(r"(?P<pid>\d+)-[0-9a-f]{8}")
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def _is_stale_staging(folder: Path, target: Path) -> bool:
+    """``folder`` is a staging folder of ``target`` whose process has died (on this host)."""
+    prefix = f".{target.name}{STAGING_TAG}"
+    match = _STAGING_SUFFIX.fullmatch(folder.name[len(prefix) :])
+    if not folder.name.startswith(prefix) or match is None or folder.is_symlink():
+        return False
+    try:
+        marker = json.loads((folder / STAGING_MARKER).read_text())
+    except (OSError, ValueError):
+        return False
+    pid = int(match.group("pid"))
+    return (
+        isinstance(marker, dict)
+        and marker.get("target") == target.name
+        and marker.get("pid") == pid
+        and marker.get("host") == socket.gethostname()
+        and pid != os.getpid()
+        and not _pid_alive(pid)
+    )
+
+
+def remove_stale_staging(target: str | os.PathLike) -> list[Path]:
+    """Remove the staging folders that dead runs left beside ``target``; returns them."""
+    target = Path(target)
+    try:
+        siblings = list(target.parent.iterdir())
+    except OSError:
+        return []
+    stale = [p for p in siblings if _is_stale_staging(p, target)]
+    for folder in stale:
+        shutil.rmtree(folder, ignore_errors=True)
+    return stale
+
+
+def _make_parents(folder: Path, target: Path) -> list[Path]:
+    """Create ``folder`` and its missing ancestors; returns those created (deepest last)."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()][::-1]
+    for parent in missing:
+        try:
+            parent.mkdir()
+        except FileExistsError:
+            if not parent.is_dir():
+                raise InputError(
+                    f"{target}: {parent} is a file, not a folder; choose another path"
+                ) from None
+        except NotADirectoryError:
+            blocker = next(p for p in parent.parents if p.exists())
+            raise InputError(
+                f"{target}: {blocker} is a file, not a folder; choose another path"
+            ) from None
+        except OSError as exc:
+            raise InputError(
+                f"{target}: cannot create folder {parent} ({exc.strerror}); choose another path"
+            ) from None
+    if not folder.is_dir():
+        raise InputError(f"{target}: {folder} is a file, not a folder; choose another path")
+    return missing
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; renamed onto ``path`` only if the block succeeds."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+def staging(target: str | os.PathLike, *, tidy_parents: bool = False) -> Iterator[Path]:
+    """A new, empty staging folder beside ``target`` (created with its missing parents), removed
+    on exit; stale staging folders of ``target`` are removed first. ``tidy_parents``: on failure,
+    remove the parents it created again (when still empty)."""
+    target = Path(target)
+    created = _make_parents(target.parent, target)
+    remove_stale_staging(target)
+    folder = target.parent / f".{target.name}{STAGING_TAG}{os.getpid()}-{secrets.token_hex(4)}"
+    done = False
     try:
+        try:
+            folder.mkdir()
+            marker = {"target": target.name, "pid": os.getpid(), "host": socket.gethostname()}
+            (folder / STAGING_MARKER).write_text(json.dumps(marker) + "\n")
+        except OSError as exc:
+            raise InputError(
+                f"{target}: cannot write in {target.parent} ({exc.strerror}); "
+                "choose a folder you can write to"
+            ) from None
+        yield folder
+        done = True
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        if not done and tidy_parents:
+            for parent in reversed(created):
+                with contextlib.suppress(OSError):
+                    parent.rmdir()
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, *, tidy_parents: bool = False) -> Iterator[Path]:
+    """Yield a temporary path (an empty file named like ``path``, in a staging folder beside it);
+    it is renamed onto ``path`` only if the block succeeds (``tidy_parents``: see staging)."""
+    target = Path(path)
+    with staging(target, tidy_parents=tidy_parents) as folder:
+        tmp = folder / target.name
+        tmp.touch()
         yield tmp
         os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[Path]:
-    """Yield a temporary folder beside ``path``; it replaces ``path`` only if the block succeeds.
-
-    On any exception the temporary folder is removed and ``path`` is left as it was.
-    """
+def atomic_dir(
+    path: str | os.PathLike, *, overwrite: bool = True, tidy_parents: bool = False
+) -> Iterator[Path]:
+    """Yield a temporary folder (in a staging folder beside ``path``); it replaces ``path`` only if
+    the block succeeds. On any exception ``path`` is left as it was (``tidy_parents``: see
+    staging)."""
     target = Path(path)
     if target.exists() and not overwrite:
         raise InputError(f"{target} already exists; remove it or choose another --out")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the usual permissions
-    try:
+    with staging(target, tidy_parents=tidy_parents) as folder:
+        tmp = folder / target.name
+        tmp.mkdir()
         yield tmp
-        if target.exists():
-            shutil.rmtree(target) if target.is_dir() else target.unlink()
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        _swap_in(tmp, target, folder)
+
+
+def _swap_in(new: Path, target: Path, folder: Path) -> None:
+    """Rename folder ``new`` onto ``target``; an old ``target`` is moved into the staging
+    ``folder`` first (removed with it), so the target is never a half-written mix."""
+    try:
+        os.replace(new, target)  # no target, or an empty folder
+        return
+    except OSError:
+        if not os.path.lexists(target):
+            raise
+    os.replace(target, folder / ".previous")
+    os.replace(new, target)
+
+
+# --------------------------------------------------------------------------- safe outputs
+#
+# What a command writes at a user's --out: a folder carries OUTPUT_MARKER (naming the command),
+# a single file carries OUTPUT_KEY in its metadata (Parquet schema, safetensors header, GGUF).
+# A later run of the same command may replace it; nothing else is ever replaced or deleted.
+
+OUTPUT_MARKER = ".ssae-output.json"
+OUTPUT_KEY = "ssae.output"
+OUTPUT_KINDS = ("folder", "file")
+
+
+def output_stamp(command: str) -> dict[str, str]:
+    """The metadata entry that marks a single-file output of ``command`` as ours."""
+    return {OUTPUT_KEY: command}
+
+
+def stamped(table: pa.Table, command: str) -> pa.Table:
+    """``table`` with the stamp of ``command`` added to its schema metadata."""
+    meta = dict(table.schema.metadata or {})
+    meta.update({k.encode(): v.encode() for k, v in output_stamp(command).items()})
+    return table.replace_schema_metadata(meta)
+
+
+def written_by(path: str | os.PathLike) -> str | None:
+    """The ``ssae`` command that wrote the output at ``path`` (None: not an output of ours)."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            marker = json.loads((path / OUTPUT_MARKER).read_text())
+            command = marker.get("command") if isinstance(marker, dict) else None
+        else:
+            command = _file_stamp(path)
+    except Exception:  # unreadable or not in a format we write: not ours
+        return None
+    return command if isinstance(command, str) else None
+
+
+def _file_stamp(path: Path) -> object:
+    with path.open("rb") as fh:
+        magic = fh.read(4)
+    if magic == b"PAR1":
+        meta = pq.read_schema(path).metadata or {}
+        value = meta.get(OUTPUT_KEY.encode())
+        return None if value is None else value.decode()
+    if magic == b"GGUF":
+        import gguf
+
+        field = gguf.GGUFReader(str(path)).fields.get(OUTPUT_KEY)
+        return None if field is None else field.contents()
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="np") as handle:
+        return (handle.metadata() or {}).get(OUTPUT_KEY)
+
+
+def _is_empty(path: Path) -> bool:
+    if path.is_dir():
+        return not any(path.iterdir())
+    return path.stat().st_size == 0
+
+
+def check_output(
+    path: str | os.PathLike,
+    command: str,
+    *,
+    kind: str,
+    inputs: Sequence[str | os.PathLike] = (),
+    option: str = "--out",
+    accept: Callable[[Path], bool] | None = None,
+) -> Path:
+    """Refuse an output path that could lose data; returns it as a Path.
+
+    Refused: an empty path, the current folder or one above it, the home folder, a symbolic link,
+    an input or a folder that holds one, a file where a folder goes (and the reverse), and any
+    existing, non-empty file or folder that is not an earlier output of the same ``command``
+    (carrying its marker or stamp, or, without one, recognised by ``accept``: for outputs that
+    versions before the marker wrote).
+    """
+    if kind not in OUTPUT_KINDS:
+        raise ValueError(f"kind={kind!r}: use one of {OUTPUT_KINDS}")
+    if not str(path).strip():
+        raise InputError(f"{option} '': give a path for the {kind} to write")
+    target = Path(path)
+    where = f"{option} {path}"
+    resolved = target.resolve()
+    cwd = Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents:
+        raise InputError(f"{where}: is the current folder or one above it; give a new {kind}")
+    if resolved == Path.home().resolve():
+        raise InputError(f"{where}: is the home folder; give a new {kind}")
+    for source in inputs:
+        source_path = Path(source).resolve()
+        if resolved == source_path:
+            raise InputError(f"{where}: is the input {source}; give another path")
+        if resolved in source_path.parents:
+            raise InputError(f"{where}: holds the input {source}; give another path")
+    if target.is_symlink():
+        raise InputError(f"{where}: is a symbolic link; give the path it points to, or a new one")
+    if not target.exists():
+        return target
+    if kind == "folder" and not target.is_dir():
+        raise InputError(f"{where}: is a file; give a folder path")
+    if kind == "file" and target.is_dir():
+        raise InputError(f"{where}: is a folder; give a file path")
+    owner = written_by(target)
+    if owner == command or _is_empty(target) or (owner is None and accept and accept(target)):
+        return target
+    if owner is not None:
+        raise InputError(
+            f"{where}: holds the output of `ssae {owner}`, not of `ssae {command}`; "
+            f"give another path"
+        )
+    raise InputError(
+        f"{where}: exists and was not written by `ssae {command}`; "
+        f"give a new path (or remove it yourself)"
+    )
+
+
+@contextlib.contextmanager
+def safe_output(
+    path: str | os.PathLike,
+    command: str,
+    *,
+    kind: str,
+    inputs: Sequence[str | os.PathLike] = (),
+    option: str = "--out",
+    accept: Callable[[Path], bool] | None = None,
+) -> Iterator[Path]:
+    """Write an output of ``command`` at a user-given path without ever losing data.
+
+    Checks ``path`` (:func:`check_output`), yields a temporary folder (``kind='folder'``, marked
+    with OUTPUT_MARKER) or file path (``kind='file'``; what is written there must carry
+    :func:`output_stamp`), and renames it onto ``path`` once the block has succeeded.
+    """
+    target = check_output(path, command, kind=kind, inputs=inputs, option=option, accept=accept)
+    writer = atomic_dir if kind == "folder" else atomic_file
+    with writer(target, tidy_parents=True) as tmp:
+        if kind == "folder":
+            (tmp / OUTPUT_MARKER).write_text(_marker_text(command))
+        yield tmp
+        if written_by(tmp) != command:
+            raise RuntimeError(f"{target}: written without the stamp of `ssae {command}`")
+        # still ours (or absent) just before the swap: it may have changed while the block ran
+        check_output(target, command, kind=kind, inputs=inputs, option=option, accept=accept)
+
+
+@contextlib.contextmanager
+def resumable_output(
+    path: str | os.PathLike,
+    command: str,
+    *,
+    inputs: Sequence[str | os.PathLike] = (),
+    option: str = "--out",
+    accept: Callable[[Path], bool] | None = None,
+) -> Iterator[Path]:
+    """An output folder that a command fills piece by piece, so that an interrupted run resumes
+    (``ssae embed``: one shard per piece, each written with :func:`atomic_file`).
+
+    Checks ``path`` like :func:`check_output`. A new (or empty) folder is created with its marker
+    and, if the block fails before a piece was added, removed again with the parents it needed;
+    an earlier output that ``accept`` recognises (no marker yet) keeps its pieces and gains the
+    marker. Yields the folder itself.
+    """
+    target = check_output(path, command, kind="folder", inputs=inputs, option=option, accept=accept)
+    fresh = not target.exists() or _is_empty(target)
+    new_parents = [p for p in target.parents if not p.exists()]
+    if fresh:
+        with atomic_dir(target) as tmp:
+            (tmp / OUTPUT_MARKER).write_text(_marker_text(command))
+    elif written_by(target) != command:
+        with atomic_file(target / OUTPUT_MARKER) as tmp:
+            tmp.write_text(_marker_text(command))
+    try:
+        yield target
+    except BaseException:
+        if fresh and {p.name for p in target.iterdir()} <= {OUTPUT_MARKER}:
+            shutil.rmtree(target, ignore_errors=True)
+            for parent in new_parents:
+                with contextlib.suppress(OSError):
+                    parent.rmdir()
+        raise
+
+
+def _marker_text(command: str) -> str:
+    return json.dumps({"command": command, "version": __version__}) + "\n"
 
 
 def write_json(obj: object, path: str | os.PathLike) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     with atomic_file(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> object:
+    """Parse a JSON file; a missing, empty or corrupt file is an :class:`InputError`."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not text"
+        raise InputError(f"{path}: cannot read it ({reason})") from None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise InputError(
+            f"{path}: not valid JSON ({str(exc).splitlines()[0]}); restore it or re-create it"
+        ) from None
 
 
 def write_parquet(table: pa.Table, path: str | os.PathLike) -> None:
@@ -107,10 +436,25 @@ def encode_metadata(concepts: list[str] | None, extra: Mapping[str, object] | No
 
 
 def decode_metadata(schema: pa.Schema) -> tuple[list[str] | None, dict[str, str]]:
+    """Concept names and the other metadata strings (without pandas' and our output stamp)."""
     raw = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}
     raw.pop("pandas", None)
-    concepts = json.loads(raw.pop(CONCEPTS_KEY)) if CONCEPTS_KEY in raw else None
+    raw.pop(OUTPUT_KEY, None)
+    concepts = parse_concepts(raw.pop(CONCEPTS_KEY)) if CONCEPTS_KEY in raw else None
     return concepts, raw
+
+
+def parse_concepts(text: str) -> list[str]:
+    """Concept names from metadata: a JSON list of names, else comma-separated names."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if isinstance(value, list):
+        return [str(name) for name in value]
+    if isinstance(value, str):  # a JSON string: its text
+        text = value
+    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 # --------------------------------------------------------------------------- reading tables
@@ -129,21 +473,78 @@ def parquet_files(path: str | os.PathLike) -> list[Path]:
     return [p]
 
 
-def read_table(path: str | os.PathLike) -> pa.Table:
-    """Read a Parquet file or a folder of shards as one table (schema metadata of the first)."""
-    files = parquet_files(path)
+def _read_parquet(path: Path, shown: object) -> pa.Table:
     try:
-        tables = [pq.read_table(f) for f in files]
-    except (pa.ArrowInvalid, OSError) as exc:
+        return pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"{path}: not a readable Parquet file ({first_line})") from None
+        raise InputError(f"{shown}: not a readable Parquet file ({first_line})") from None
+
+
+def read_table(path: str | os.PathLike) -> pa.Table:
+    """Read a Parquet file or a folder of shards as one table (schema metadata of the first).
+
+    A folder written by an extractor (shards that record SHARD_COUNT_KEYS) must be complete and
+    written with one set of settings (SHARD_CONTENT_KEYS).
+    """
+    files = parquet_files(path)
+    tables = [_read_parquet(f, path if len(files) == 1 else f) for f in files]
+    if Path(path).is_dir():
+        check_shards(path, files, [t.schema for t in tables])
     if len(tables) == 1:
         return tables[0]
     schema = tables[0].schema
+    cast = []
+    for f, table in zip(files, tables, strict=True):
+        try:
+            cast.append(table.cast(schema))
+        except (pa.ArrowException, ValueError, TypeError):
+            raise InputError(
+                f"{path}: shards differ: {_difference(table.schema, f.name, schema, files[0].name)}"
+                "; re-create the folder"
+            ) from None
+    return pa.concat_tables(cast)
+
+
+def _difference(a: pa.Schema, a_name: str, b: pa.Schema, b_name: str) -> str:
+    """The first column in which two schemas differ, in words."""
+    for name in dict.fromkeys([*a.names, *b.names]):
+        a_type = a.field(name).type if name in a.names else "no such column"
+        b_type = b.field(name).type if name in b.names else "no such column"
+        if a_type != b_type:
+            return f"column {name} is {a_type} in {a_name} but {b_type} in {b_name}"
+    return f"{a_name} and {b_name} have their columns in different orders"
+
+
+def check_shards(path: object, files: Sequence[Path], schemas: Sequence[pa.Schema]) -> None:
+    """Refuse a partial or mixed folder of extractor shards: every shard that records
+    SHARD_COUNT_KEYS must agree on SHARD_CONTENT_KEYS, and all ceil(num_pairs / shard_rows) shards
+    must be present. Shards that record none of this (written by hand) are taken as they are."""
+    metas = [schema.metadata or {} for schema in schemas]
+    if not all(all(k.encode() in m for k in SHARD_COUNT_KEYS) for m in metas):
+        return
+    for key in SHARD_CONTENT_KEYS:
+        values = {m.get(key.encode()) for m in metas}
+        if len(values) > 1:
+            shown = sorted("(none)" if v is None else v.decode()[:40] for v in values)
+            raise InputError(
+                f"{path}: shards were written with different {key} ({', '.join(shown[:3])}): an "
+                "extraction was interrupted and restarted with other settings; run it again to "
+                "completion"
+            )
     try:
-        return pa.concat_tables([t.cast(schema) for t in tables])
-    except (pa.ArrowInvalid, ValueError):
-        raise InputError(f"{path}: shards have different schemas; re-create the folder") from None
+        num_pairs, shard_rows = (int(metas[0][k.encode()]) for k in SHARD_COUNT_KEYS)
+        expected = math.ceil(num_pairs / shard_rows)
+    except (ValueError, ZeroDivisionError):
+        raise InputError(f"{path}: shard metadata {SHARD_COUNT_KEYS} is not a count") from None
+    names = {f.name for f in files}
+    missing = [k for k in range(expected) if SHARD_NAME.format(k) not in names]
+    if missing or len(files) != expected:
+        raise InputError(
+            f"{path}: holds {len(files)} of the {expected} shards its extraction writes "
+            f"(missing {', '.join(SHARD_NAME.format(k) for k in missing[:3]) or 'none'}); "
+            "the extraction was interrupted or is still running: run it again to completion"
+        )
 
 
 def _require_columns(table: pa.Table, columns: tuple[str, ...], path: object, what: str) -> None:
@@ -178,6 +579,101 @@ def _matrix(column: pa.ChunkedArray, path: object, name: str) -> np.ndarray:
 # --------------------------------------------------------------------------- embedding tables
 
 
+STATE_NAMES_KEY = "state_names"
+CONCEPT_STATES_KEY = "concept_states"
+LABEL_KEYS = (STATE_NAMES_KEY, CONCEPT_STATES_KEY)
+LABEL_COLUMNS = ("group", "x_states", "x_tilde_states")
+
+
+@dataclass
+class PairLabels:
+    """What is known about each pair beyond its shift: the entity it belongs to (a word, a
+    profession, a question; splits and bootstrap intervals keep entities whole) and the state of
+    every labelled variable in each of its two texts (``language`` = ``en`` in x, ``fr`` in x~).
+
+    ``concept_states`` says which variable each concept contrasts and between which values:
+    ``{concept: [variable, value at shift -1 side, value at shift +1 side]}``; a pair with shift
+    +1 on the concept moves its text from the first value to the second.
+
+    Stored in pair and embedding tables as the columns ``group`` (string), ``x_states`` and
+    ``x_tilde_states`` (list<string>, one entry per variable of ``state_names``), with
+    ``state_names`` and ``concept_states`` as JSON in the schema metadata.
+    """
+
+    group: np.ndarray  # object (str) [N]
+    x_states: np.ndarray  # object (str) [N, K]
+    x_tilde_states: np.ndarray  # object (str) [N, K]
+    state_names: list[str]
+    concept_states: dict[str, list[str]] = field(default_factory=dict)
+
+    def select(self, mask: np.ndarray) -> PairLabels:
+        return PairLabels(
+            self.group[mask],
+            self.x_states[mask],
+            self.x_tilde_states[mask],
+            list(self.state_names),
+            dict(self.concept_states),
+        )
+
+    def swapped(self, flip: np.ndarray) -> PairLabels:
+        """The labels of the pairs read backwards where ``flip`` is true."""
+        col = flip[:, None]
+        return PairLabels(
+            self.group.copy(),
+            np.where(col, self.x_tilde_states, self.x_states),
+            np.where(col, self.x_states, self.x_tilde_states),
+            list(self.state_names),
+            dict(self.concept_states),
+        )
+
+    def columns(self) -> dict[str, pa.Array]:
+        strings = pa.list_(pa.string())
+        return {
+            "group": pa.array(self.group.astype(str), pa.string()),
+            "x_states": pa.array([list(r) for r in self.x_states], strings),
+            "x_tilde_states": pa.array([list(r) for r in self.x_tilde_states], strings),
+        }
+
+    def metadata(self) -> dict[str, str]:
+        return {
+            STATE_NAMES_KEY: json.dumps(self.state_names),
+            CONCEPT_STATES_KEY: json.dumps(self.concept_states),
+        }
+
+    @classmethod
+    def from_arrow(cls, table: pa.Table, path: object) -> PairLabels | None:
+        """The labels of a pair or embedding table, or None when it has none."""
+        present = [c for c in LABEL_COLUMNS if c in table.column_names]
+        if not present:
+            return None
+        raw = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+        if len(present) < len(LABEL_COLUMNS) or STATE_NAMES_KEY not in raw:
+            raise InputError(
+                f"{path}: has {', '.join(present)} but not all of {', '.join(LABEL_COLUMNS)} "
+                f"and the {STATE_NAMES_KEY} metadata; write the labels with ssae_core.io"
+            )
+        try:
+            names = json.loads(raw[STATE_NAMES_KEY])
+            concept_states = json.loads(raw.get(CONCEPT_STATES_KEY, "{}"))
+        except json.JSONDecodeError:
+            raise InputError(f"{path}: {STATE_NAMES_KEY} metadata is not JSON; fix it") from None
+        states = {}
+        for name in ("x_states", "x_tilde_states"):
+            rows = table.column(name).to_pylist()
+            if any(r is None or len(r) != len(names) for r in rows):
+                raise InputError(
+                    f"{path}: every {name} row needs {len(names)} values ({', '.join(names)})"
+                )
+            states[name] = np.array(rows, dtype=object).reshape(len(rows), len(names))
+        group = np.asarray(table.column("group").to_pylist(), dtype=object)
+        return cls(group, states["x_states"], states["x_tilde_states"], names, concept_states)
+
+    def variable(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """The states of variable ``name`` in x and in x~ of every pair: two object arrays [N]."""
+        k = self.state_names.index(name)
+        return self.x_states[:, k], self.x_tilde_states[:, k]
+
+
 @dataclass
 class EmbeddingTable:
     """Paired embeddings ``z`` (before) and ``z_tilde`` (after), one row per pair."""
@@ -189,6 +685,7 @@ class EmbeddingTable:
     shift: np.ndarray | None = None  # float32 [N, n], the true concept shift where known
     concepts: list[str] | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    labels: PairLabels | None = None  # per-text states and the entity of each pair, where known
 
     @property
     def dim(self) -> int:
@@ -211,6 +708,7 @@ class EmbeddingTable:
             shift=None if self.shift is None else self.shift[mask],
             concepts=self.concepts,
             metadata=dict(self.metadata),
+            labels=None if self.labels is None else self.labels.select(mask),
         )
 
     def subset(self, split: str) -> EmbeddingTable:
@@ -223,6 +721,11 @@ class EmbeddingTable:
         and ``seed``, so a table, its splits and its entangled variant flip the same pairs."""
         if not 0 <= fraction <= 1:
             raise InputError(f"reverse fraction {fraction}: must be in [0, 1]")
+        if len(self) and self.pair_id.min() < 0:
+            raise InputError(
+                f"{pair_ids(self.pair_id, self.pair_id < 0)}: reading pairs backwards needs "
+                "pair ids >= 0; renumber the table"
+            )
         size = int(self.pair_id.max()) + 1 if len(self) else 0
         flip = (np.random.default_rng(seed).random(size) < fraction)[self.pair_id]
         col = flip[:, None]
@@ -238,6 +741,7 @@ class EmbeddingTable:
                 "reversed_fraction": str(fraction),
                 "reverse_seed": str(seed),
             },
+            labels=None if self.labels is None else self.labels.swapped(flip),
         )
 
     def to_arrow(self) -> pa.Table:
@@ -250,8 +754,12 @@ class EmbeddingTable:
         }
         if self.shift is not None:
             columns["shift"] = pa.array(list(self.shift.astype(np.float32)), pa.list_(pa.float32()))
+        metadata = dict(self.metadata)
+        if self.labels is not None:
+            columns.update(self.labels.columns())
+            metadata.update(self.labels.metadata())
         table = pa.table(columns)
-        return table.replace_schema_metadata(encode_metadata(self.concepts, self.metadata))
+        return table.replace_schema_metadata(encode_metadata(self.concepts, metadata))
 
 
 def _fixed_list(matrix: np.ndarray, width: int) -> pa.FixedSizeListArray:
@@ -270,6 +778,8 @@ def load_embeddings(path: str | os.PathLike) -> EmbeddingTable:
     _require_columns(table, EMBEDDING_COLUMNS, path, "an embedding table")
     if table.num_rows == 0:
         raise InputError(f"{path}: embedding table has no rows; re-run the step that wrote it")
+    pair_id = _column_values(table, "pair_id", pa.types.is_integer, "integers", path)
+    split = _column_values(table, "split", _is_text, "strings (train, test, ...)", path)
     z = _matrix(table.column("z"), path, "z")
     z_tilde = _matrix(table.column("z_tilde"), path, "z_tilde")
     if z.shape[1] != z_tilde.shape[1]:
@@ -282,21 +792,51 @@ def load_embeddings(path: str | os.PathLike) -> EmbeddingTable:
         if bad.any():
             raise InputError(
                 f"{path}: column {name} has NaN or inf in {int(bad.sum())} row(s) "
-                f"(first pair_id {table.column('pair_id')[int(np.argmax(bad))].as_py()}); "
-                "drop or re-extract them"
+                f"({pair_ids(pair_id, bad)}); drop or re-extract them"
             )
+    with np.errstate(over="ignore", invalid="ignore"):
+        overflow = ~np.isfinite(z_tilde - z).all(axis=1)
+    if overflow.any():
+        raise InputError(
+            f"{path}: z_tilde - z overflows float32 in {int(overflow.sum())} row(s) "
+            f"({pair_ids(pair_id, overflow)}); drop them or rescale the embeddings"
+        )
     shift = _matrix(table.column("shift"), path, "shift") if "shift" in table.column_names else None
     concepts, metadata = decode_metadata(table.schema)
-    split = np.asarray(table.column("split").to_pylist(), dtype=object)
     return EmbeddingTable(
-        pair_id=table.column("pair_id").to_numpy().astype(np.int64),
-        split=split,
+        pair_id=pair_id.astype(np.int64),
+        split=split.astype(object),
         z=z,
         z_tilde=z_tilde,
         shift=shift,
         concepts=concepts,
-        metadata=metadata,
+        metadata={k: v for k, v in metadata.items() if k not in LABEL_KEYS},
+        labels=PairLabels.from_arrow(table, path),
     )
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+
+def _column_values(table: pa.Table, name: str, check, what: str, path: object) -> np.ndarray:
+    """A scalar column as a numpy array: of the type ``check`` accepts, without nulls."""
+    column = table.column(name)
+    if not check(column.type):
+        raise InputError(
+            f"{path}: column {name} must hold {what}, not {column.type}; fix the table"
+        )
+    if column.null_count:
+        raise InputError(f"{path}: column {name} has {column.null_count} null row(s); fill them")
+    return np.asarray(column.to_numpy(zero_copy_only=False))
+
+
+def pair_ids(pair_id: np.ndarray, rows: np.ndarray, shown: int = 3) -> str:
+    """The pair ids of the rows selected by a boolean mask, for an error message."""
+    ids = [int(i) for i in pair_id[rows]]
+    text = ", ".join(str(i) for i in ids[:shown])
+    more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
+    return f"pair_id {text}{more}"
 
 
 # --------------------------------------------------------------------------- pair tables
@@ -310,8 +850,9 @@ def pair_table(
     concepts: list[str],
     metadata: Mapping[str, object] | None = None,
     pair_id: np.ndarray | None = None,
+    labels: PairLabels | None = None,
 ) -> pa.Table:
-    """Build a pair table in the project's format."""
+    """Build a pair table in the project's format (with per-text ``labels`` where known)."""
     n = len(x)
     shift = np.asarray(shift, dtype=np.float32).reshape(n, len(concepts))
     ids = np.arange(n, dtype=np.int64) if pair_id is None else np.asarray(pair_id, np.int64)
@@ -322,9 +863,11 @@ def pair_table(
             "x_tilde": pa.array(x_tilde, pa.string()),
             "split": pa.array(split, pa.string()),
             "shift": pa.array(list(shift), pa.list_(pa.float32())),
+            **(labels.columns() if labels is not None else {}),
         }
     )
-    return table.replace_schema_metadata(encode_metadata(concepts, metadata))
+    extra = {**(metadata or {}), **(labels.metadata() if labels is not None else {})}
+    return table.replace_schema_metadata(encode_metadata(concepts, extra))
 
 
 def load_pairs(path: str | os.PathLike) -> pa.Table:
@@ -342,6 +885,7 @@ def load_pairs(path: str | os.PathLike) -> pa.Table:
                 f"{path}: column {name} has {len(empty)} empty text(s) (first pair_id {pid}); "
                 "every pair needs two non-empty texts"
             )
+    PairLabels.from_arrow(table, path)  # validates the labels where there are some
     return table
 
 

@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ssae_core.errors import InputError
+from ssae_core.io import read_json
 
 NORMALIZATIONS = ("global", "layer", "none")
 MODEL_FILE = "model.safetensors"
@@ -253,17 +254,85 @@ class ShiftAutoencoder:
 
     @classmethod
     def load(cls, folder: str | Path) -> ShiftAutoencoder:
+        """Read a model folder written by :meth:`save`; anything that does not fit is an
+        :class:`InputError` naming the file."""
         folder = Path(folder)
-        if not (folder / MODEL_FILE).exists() or not (folder / CONFIG_FILE).exists():
+        if not (folder / MODEL_FILE).is_file() or not (folder / CONFIG_FILE).is_file():
             raise InputError(
                 f"{folder}: not a model folder (needs {MODEL_FILE} and {CONFIG_FILE}); "
                 "give a folder written by `ssae train`"
             )
-        config = json.loads((folder / CONFIG_FILE).read_text())
-        tensors = load_file(str(folder / MODEL_FILE))
+        config = _checked_config(read_json(folder / CONFIG_FILE), folder / CONFIG_FILE)
+        try:
+            tensors = load_file(str(folder / MODEL_FILE))
+        except Exception as exc:  # safetensors raises its own error types
+            raise InputError(
+                f"{folder / MODEL_FILE}: not a readable safetensors file ({_first_line(exc)}); "
+                "re-run ssae train"
+            ) from None
+        dim, latent_dim = config["dim"], config["latent_dim"]
         norm = config["normalization"]
-        normalizer = Normalizer(norm["mode"], tensors.pop("norm_mean_D").numpy(), norm["scale"])
-        net = StackedSSAE(config["dim"], config["latent_dim"], [config["seed"]], config["x_rms"])
+        mean = tensors.pop("norm_mean_D", None)
+        expected = {**member_shapes(dim, latent_dim), "norm_mean_D": (dim,)}
+        found = {name: tuple(t.shape) for name, t in tensors.items()}
+        found["norm_mean_D"] = None if mean is None else tuple(mean.shape)
+        names = sorted(expected.keys() | found.keys())
+        wrong = [name for name in names if expected.get(name) != found.get(name)]
+        if wrong:
+            raise InputError(
+                f"{folder / MODEL_FILE}: tensor {wrong[0]} is missing, extra or of the wrong "
+                f"shape for {CONFIG_FILE} (dim {dim}, latent_dim {latent_dim}); the two files do "
+                "not belong together: re-run ssae train"
+            )
+        if not all(torch.isfinite(t).all() for t in (*tensors.values(), mean)):
+            raise InputError(f"{folder / MODEL_FILE}: holds NaN or inf weights; re-run ssae train")
+        normalizer = Normalizer(norm["mode"], mean.numpy(), norm["scale"])
+        net = StackedSSAE(dim, latent_dim, [config["seed"]], config["x_rms"])
         net.load_state_dict({k: v[None] for k, v in tensors.items()})
         net.eval()
         return cls(net, normalizer, config)
+
+
+def member_shapes(dim: int, latent_dim: int) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor of one member (a stack of one, without the member axis)."""
+    with torch.device("meta"):
+        net = StackedSSAE(dim, latent_dim, [0], 1.0)
+    return {name: tuple(t.shape[1:]) for name, t in net.state_dict().items()}
+
+
+CONFIG_TYPES: dict[str, tuple[type, ...]] = {
+    "dim": (int,),
+    "latent_dim": (int,),
+    "seed": (int,),
+    "x_rms": (int, float),
+    "normalization": (dict,),
+}
+
+
+def _checked_config(config: object, path: Path) -> dict:
+    """A model's config.json, with the keys loading needs present and of the right type."""
+    if not isinstance(config, dict):
+        raise InputError(f"{path}: must hold a JSON object; re-run ssae train")
+    for key, types in CONFIG_TYPES.items():
+        value = config.get(key)
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise InputError(f"{path}: key {key!r} is missing or not a {types[0].__name__}")
+    norm = config["normalization"]
+    scale = norm.get("scale")
+    if norm.get("mode") not in NORMALIZATIONS or not isinstance(scale, int | float):
+        raise InputError(
+            f"{path}: 'normalization' needs a mode ({', '.join(NORMALIZATIONS)}) and a scale"
+        )
+    if (
+        config["dim"] < 1
+        or config["latent_dim"] < 1
+        or not (math.isfinite(config["x_rms"]) and math.isfinite(scale) and scale > 0)
+    ):
+        raise InputError(
+            f"{path}: dim and latent_dim must be >= 1, x_rms and normalization.scale finite"
+        )
+    return config
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

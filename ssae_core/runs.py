@@ -18,14 +18,25 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ssae_core.errors import InputError
-from ssae_core.io import EmbeddingTable, atomic_dir, load_embeddings, write_parquet
+from ssae_core.io import (
+    EmbeddingTable,
+    check_output,
+    load_embeddings,
+    pair_ids,
+    read_json,
+    safe_output,
+    stamped,
+)
 from ssae_core.model import ShiftAutoencoder
 from ssae_core.train import TrainConfig, TrainResult, check_constraint_active, train
 
 RUN_FILE = "run.json"
 HISTORY_FILE = "history.csv"
+TRAIN_COMMAND = "train"
+ENCODE_COMMAND = "encode"
 
 
 def member_name(seed: int, eps: float, stacked_sparsities: bool) -> str:
@@ -38,12 +49,28 @@ def training_rows(table: EmbeddingTable, split: str, path: object) -> EmbeddingT
         return table
     rows = table.subset(split)
     if len(rows) == 0:
-        present = ", ".join(sorted(set(table.split.tolist())))
+        present = ", ".join(sorted({str(s) for s in table.split.tolist()}))
         raise InputError(
             f"{path}: no rows with split '{split}' (splits present: {present}); "
             "choose one with --split, or --split all"
         )
     return rows
+
+
+def check_shifts(rows: EmbeddingTable, normalize: str, path: object) -> None:
+    """Refuse shifts that ``normalize`` cannot handle: with ``layer``, each shift is divided by
+    the spread of its own entries, so a shift whose entries are all equal (up to float32
+    rounding; z_tilde == z, say) has no direction; the error names those pairs."""
+    if normalize != "layer":
+        return
+    delta = rows.delta
+    flat = delta.std(axis=1) <= 1e-6 * np.abs(delta).max(axis=1)  # float32 rounding only
+    if flat.any():
+        raise InputError(
+            f"{path}: {int(flat.sum())} shift(s) have all entries equal "
+            f"({pair_ids(rows.pair_id, flat)}, e.g. z_tilde == z), which --normalize layer "
+            "cannot scale; drop those pairs or use --normalize global"
+        )
 
 
 def resolve_latent_dim(cfg: TrainConfig, table: EmbeddingTable, overcomplete: float = 1.0) -> int:
@@ -69,18 +96,22 @@ def train_run(
 ) -> TrainResult:
     """Train ``cfg`` on one embedding table and write the run folder atomically.
 
-    ``checkpoint`` (default: a hidden file beside ``out_dir``) lets an interrupted run resume.
+    ``out_dir`` must be new, empty or an earlier run folder (see :func:`ssae_core.io.check_output`);
+    it is replaced only once the new run is complete. ``checkpoint`` (default: a hidden file
+    beside ``out_dir``) lets an interrupted run resume.
     """
     if isinstance(embeddings, EmbeddingTable):
         table, source = embeddings, embeddings.metadata.get("path", "<table>")
     else:
         table, source = load_embeddings(embeddings), str(embeddings)
     rows = training_rows(table, split, source)
+    check_shifts(rows, cfg.normalize, source)
     cfg = replace(cfg, latent_dim=resolve_latent_dim(cfg, table))
-    out_dir = Path(out_dir)
+    inputs = [source] if source != "<table>" else []
+    out_dir = check_output(out_dir, TRAIN_COMMAND, kind="folder", inputs=inputs)
     if checkpoint is None:
         checkpoint = out_dir.parent / f".{out_dir.name}.checkpoint"
-    with atomic_dir(out_dir) as tmp:
+    with safe_output(out_dir, TRAIN_COMMAND, kind="folder", inputs=inputs) as tmp:
         started = time.perf_counter()
         result = train(
             rows.delta,
@@ -134,7 +165,12 @@ def load_run(run_dir: str | Path) -> list[ShiftAutoencoder]:
         raise InputError(
             f"{run_dir}: not a run folder (no {RUN_FILE}); give a folder from ssae train"
         )
-    names = json.loads((run_dir / RUN_FILE).read_text())["members"]
+    run = read_json(run_dir / RUN_FILE)
+    names = run.get("members") if isinstance(run, dict) else None
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise InputError(
+            f"{run_dir / RUN_FILE}: has no list of member folders ('members'); re-run ssae train"
+        )
     return [ShiftAutoencoder.load(run_dir / name) for name in names]
 
 
@@ -154,7 +190,10 @@ def load_model(path: str | Path) -> ShiftAutoencoder:
 def encode_table(
     model_dir: str | Path, embeddings: str | Path, out_file: str | Path, *, rescale: bool = False
 ) -> int:
-    """Write the codes of every pair in ``embeddings`` as Parquet: ``pair_id``, ``split``, ``h``."""
+    """Write the codes of every pair in ``embeddings`` as Parquet: ``pair_id``, ``split``, ``h``.
+
+    ``out_file`` must be new or an earlier output of encode; it is replaced only once complete.
+    """
     model = load_model(model_dir)
     table = load_embeddings(embeddings)
     if table.dim != model.config["dim"]:
@@ -162,14 +201,15 @@ def encode_table(
             f"{embeddings}: embeddings have width {table.dim} but the model at {model_dir} expects "
             f"{model.config['dim']}; use embeddings from the same model and layer"
         )
-    codes = model.encode(table.delta, rescale=rescale).astype(np.float32)
-    flat = pa.array(codes.reshape(-1), pa.float32())
-    out = pa.table(
-        {
-            "pair_id": pa.array(table.pair_id, pa.int64()),
-            "split": pa.array(table.split.astype(str), pa.string()),
-            "h": pa.FixedSizeListArray.from_arrays(flat, codes.shape[1]),
-        }
-    )
-    write_parquet(out, out_file)
+    with safe_output(out_file, ENCODE_COMMAND, kind="file", inputs=[model_dir, embeddings]) as tmp:
+        codes = model.encode(table.delta, rescale=rescale).astype(np.float32)
+        flat = pa.array(codes.reshape(-1), pa.float32())
+        out = pa.table(
+            {
+                "pair_id": pa.array(table.pair_id, pa.int64()),
+                "split": pa.array(table.split.astype(str), pa.string()),
+                "h": pa.FixedSizeListArray.from_arrays(flat, codes.shape[1]),
+            }
+        )
+        pq.write_table(stamped(out, ENCODE_COMMAND), tmp)
     return len(codes)

@@ -8,11 +8,15 @@ Gaussian A (D x n). The entangled variant applies a fixed dense invertible D x D
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 
-from ssae_core.errors import InputError
-from ssae_core.io import EmbeddingTable
+from ssae_core.errors import InputError, require_finite, require_memory
+from ssae_core.io import EmbeddingTable, safe_output, stamped
+
+SYNTH_COMMAND = "synth"
 
 VALUE_DISTRIBUTIONS = ("uniform", "nonneg", "gaussian")
 
@@ -49,6 +53,20 @@ class SynthConfig:
             )
         if self.num_pairs < 10 or not 0 < self.test_fraction < 1:
             raise InputError("synthetic: need num_pairs >= 10 and 0 < test_fraction < 1")
+        require_finite("synthetic: ", noise=self.noise)
+        if self.noise < 0:
+            raise InputError(f"synthetic: noise={self.noise} must be >= 0")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise InputError(f"synthetic: seed={self.seed!r} must be an integer >= 0")
+        require_memory(
+            8
+            * (
+                self.num_pairs * (4 * self.dim + 2 * self.num_concepts)
+                + self.dim * self.num_concepts
+            ),
+            f"synthetic data of {self.num_pairs} pairs x dim {self.dim}",
+            "lower --pairs or --dim",
+        )
 
     @property
     def name(self) -> str:
@@ -106,12 +124,30 @@ def make_synthetic(cfg: SynthConfig) -> EmbeddingTable:
 
 def entangle(table: EmbeddingTable, seed: int, max_condition: float = 10.0) -> EmbeddingTable:
     """Apply one seeded dense invertible D x D map to z and z~ (the robustness experiment)."""
+    require_memory(
+        8 * (4 * table.dim**2 + 3 * len(table) * table.dim),
+        f"entangling width {table.dim}",
+        "lower the embedding width (--dim)",
+    )
     mix = random_invertible(table.dim, np.random.default_rng(seed), max_condition)
     out = table.select(np.ones(len(table), dtype=bool))
     out.z = (table.z.astype(np.float64) @ mix.T).astype(np.float32)
     out.z_tilde = (table.z_tilde.astype(np.float64) @ mix.T).astype(np.float32)
     out.metadata = {**table.metadata, "entangled": f"seed={seed},max_condition={max_condition}"}
     return out
+
+
+def write_synthetic(
+    cfg: SynthConfig, out: str | Path, *, entangled: bool = False
+) -> EmbeddingTable:
+    """``ssae synth``: write synthetic data (entangled: mixed with a map seeded ``cfg.seed + 1``)
+    to the Parquet file ``out``, which must be new or an earlier output of ``ssae synth``."""
+    with safe_output(out, SYNTH_COMMAND, kind="file") as tmp:
+        table = make_synthetic(cfg)
+        if entangled:
+            table = entangle(table, seed=cfg.seed + 1)
+        pq.write_table(stamped(table.to_arrow(), SYNTH_COMMAND), tmp)
+    return table
 
 
 def _config_json(cfg: SynthConfig) -> str:

@@ -8,24 +8,32 @@ are scale-free, so the same eps and learning rates transfer across embedding wid
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import math
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cooper
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from ssae_core import __version__
-from ssae_core.errors import InputError
+from ssae_core.errors import InputError, require_finite, require_memory
+from ssae_core.io import atomic_file
 from ssae_core.model import NORMALIZATIONS, Normalizer, ShiftAutoencoder, StackedSSAE
+from ssae_core.progress import show_message, show_progress
 
 METHODS = ("ssae", "aff")
+DUAL_OPTIMIZERS = ("adam", "sgd")
 VAL_SPLIT_SEED = 12345
+GENERATOR_OFFSET = 10_000  # member k shuffles with torch.Generator().manual_seed(offset + seed)
+MAX_SEED = 2**32 - 1
 CHECKPOINT_SECONDS = 30.0  # how often an interrupted run can lose work, at most
 FEASIBILITY_TOL = 0.05  # a plateau counts only once every L1 is within 5% of its budget
 
@@ -64,8 +72,22 @@ class TrainConfig:
     threads: int = 1
     """torch intra-op threads while training (0: torch's default). The model's tensors are small:
     a second thread rarely helps and stalls badly when other processes share the cores."""
+    dual_optimizer: str = "adam"
+    """Multiplier optimiser: adam (ExtraAdam; the multiplier moves by about dual_lr per step
+    whatever the size of the violation) or sgd (ExtraSGD; it moves by dual_lr x the violation,
+    so it settles as the constraint is met)."""
+    lr_decay: float = 0.0
+    """Fraction of the final optimiser steps (of the epoch cap) over which the primal and the
+    multiplier learning rates fall linearly to 0, so that the Lagrangian settles onto the budget
+    instead of oscillating around it (0: constant learning rates)."""
 
     def __post_init__(self) -> None:
+        if self.dual_optimizer not in DUAL_OPTIMIZERS:
+            raise InputError(
+                f"dual_optimizer={self.dual_optimizer!r}: use one of {', '.join(DUAL_OPTIMIZERS)}"
+            )
+        if not 0 <= self.lr_decay < 1:
+            raise InputError(f"lr_decay={self.lr_decay}: must be in [0, 1)")
         if self.method not in METHODS:
             raise InputError(f"method={self.method!r} is unknown; use one of {', '.join(METHODS)}")
         if self.normalize not in NORMALIZATIONS:
@@ -78,17 +100,37 @@ class TrainConfig:
             raise InputError("seeds: give at least one seed, e.g. 0,1,2")
         if len(set(self.seeds)) != len(self.seeds):
             raise InputError(f"seeds={list(self.seeds)}: seeds must be distinct")
+        for seed in self.seeds:
+            if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+                raise InputError(f"seeds: {seed!r} is not an integer in 0..{MAX_SEED}")
+        if not self.sparsities or len(set(self.sparsities)) != len(self.sparsities):
+            raise InputError(f"sparsity={self.sparsity}: give one budget or distinct budgets")
+        for eps in self.sparsities:
+            require_finite("", sparsity=eps)
+        require_finite("", lr=self.lr, dual_lr=self.dual_lr, min_delta=self.min_delta)
+        require_finite("", val_fraction=self.val_fraction)
         if any(eps <= 0 for eps in self.sparsities):
             raise InputError(f"sparsity={self.sparsity}: the L1 budget must be positive")
-        if self.threads < 0:
-            raise InputError(f"threads={self.threads}: must be >= 0 (0: torch's default)")
-        if self.min_steps < 0:
-            raise InputError(f"min_steps={self.min_steps}: must be >= 0")
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise InputError(f"{name}={getattr(self, name)}: must be at least 1")
+        max_threads = os.cpu_count() or 1
+        if not 0 <= self.threads <= max_threads:
+            raise InputError(
+                f"threads={self.threads}: must be in 0..{max_threads} (this machine's CPUs; "
+                "0: torch's default)"
+            )
+        for name in ("min_steps", "patience"):
+            if getattr(self, name) < 0:
+                raise InputError(f"{name}={getattr(self, name)}: must be >= 0")
+        if self.epochs < 1:
+            raise InputError(f"epochs={self.epochs}: must be at least 1")
+        if self.batch_size < 2:
+            raise InputError(
+                f"batch_size={self.batch_size}: must be at least 2 (BatchNorm on the codes needs "
+                "two shifts per batch)"
+            )
         if self.lr <= 0 or self.dual_lr <= 0:
             raise InputError(f"lr={self.lr}, dual_lr={self.dual_lr}: learning rates must be > 0")
+        if self.min_delta < 0:
+            raise InputError(f"min_delta={self.min_delta}: must be >= 0")
         if not 0 <= self.val_fraction < 1:
             raise InputError(f"val_fraction={self.val_fraction}: must be in [0, 1)")
 
@@ -176,31 +218,125 @@ def _epoch_batches(
 
 
 # --------------------------------------------------------------------------- checkpoints
+#
+# A checkpoint is one safetensors file: every tensor of the run's state (model, optimiser moments,
+# multipliers, shuffling generators) as a tensor, and everything else (the nesting of the state
+# dicts, history, epoch, best loss, the run's fingerprint) as JSON in the header metadata under
+# CHECKPOINT_KEY. Nothing is ever unpickled.
+
+CHECKPOINT_KEY = "ssae.checkpoint"
+CHECKPOINT_FORMAT = 1
+
+
+def run_fingerprint(delta_ND: np.ndarray, cfg: TrainConfig) -> dict[str, str]:
+    """What a checkpoint must match to be resumed: the configuration (every field: even the thread
+    count can change float results), the training shifts' bytes, and the package version."""
+    config = json.dumps(asdict(cfg), sort_keys=True)
+    data = hashlib.sha256(str(delta_ND.shape).encode())
+    data.update(memoryview(np.ascontiguousarray(delta_ND, dtype="<f4")).cast("B"))
+    return {
+        "format": str(CHECKPOINT_FORMAT),
+        "config_sha256": hashlib.sha256(config.encode()).hexdigest(),
+        "data_sha256": data.hexdigest(),
+        "version": __version__,
+    }
+
+
+def _pack(obj: object, tensors: dict[str, torch.Tensor]) -> object:
+    """A JSON-ready copy of nested state (dicts, lists, tuples, numbers, strings, tensors); each
+    tensor is moved into ``tensors`` and referenced by its name there."""
+    if isinstance(obj, torch.Tensor):
+        name = f"t{len(tensors)}"
+        tensors[name] = obj.detach().cpu().clone().contiguous()
+        return {"tensor": name}
+    if isinstance(obj, dict):
+        return {"dict": [[_pack(k, tensors), _pack(v, tensors)] for k, v in obj.items()]}
+    if isinstance(obj, tuple):
+        return {"tuple": [_pack(v, tensors) for v in obj]}
+    if isinstance(obj, list):
+        return [_pack(v, tensors) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return {"float": repr(obj)}
+    if obj is None or isinstance(obj, bool | int | float | str):
+        return obj
+    raise TypeError(f"checkpoint: cannot store a {type(obj).__name__}")
+
+
+def _unpack(obj: object, tensors: dict[str, torch.Tensor]) -> object:
+    """The inverse of :func:`_pack`."""
+    if isinstance(obj, list):
+        return [_unpack(v, tensors) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    ((kind, value),) = obj.items()
+    if kind == "tensor":
+        return tensors[value]
+    if kind == "dict":
+        return {_unpack(k, tensors): _unpack(v, tensors) for k, v in value}
+    if kind == "tuple":
+        return tuple(_unpack(v, tensors) for v in value)
+    if kind == "float":
+        return float(value)
+    raise ValueError(f"checkpoint: unknown entry {kind!r}")
 
 
 @dataclass
 class _Checkpoint:
+    """The resumable state of one run at ``path``. Only a checkpoint of the same fingerprint is
+    resumed; a file there that is not an ssae checkpoint is never parsed beyond the safetensors
+    header, replaced or removed (this run then saves no checkpoint)."""
+
     path: Path | None
+    fingerprint: dict[str, str]
+    owned: bool = True
+
+    def _read(self) -> tuple[str, dict[str, torch.Tensor]] | None:
+        """Our JSON document and the tensors, or None where ``path`` is not an ssae checkpoint."""
+        if self.path.is_symlink() or not self.path.is_file():
+            return None
+        try:
+            with safe_open(str(self.path), framework="pt") as handle:
+                document = (handle.metadata() or {}).get(CHECKPOINT_KEY)
+                if document is None:
+                    return None
+                return document, {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+        except Exception:  # safetensors raises its own error types for anything it cannot parse
+            return None
 
     def load(self) -> dict | None:
-        if self.path is None or not self.path.exists():
+        """The saved state of this very run, else None (and one line on stderr saying why)."""
+        if self.path is None or not os.path.lexists(self.path):
             return None
-        return torch.load(self.path, weights_only=False)
+        found = self._read()
+        if found is None:
+            self.owned = False
+            show_message(
+                f"{self.path}: not an ssae checkpoint; ignored, and this run saves none "
+                "(remove it to make the run resumable)"
+            )
+            return None
+        document, tensors = found
+        try:
+            saved = json.loads(document)
+            if saved["fingerprint"] == self.fingerprint:
+                return _unpack(saved["state"], tensors)
+            reason = "was written with other settings or data"
+        except (ValueError, KeyError, TypeError):
+            reason = "is unreadable"
+        show_message(f"{self.path}: checkpoint {reason}; starting fresh")
+        return None
 
     def save(self, state: dict) -> None:
-        if self.path is None:
+        if self.path is None or not self.owned:
             return
-        tmp = self.path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.path)
+        tensors: dict[str, torch.Tensor] = {}
+        document = {"fingerprint": self.fingerprint, "state": _pack(state, tensors)}
+        with atomic_file(self.path) as tmp:
+            save_file(tensors, str(tmp), metadata={CHECKPOINT_KEY: json.dumps(document)})
 
     def remove(self) -> None:
-        if self.path is not None:
+        if self.path is not None and self.owned:
             self.path.unlink(missing_ok=True)
-
-
-def _rng_state(generators: list[torch.Generator]) -> list[torch.Tensor]:
-    return [g.get_state() for g in generators]
 
 
 # --------------------------------------------------------------------------- training
@@ -215,11 +351,35 @@ def _make_optimizers(
     opt = cooper.optim.ExtrapolationConstrainedOptimizer(
         cmp=cmp,
         primal_optimizers=cooper.optim.ExtraAdam(net.parameters(), lr=cfg.lr),
-        dual_optimizers=cooper.optim.ExtraAdam(
-            cmp.dual_parameters(), lr=cfg.dual_lr, maximize=True
-        ),
+        dual_optimizers=_dual_optimizer(cfg, cmp),
     )
     return opt, cmp
+
+
+def _dual_optimizer(cfg: TrainConfig, cmp: SparseShiftProblem) -> torch.optim.Optimizer:
+    if cfg.dual_optimizer == "sgd":
+        return cooper.optim.ExtraSGD(cmp.dual_parameters(), lr=cfg.dual_lr, maximize=True)
+    return cooper.optim.ExtraAdam(cmp.dual_parameters(), lr=cfg.dual_lr, maximize=True)
+
+
+def decay_factor(step: int, total: int, fraction: float) -> float:
+    """The learning-rate multiplier at optimiser step ``step`` (0-based) of ``total``: 1, then
+    linearly down to 0 over the last ``fraction`` of the steps."""
+    start = total * (1 - fraction)
+    if fraction <= 0 or step < start:
+        return 1.0
+    return max(0.0, (total - step) / (total - start))
+
+
+def _set_learning_rates(opt: object, cfg: TrainConfig, factor: float) -> None:
+    if isinstance(opt, torch.optim.Optimizer):  # aff
+        pairs = [(opt, cfg.lr)]
+    else:
+        pairs = [(o, cfg.lr) for o in opt.primal_optimizers]
+        pairs += [(o, cfg.dual_lr) for o in opt.dual_optimizers]
+    for optimizer, lr in pairs:
+        for group in optimizer.param_groups:
+            group["lr"] = lr * factor
 
 
 def _step(
@@ -260,13 +420,238 @@ def train(
     """Train every member of ``cfg`` on raw shifts ``delta_ND`` as one stacked model.
 
     ``checkpoint``: a file written at the end of an epoch, at most every CHECKPOINT_SECONDS; a run
-    interrupted and started again with the same arguments resumes from the last one (it is deleted
-    at the end), so an interruption loses at most that much work.
+    interrupted and started again with the same configuration and shifts resumes from the last one
+    (it is deleted at the end), so an interruption loses at most that much work. A checkpoint of
+    other settings or data is not resumed (one line on stderr says so). A run whose loss, L1 or
+    multiplier stops being finite raises :class:`InputError`.
     """
     with torch_threads(cfg.threads):
-        return _train(
-            delta_ND, cfg, checkpoint=checkpoint, progress=progress, provenance=provenance
+        try:
+            return _train(
+                delta_ND, cfg, checkpoint=checkpoint, progress=progress, provenance=provenance
+            )
+        except (MemoryError, RuntimeError) as exc:
+            if not isinstance(exc, MemoryError | torch.OutOfMemoryError) and (
+                "can't allocate memory" not in str(exc)
+            ):
+                raise
+            raise InputError(
+                f"training ran out of memory (latent_dim={cfg.latent_dim}, "
+                f"{len(cfg.members())} member(s)); lower --latent-dim or --batch-size, or train "
+                "fewer seeds at once"
+            ) from None
+
+
+def training_bytes(dim: int, latent_dim: int, num_members: int, batch: int, num_val: int) -> int:
+    """A generous estimate of the memory a stacked run needs: parameters with their gradients,
+    Adam moments and extra-gradient copies; one step's activations; the held-out evaluation."""
+    d, m, s = dim, latent_dim, num_members
+    params = s * (2 * d * m + d + 5 * m)
+    step = s * (batch * (d + 4 * m + 2) + 2 * m * m)
+    held = s * num_val * (3 * m + 2)
+    return 4 * (8 * params + 4 * step + held)
+
+
+def _checked_shifts(delta_ND: np.ndarray) -> np.ndarray:
+    delta_ND = np.asarray(delta_ND, dtype=np.float32)
+    if delta_ND.ndim != 2 or delta_ND.shape[0] < 4 or delta_ND.shape[1] < 1:
+        raise InputError(f"training needs at least 4 shifts of shape [N, D]; got {delta_ND.shape}")
+    finite = np.isfinite(delta_ND).all(axis=1)
+    if not finite.all():
+        raise InputError(
+            f"{int((~finite).sum())} training shift(s) are NaN or inf (first row "
+            f"{int(np.argmax(~finite))}); drop them"
         )
+    if not delta_ND.any():
+        raise InputError(
+            f"all {len(delta_ND)} training shifts are zero (z_tilde == z in every pair): nothing "
+            "to learn; check that the pairs hold different texts"
+        )
+    return delta_ND
+
+
+def _non_finite(
+    epoch: int, members: list[tuple[int, float]], values: dict[str, torch.Tensor]
+) -> str | None:
+    """Which value of which member is NaN or inf, as the start of an error message."""
+    for name, value_S in values.items():
+        bad = (~torch.isfinite(value_S)).nonzero()
+        if len(bad):
+            k = int(bad[0, 0])
+            seed, eps = members[k]
+            return (
+                f"training diverged in epoch {epoch}: the {name} of seed {seed} (sparsity {eps:g})"
+                f" is {float(value_S[k])}"
+            )
+    return None
+
+
+@dataclass
+class _Shifts:
+    """The normalised training and held-out shifts of one run."""
+
+    normalizer: Normalizer
+    x_train: torch.Tensor
+    x_val: torch.Tensor
+    x_rms: float
+
+
+def _prepare(delta_ND: np.ndarray, cfg: TrainConfig) -> _Shifts:
+    """Check the shifts and the memory the run needs; hold out and normalise."""
+    if cfg.latent_dim < 1:
+        raise InputError(f"latent_dim={cfg.latent_dim}: must be at least 1")
+    num_members, dim = len(cfg.members()), delta_ND.shape[1]
+    held = _holdout_mask(len(delta_ND), cfg.val_fraction)
+    batch = min(cfg.batch_size, int((~held).sum()))
+    require_memory(
+        training_bytes(dim, cfg.latent_dim, num_members, batch, int(held.sum())),
+        f"training latent_dim={cfg.latent_dim} x {num_members} member(s) on shifts of width {dim}",
+        "lower --latent-dim or --batch-size, or train fewer seeds at once",
+    )
+    normalizer = Normalizer.fit(delta_ND[~held], cfg.normalize)
+    x_ND, _ = normalizer(torch.from_numpy(delta_ND))
+    x_train, x_val = x_ND[torch.from_numpy(~held)], x_ND[torch.from_numpy(held)]
+    x_rms = float(x_train.pow(2).sum(-1).mean().sqrt())
+    if not math.isfinite(x_rms) or x_rms <= 0:
+        raise InputError(
+            f"the normalised training shifts have RMS norm {x_rms} (normalize={cfg.normalize}): "
+            + (
+                "they are all equal, so nothing varies to learn; check the pairs"
+                if math.isfinite(x_rms)
+                else "too large for float32; use --normalize global"
+            )
+        )
+    return _Shifts(normalizer, x_train, x_val, x_rms)
+
+
+@dataclass
+class _Run:
+    """What changes while a stacked run trains: exactly what a checkpoint holds."""
+
+    net: StackedSSAE
+    opt: object
+    cmp: SparseShiftProblem | None
+    generators: list[torch.Generator]
+    history: list[dict] = field(default_factory=list)
+    best: float = math.inf
+    stale: int = 0
+    epoch: int = 0
+
+    @classmethod
+    def start(cls, cfg: TrainConfig, dim: int, x_rms: float) -> _Run:
+        """The stacked model, its optimiser(s) and the members' shuffling generators."""
+        seeds = [seed for seed, _ in cfg.members()]
+        torch.manual_seed(0)  # nothing random should depend on it; fixed for safety
+        net = StackedSSAE(dim, cfg.latent_dim, seeds, x_rms)
+        opt, cmp = _make_optimizers(cfg, net, _budgets(cfg))
+        generators = [torch.Generator().manual_seed(GENERATOR_OFFSET + seed) for seed in seeds]
+        return cls(net, opt, cmp, generators)
+
+    def state(self) -> dict:
+        return {
+            "net": self.net.state_dict(),
+            "opt": self.opt.state_dict(),
+            "cmp": self.cmp.state_dict() if self.cmp is not None else None,
+            "rng": [g.get_state() for g in self.generators],
+            "history": self.history,
+            "best": self.best,
+            "stale": self.stale,
+            "epoch": self.epoch,
+        }
+
+    def restore(self, state: dict) -> None:
+        self.net.load_state_dict(state["net"])
+        self.opt.load_state_dict(state["opt"])
+        if self.cmp is not None:
+            self.cmp.load_state_dict(state["cmp"])
+        for g, saved in zip(self.generators, state["rng"], strict=True):
+            g.set_state(saved)
+        self.history, self.best = state["history"], state["best"]
+        self.stale, self.epoch = state["stale"], state["epoch"]
+
+
+def _budgets(cfg: TrainConfig) -> torch.Tensor:
+    return torch.tensor([eps for _, eps in cfg.members()], dtype=torch.float32)
+
+
+def _resumed(cfg: TrainConfig, shifts: _Shifts, ckpt: _Checkpoint) -> _Run:
+    """A fresh run, or the checkpointed one where it belongs to this very run."""
+    dim = shifts.x_train.shape[1]
+    run = _Run.start(cfg, dim, shifts.x_rms)
+    if (state := ckpt.load()) is not None:
+        try:
+            run.restore(state)
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError):
+            show_message(f"{ckpt.path}: checkpoint does not fit this run; starting fresh")
+            run = _Run.start(cfg, dim, shifts.x_rms)
+    return run
+
+
+def _epoch(
+    run: _Run, cfg: TrainConfig, shifts: _Shifts, first_step: int, total_steps: int
+) -> dict[str, torch.Tensor]:
+    """One pass over the training shifts; the epoch's per-member values, by name."""
+    num = run.net.num_members
+    run.net.train()
+    sums = torch.zeros(2, num)
+    steps = 0
+    for idx_SB in _epoch_batches(run.generators, len(shifts.x_train), cfg.batch_size):
+        if cfg.lr_decay:
+            factor = decay_factor(first_step + steps, total_steps, cfg.lr_decay)
+            _set_learning_rates(run.opt, cfg, factor)
+        sums += _step(run.net, run.opt, run.cmp, shifts.x_train[idx_SB])
+        steps += 1
+    train_loss, train_l1 = (sums / max(steps, 1)).unbind(0)
+    if len(shifts.x_val):
+        val_loss, val_l1 = _evaluate(run.net, shifts.x_val.expand(num, -1, -1))
+    else:
+        val_loss, val_l1 = train_loss, train_l1
+    return {
+        "training loss": train_loss,
+        "L1": train_l1,
+        "held-out loss": val_loss,
+        "held-out L1": val_l1,
+        "multiplier": run.cmp.multipliers_S if run.cmp is not None else torch.zeros(num),
+    }
+
+
+def _record(run: _Run, cfg: TrainConfig, values: dict[str, torch.Tensor]) -> None:
+    """Append the epoch to the history and update the plateau counter."""
+    for k, (seed, eps) in enumerate(cfg.members()):
+        run.history.append(
+            {
+                "epoch": run.epoch,
+                "member": k,
+                "seed": seed,
+                "sparsity": eps,
+                "train_loss": float(values["training loss"][k]),
+                "l1": float(values["L1"][k]),
+                "budget": eps if cfg.method == "ssae" else float("nan"),
+                "multiplier": float(values["multiplier"][k]),
+                "val_loss": float(values["held-out loss"][k]),
+                "val_l1": float(values["held-out L1"][k]),
+            }
+        )
+    total = float(values["held-out loss"].sum())
+    within = values["held-out L1"] <= _budgets(cfg) * (1 + FEASIBILITY_TOL)
+    feasible = run.cmp is None or bool(within.all())
+    if total < run.best * (1 - cfg.min_delta):
+        run.best, run.stale = total, 0
+    elif feasible:
+        run.stale += 1
+
+
+def _diverged(cfg: TrainConfig, epoch: int, values: dict[str, torch.Tensor]) -> str | None:
+    """The error message for an epoch whose values are not all finite, else None."""
+    problem = _non_finite(epoch, cfg.members(), values)
+    if problem is None:
+        return None
+    fix = f"lower --lr ({cfg.lr:g})"
+    if cfg.method == "ssae":
+        fix += f" or --dual-lr ({cfg.dual_lr:g})"
+    if cfg.normalize != "global":
+        fix += ", or use --normalize global"
+    return f"{problem}; {fix}"
 
 
 def _train(
@@ -277,120 +662,64 @@ def _train(
     progress: bool,
     provenance: dict | None,
 ) -> TrainResult:
-    delta_ND = np.asarray(delta_ND, dtype=np.float32)
-    if delta_ND.ndim != 2 or delta_ND.shape[0] < 4:
-        raise InputError(f"training needs at least 4 shifts of shape [N, D]; got {delta_ND.shape}")
-    if cfg.latent_dim < 1:
-        raise InputError(f"latent_dim={cfg.latent_dim}: must be at least 1")
-    held = _holdout_mask(len(delta_ND), cfg.val_fraction)
-    normalizer = Normalizer.fit(delta_ND[~held], cfg.normalize)
-    x_ND, _ = normalizer(torch.from_numpy(delta_ND))
-    x_train, x_val = x_ND[torch.from_numpy(~held)], x_ND[torch.from_numpy(held)]
-    x_rms = float(x_train.pow(2).sum(-1).mean().sqrt())
-    members = cfg.members()
-    seeds = [seed for seed, _ in members]
-    budgets = torch.tensor([eps for _, eps in members], dtype=torch.float32)
-
-    torch.manual_seed(0)  # nothing random should depend on it; fixed for safety
-    net = StackedSSAE(x_ND.shape[1], cfg.latent_dim, seeds, x_rms)
-    opt, cmp = _make_optimizers(cfg, net, budgets)
-    generators = [torch.Generator().manual_seed(10_000 + seed) for seed in seeds]
-    ckpt = _Checkpoint(Path(checkpoint) if checkpoint else None)
-    history: list[dict] = []
-    best, stale, start_epoch = math.inf, 0, 0
-    if (state := ckpt.load()) is not None:
-        net.load_state_dict(state["net"])
-        opt.load_state_dict(state["opt"])
-        if cmp is not None:
-            cmp.load_state_dict(state["cmp"])
-        for g, s in zip(generators, state["rng"], strict=True):
-            g.set_state(s)
-        history, best, stale, start_epoch = (
-            state["history"],
-            state["best"],
-            state["stale"],
-            state["epoch"],
-        )
-
-    val_SND = x_val.expand(len(members), -1, -1) if len(x_val) else None
+    delta_ND = _checked_shifts(delta_ND)
+    shifts = _prepare(delta_ND, cfg)
+    ckpt = _Checkpoint(
+        Path(checkpoint) if checkpoint else None,
+        run_fingerprint(delta_ND, cfg) if checkpoint else {},
+    )
+    run = _resumed(cfg, shifts, ckpt)
     steps_per_epoch = sum(
-        1 for _ in _epoch_batches([torch.Generator()], len(x_train), cfg.batch_size)
+        1 for _ in _epoch_batches([torch.Generator()], len(shifts.x_train), cfg.batch_size)
     )
     max_epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))
-    bar = tqdm(
-        range(start_epoch, max_epochs),
-        desc=f"train {cfg.method} x{len(members)}",
-        disable=not progress,
-        initial=start_epoch,
+    bar = show_progress(
         total=max_epochs,
+        initial=run.epoch,
+        desc=f"train {cfg.method} x{len(cfg.members())}",
+        disable=not progress,
     )
-    epoch = start_epoch
     last_save = time.monotonic()
-    for epoch in bar:
-        net.train()
-        sums = torch.zeros(2, len(members))
-        steps = 0
-        for idx_SB in _epoch_batches(generators, len(x_train), cfg.batch_size):
-            sums += _step(net, opt, cmp, x_train[idx_SB])
-            steps += 1
-        train_loss, train_l1 = (sums / max(steps, 1)).unbind(0)
-        val_loss, val_l1 = (
-            _evaluate(net, val_SND) if val_SND is not None else (train_loss, train_l1)
+    while run.epoch < max_epochs:
+        values = _epoch(run, cfg, shifts, run.epoch * steps_per_epoch, max_epochs * steps_per_epoch)
+        run.epoch += 1
+        if (problem := _diverged(cfg, run.epoch, values)) is not None:
+            ckpt.remove()
+            raise InputError(problem)
+        _record(run, cfg, values)
+        bar.update()
+        bar.set_postfix(
+            val_loss=f"{float(values['held-out loss'].mean()):.4f}",
+            l1=f"{float(values['held-out L1'].mean()):.3f}",
         )
-        multipliers = cmp.multipliers_S if cmp is not None else torch.zeros(len(members))
-        for k, (seed, eps) in enumerate(members):
-            history.append(
-                {
-                    "epoch": epoch + 1,
-                    "member": k,
-                    "seed": seed,
-                    "sparsity": eps,
-                    "train_loss": float(train_loss[k]),
-                    "l1": float(train_l1[k]),
-                    "budget": eps if cfg.method == "ssae" else float("nan"),
-                    "multiplier": float(multipliers[k]),
-                    "val_loss": float(val_loss[k]),
-                    "val_l1": float(val_l1[k]),
-                }
-            )
-        total = float(val_loss.sum())
-        feasible = cmp is None or bool((val_l1 <= budgets * (1 + FEASIBILITY_TOL)).all())
-        if total < best * (1 - cfg.min_delta):
-            best, stale = total, 0
-        elif feasible:
-            stale += 1
-        bar.set_postfix(val_loss=f"{total / len(members):.4f}", l1=f"{float(val_l1.mean()):.3f}")
         if time.monotonic() - last_save >= CHECKPOINT_SECONDS:
             last_save = time.monotonic()
-            ckpt.save(
-                {
-                    "net": net.state_dict(),
-                    "opt": opt.state_dict(),
-                    "cmp": cmp.state_dict() if cmp is not None else None,
-                    "rng": _rng_state(generators),
-                    "history": history,
-                    "best": best,
-                    "stale": stale,
-                    "epoch": epoch + 1,
-                }
-            )
-        past_min_steps = (epoch + 1) * steps_per_epoch >= cfg.min_steps
-        if cfg.patience and stale >= cfg.patience and past_min_steps:
+            ckpt.save(run.state())
+        past_min_steps = run.epoch * steps_per_epoch >= cfg.min_steps
+        if cfg.patience and run.stale >= cfg.patience and past_min_steps:
             break
     bar.close()
     ckpt.remove()
+    models = _members(run, cfg, shifts, provenance)
+    return TrainResult(models, run.history, stopped_epoch=run.epoch)
 
-    final = {row["member"]: row for row in history[-len(members) :]}
+
+def _members(
+    run: _Run, cfg: TrainConfig, shifts: _Shifts, provenance: dict | None
+) -> list[ShiftAutoencoder]:
+    """One stand-alone model per member, with its config.json content."""
+    members = cfg.members()
+    final = {row["member"]: row for row in run.history[-len(members) :]}
     models = []
     for k, (seed, eps) in enumerate(members):
         config = {
             "method": cfg.method,
-            "dim": int(x_ND.shape[1]),
+            "dim": int(shifts.x_train.shape[1]),
             "latent_dim": cfg.latent_dim,
             "seed": seed,
             "sparsity": eps if cfg.method == "ssae" else None,
-            "x_rms": x_rms,
-            "normalization": normalizer.to_dict(),
+            "x_rms": shifts.x_rms,
+            "normalization": shifts.normalizer.to_dict(),
             "hyperparameters": {
                 "epochs": cfg.epochs,
                 "min_steps": cfg.min_steps,
@@ -400,17 +729,19 @@ def _train(
                 "lr": cfg.lr,
                 "dual_lr": cfg.dual_lr if cfg.method == "ssae" else None,
                 "val_fraction": cfg.val_fraction,
+                "lr_decay": cfg.lr_decay,
+                "dual_optimizer": cfg.dual_optimizer if cfg.method == "ssae" else None,
             },
             "final": {
                 key: final[k][key]
                 for key in ("train_loss", "val_loss", "l1", "val_l1", "multiplier")
             },
-            "num_train_shifts": len(x_train),
+            "num_train_shifts": len(shifts.x_train),
             "provenance": provenance or {},
             "package_version": __version__,
         }
-        models.append(ShiftAutoencoder(net.member(k), normalizer, config))
-    return TrainResult(models, history, stopped_epoch=epoch + 1)
+        models.append(ShiftAutoencoder(run.net.member(k), shifts.normalizer, config))
+    return models
 
 
 def check_constraint_active(result: TrainResult, *, where: str = "training") -> list[str]:

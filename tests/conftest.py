@@ -87,3 +87,19 @@ def tiny_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def workspace_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A user's folder (data, a run, codes, files of their own), built once; tests use copies."""
+    from tests.helpers import build_workspace
+
+    return build_workspace(tmp_path_factory.mktemp("workspace") / "ws")
+
+
+@pytest.fixture()
+def ws(workspace_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh copy of the workspace template, made the current folder."""
+    from tests.helpers import copy_workspace
+
+    return copy_workspace(workspace_template, tmp_path / "ws", monkeypatch)

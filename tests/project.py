@@ -66,7 +66,7 @@ def tiny_params(project: Path, model_dir: Path) -> None:
     params["pairs"]["cat"]["num_pairs"] = 2000
     params["study"].update(
         seeds=[0, 1],
-        grid={"sparsity": [0.5, 1.0], "lr": [0.003]},
+        grid={"budget_ratio": [0.5, 0.75], "lr": [0.003]},
         overcomplete={"set": "cat", "factors": [1, 2], "seeds": [0, 1]},
     )
     params["study"]["optim"].update(steps=10, batch_size=32, threads=1)

@@ -42,7 +42,13 @@ def test_train_writes_one_folder_per_seed_and_encode(data, tmp_path):
         main(["train", str(data), "--out", str(out), "--latent-dim", "3", "--seeds", "0,2", *FAST])
         == 0
     )
-    assert sorted(p.name for p in out.iterdir()) == ["history.csv", "run.json", "seed-0", "seed-2"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".ssae-output.json",  # marks the folder as a train output (a later run may replace it)
+        "history.csv",
+        "run.json",
+        "seed-0",
+        "seed-2",
+    ]
     config = json.loads((out / "seed-2" / "config.json").read_text())
     assert config["seed"] == 2 and config["method"] == "ssae" and config["latent_dim"] == 3
     assert (out / "seed-0" / "model.safetensors").exists()

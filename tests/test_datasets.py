@@ -27,7 +27,7 @@ from ssae_core.datasets.semisynthetic import (
     word_tokens,
 )
 from ssae_core.errors import InputError
-from ssae_core.io import decode_metadata, load_pairs, write_parquet
+from ssae_core.io import PairLabels, decode_metadata, load_pairs, write_parquet
 
 MIN_ENTRIES = {"lang": 200, "gender": 120, "binary": 80, "corr": 80}
 
@@ -225,7 +225,16 @@ def test_cat_respects_max_changes() -> None:
 
 def test_table_format_round_trip(tmp_path) -> None:
     table = make_pairs("binary")
-    assert table.column_names == ["pair_id", "x", "x_tilde", "split", "shift"]
+    assert table.column_names == [
+        "pair_id",
+        "x",
+        "x_tilde",
+        "split",
+        "shift",
+        "group",
+        "x_states",
+        "x_tilde_states",
+    ]
     assert table.schema.field("pair_id").type == pa.int64()
     assert table.schema.field("shift").type == pa.list_(pa.float32())
     assert table.column("pair_id").to_pylist() == list(range(table.num_rows))
@@ -234,6 +243,27 @@ def test_table_format_round_trip(tmp_path) -> None:
     concepts, metadata = decode_metadata(load_pairs(path).schema)
     assert concepts == ["language", "gender"]
     assert metadata["dataset"] == "binary" and metadata["split_by"] == "profession"
+
+
+@pytest.mark.parametrize("name", ["lang", "gender", "binary", "corr", "cat"])
+def test_per_text_states_agree_with_the_shifts(name) -> None:
+    """Every pair's states change exactly where its shift is non-zero, between the values its
+    concept names, in the direction of the sign; the group is the entity of the split."""
+    table = make_pairs(name)
+    labels = PairLabels.from_arrow(table, name)
+    concepts, _ = decode_metadata(table.schema)
+    shift = np.asarray(table.column("shift").to_pylist())
+    for k, concept in enumerate(concepts):
+        variable, low, high = labels.concept_states[concept]
+        x, x_tilde = labels.variable(variable)
+        up, down = shift[:, k] > 0, shift[:, k] < 0
+        assert ((x[up] == low) & (x_tilde[up] == high)).all()
+        assert ((x[down] == high) & (x_tilde[down] == low)).all()
+    changed = (labels.x_states != labels.x_tilde_states).sum(axis=1)
+    assert (changed >= 1).all()
+    split = np.asarray(table.column("split").to_pylist())
+    train = set(labels.group[split == "train"])
+    assert not train & set(labels.group[split == "test"])
 
 
 def test_deterministic_bytes() -> None:

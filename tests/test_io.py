@@ -94,3 +94,38 @@ def test_atomic_outputs_get_normal_permissions(tmp_path):
         os.umask(mask)
     assert (tmp_path / "e.parquet").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
+
+
+def test_labels_travel_with_embedding_tables_and_swap_with_reversed_pairs(tmp_path):
+    from ssae_core.io import PairLabels
+
+    n = 6
+    z = np.random.default_rng(0).normal(size=(n, 4)).astype(np.float32)
+    labels = PairLabels(
+        group=np.array([f"w{i // 2}" for i in range(n)], dtype=object),
+        x_states=np.array([["en", "masc"]] * n, dtype=object),
+        x_tilde_states=np.array([["fr", "masc"]] * n, dtype=object),
+        state_names=["language", "gender"],
+        concept_states={"language": ["language", "en", "fr"]},
+    )
+    table = EmbeddingTable(
+        pair_id=np.arange(n, dtype=np.int64),
+        split=np.array(["train", "test"] * 3, dtype=object),
+        z=z,
+        z_tilde=z + 1,
+        shift=np.ones((n, 1), np.float32),
+        concepts=["language"],
+        labels=labels,
+    )
+    save_embeddings(table, tmp_path / "t.parquet")
+    back = load_embeddings(tmp_path / "t.parquet")
+    assert back.labels.state_names == ["language", "gender"]
+    assert back.labels.concept_states == labels.concept_states
+    np.testing.assert_array_equal(back.labels.x_tilde_states, labels.x_tilde_states)
+    assert "state_names" not in back.metadata
+    assert back.subset("test").labels.group.tolist() == ["w0", "w1", "w2"]
+    flipped = back.reoriented(0.5, seed=1)
+    rev = flipped.shift[:, 0] < 0
+    assert rev.any() and (~rev).any()
+    assert (flipped.labels.x_states[rev, 0] == "fr").all()
+    assert (flipped.labels.x_states[~rev, 0] == "en").all()

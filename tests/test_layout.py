@@ -18,6 +18,7 @@ PACKAGE = ROOT / "ssae_core"
 ORDER = [
     "ssae_core.errors",
     "ssae_core.cache",
+    "ssae_core.progress",
     "ssae_core.metrics",
     "ssae_core.config",
     "ssae_core.io",
@@ -37,6 +38,7 @@ ORDER = [
     "ssae_core.lm",
     "ssae_core.evaluation.identifiability",
     "ssae_core.evaluation.steering_accuracy",
+    "ssae_core.evaluation.mean_difference",
     "ssae_core.evaluation.behaviour.vectors",
     "ssae_core.evaluation.behaviour.logprobs",
     "ssae_core.evaluation.behaviour.mc1",
@@ -47,6 +49,7 @@ ORDER = [
     "ssae_core.evaluation",
     "ssae_core.study.layout",
     "ssae_core.study.config",
+    "ssae_core.study.budgets",
     "ssae_core.study.sets",
     "ssae_core.study.training",
     "ssae_core.study.selection",

@@ -13,7 +13,7 @@ from ssae_core.cli import build_parser
 from ssae_core.errors import InputError
 from ssae_core.lm import layers
 from ssae_core.lm import vector_files as vf
-from ssae_core.lm.steer import POSITIONS, SteeringVector, steer
+from ssae_core.lm.steer import OPERATORS, POSITIONS, SteeringVector, steer
 from ssae_core.lm.tokens import left_pad
 from ssae_core.model import Normalizer, ShiftAutoencoder, StackedSSAE
 from tests.conftest import build_tiny_llama, build_tiny_tokenizer
@@ -94,15 +94,35 @@ def test_final_steering_adds_alpha_v_to_last_hidden_state(model):
     torch.testing.assert_close(logits, model.lm_head(before - 1.5 * v), atol=1e-5, rtol=1e-5)
 
 
+def operated(operator: str, h: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """What each operator makes of hidden states h [..., D], computed directly."""
+    if operator == "add":
+        return h + v
+    if operator == "project_out":
+        u = v / v.norm()
+        return h - (h @ u)[..., None] * u
+    steered = h + v
+    return steered * (h.norm(dim=-1, keepdim=True) / steered.norm(dim=-1, keepdim=True))
+
+
+@pytest.mark.parametrize("operator", OPERATORS)
 @pytest.mark.parametrize("use_cache", [False, True])
 @pytest.mark.parametrize("positions", ["prompt", "generated"])
-def test_positions_split_prompt_from_generated_tokens(model, positions, use_cache):
-    """Call 1 reads the prompt (P tokens), call 2 one more token, as generate does."""
+def test_positions_split_prompt_from_generated_tokens(model, positions, use_cache, operator):
+    """Call 1 reads the prompt (P tokens), call 2 one more token, as generate does. Block 1's
+    own output never depends on what was steered at block 1, so it is the unsteered state,
+    operated on at the steered positions."""
     layer, v = 1, direction(2)
     full = [PROMPTS[0] + [20]]
     prompt_len = len(PROMPTS[0])
     reference = states(model, full)[layer + 1]
-    with torch.no_grad(), steer(model, SteeringVector({layer: v}), positions=positions):
+    steered_reference = operated(operator, reference, v)
+    mask = torch.arange(prompt_len + 1) < prompt_len
+    if positions == "generated":
+        mask = ~mask
+    expected = torch.where(mask[None, :, None], steered_reference, reference)
+    vector = SteeringVector({layer: v})
+    with torch.no_grad(), steer(model, vector, positions=positions, operator=operator):
         first = model(torch.tensor(PROMPTS[:1]), output_hidden_states=True, use_cache=use_cache)
         if use_cache:
             second = model(
@@ -111,24 +131,12 @@ def test_positions_split_prompt_from_generated_tokens(model, positions, use_cach
                 output_hidden_states=True,
                 use_cache=True,
             ).hidden_states[layer + 1]
-            expected_second = reference[:, prompt_len:]
-            steered_second = positions == "generated"
-        else:
+            expected_second = expected[:, prompt_len:]
+        else:  # the full sequence again: prompt positions and the new one
             second = states(model, full, use_cache=False)[layer + 1]
-            expected_second = reference.clone()
-            steered_second = None
-    first_diff = first.hidden_states[layer + 1] - reference[:, :prompt_len]
-    if positions == "prompt":
-        torch.testing.assert_close(first_diff, v.expand_as(first_diff), atol=1e-5, rtol=0)
-    else:
-        torch.testing.assert_close(first_diff, torch.zeros_like(first_diff), atol=1e-5, rtol=0)
-    if steered_second is None:  # the full sequence again: prompt positions vs the new one
-        mask = torch.arange(prompt_len + 1) < prompt_len
-        if positions == "generated":
-            mask = ~mask
-        expected_second += mask[None, :, None] * v
-    elif steered_second:
-        expected_second = expected_second + v
+            expected_second = expected
+    first_expected = expected[:, :prompt_len]
+    torch.testing.assert_close(first.hidden_states[layer + 1], first_expected, atol=1e-5, rtol=0)
     torch.testing.assert_close(second, expected_second, atol=1e-5, rtol=0)
 
 
@@ -246,23 +254,28 @@ def generate(model, rows, *, use_cache=True, new=6):
     return out.sequences[:, ids_BT.shape[1] :], torch.stack(out.scores, 1)
 
 
-@pytest.mark.parametrize(("positions", "layer"), [*((p, 1) for p in POSITIONS), ("all", None)])
-def test_batched_left_padded_equals_one_at_a_time(model, positions, layer):
+PLACES = [*((p, 1) for p in POSITIONS), ("all", None)]
+
+
+@pytest.mark.parametrize("operator", OPERATORS)
+@pytest.mark.parametrize(("positions", "layer"), PLACES)
+def test_batched_left_padded_equals_one_at_a_time(model, positions, layer, operator):
     vector = SteeringVector({layer: direction(8, scale=4.0 if layer is None else 6.0)})
-    with steer(model, vector, positions=positions):
+    with steer(model, vector, positions=positions, operator=operator):
         tokens_B, scores_B = generate(model, PROMPTS)
         for row, prompt in enumerate(PROMPTS):
             tokens, scores = generate(model, [prompt])
             assert tokens[0].tolist() == tokens_B[row].tolist()
             torch.testing.assert_close(scores[0], scores_B[row], atol=1e-4, rtol=1e-4)
-    plain, _ = generate(model, PROMPTS)
-    assert not torch.equal(plain, tokens_B)  # the steering did something
+    _, plain_scores = generate(model, PROMPTS)
+    assert (plain_scores - scores_B).abs().max() > 1e-2  # the steering did something
 
 
-@pytest.mark.parametrize(("positions", "layer"), [*((p, 1) for p in POSITIONS), ("all", None)])
-def test_generation_with_cache_equals_without(model, positions, layer):
+@pytest.mark.parametrize("operator", OPERATORS)
+@pytest.mark.parametrize(("positions", "layer"), PLACES)
+def test_generation_with_cache_equals_without(model, positions, layer, operator):
     vector = SteeringVector({layer: direction(9, scale=4.0 if layer is None else 6.0)})
-    with steer(model, vector, positions=positions):
+    with steer(model, vector, positions=positions, operator=operator):
         cached, cached_scores = generate(model, PROMPTS, use_cache=True)
         fresh, fresh_scores = generate(model, PROMPTS, use_cache=False)
     assert cached.tolist() == fresh.tolist()
@@ -446,7 +459,7 @@ def test_cli_prints_both_continuations_and_exports(tiny_lm_dir, tmp_path, capsys
     args.func(args)
     out = capsys.readouterr().out
     assert out.count("unsteered:") == 2 and out.count("steered:") == 4
-    assert "latent 1, alpha 30, layer 1, positions generated" in out
+    assert "latent 1, alpha 30, operator add, layer 1, positions generated" in out
     saved = vf.load_steering_vectors(tmp_path / "v.safetensors")
     exported = vf.load_steering_vectors(tmp_path / "v.gguf")
     assert torch.equal(saved.layer_activations[1], exported.layer_activations[1])

@@ -10,7 +10,8 @@ import torch
 from ssae_core.config import load_config
 from ssae_core.errors import InputError
 from ssae_core.io import EmbeddingTable
-from ssae_core.model import StackedSSAE
+from ssae_core.model import Normalizer, ShiftAutoencoder, StackedSSAE
+from ssae_core.study.budgets import Budgets, usability
 from ssae_core.study.config import StudyConfig
 from ssae_core.study.report import pm, selection_section, steering_section, table
 from ssae_core.study.selection import select_cell
@@ -46,37 +47,63 @@ def test_reoriented_swaps_a_seeded_fraction_and_negates_the_shift():
         table.reoriented(1.5, seed=0)
 
 
-def _cell(lr, eps, dec, codes, active=True):
+def _cell(lr, ratio, dec, codes, usable=True):
     return {
         "lr": lr,
-        "sparsity": eps,
-        "active": active,
+        "budget_ratio": ratio,
+        "sparsity": ratio * 0.4,
+        "usable": usable,
+        "usability": ["usable"] if usable else ["multiplier 0"],
         "decoder_mcc": {"udr": dec, "mean": dec, "std": 0.0},
         "codes_mcc": {"udr": codes, "mean": codes, "std": 0.0},
-        "l1": {"mean": eps, "std": 0.0},
+        "l1": {"mean": ratio * 0.4, "std": 0.0},
+        "multiplier": {"mean": 0.3, "std": 0.0},
     }
 
 
-def test_select_cell_takes_the_best_decoder_udr_among_active_cells():
+def test_select_cell_takes_the_best_decoder_udr_among_usable_cells():
     cells = [
         _cell(1e-3, 0.25, 0.90, 0.9),
-        _cell(1e-3, 0.5, 0.99, 0.9, active=False),  # best UDR but the budget never bound
+        _cell(1e-3, 0.5, 0.99, 0.9, usable=False),  # best UDR but the budget never bound
         _cell(3e-3, 0.25, 0.95, 0.8),
         _cell(3e-3, 0.5, 0.9505, 0.95),  # tied on decoder UDR, better codes UDR
     ]
-    assert (select_cell(cells)["lr"], select_cell(cells)["sparsity"]) == (3e-3, 0.5)
+    assert (select_cell(cells)["lr"], select_cell(cells)["budget_ratio"]) == (3e-3, 0.5)
     tie = [_cell(1e-3, 0.5, 0.9, 0.9), _cell(1e-3, 0.25, 0.9, 0.9)]
-    assert select_cell(tie)["sparsity"] == 0.25  # full tie: the sparser model
-    inactive = [_cell(1e-3, 0.5, 0.8, 0.9, False), _cell(1e-3, 1.0, 0.7, 0.9, False)]
-    assert select_cell(inactive)["sparsity"] == 0.5  # none active: still a choice, by UDR
+    assert select_cell(tie)["budget_ratio"] == 0.25  # full tie: the sparser model
+    unusable = [_cell(1e-3, 0.5, 0.8, 0.9, False), _cell(1e-3, 1.0, 0.7, 0.9, False)]
+    assert select_cell(unusable) is None  # never an unusable cell
+
+
+def _member(multiplier: float, val_l1: float, budget: float) -> ShiftAutoencoder:
+    net = StackedSSAE(4, 2, [0], x_rms=1.0)
+    config = {"sparsity": budget, "final": {"multiplier": multiplier, "val_l1": val_l1}}
+    return ShiftAutoencoder(net, Normalizer("none", np.zeros(4, np.float32), 1.0), config)
+
+
+def test_budgets_are_ratios_of_the_aff_l1_and_the_usable_rule():
+    aff = [_member(0.0, 0.4, 0.0), _member(0.0, 0.6, 0.0)]
+    budgets = Budgets.from_aff(aff, [0.25, 0.5])
+    assert budgets.aff_l1 == pytest.approx(0.5)
+    assert budgets.budgets == (0.125, 0.25)
+    assert budgets.ratio_of(0.25) == 0.5
+    with pytest.raises(InputError, match="ratios"):
+        budgets.ratio_of(0.3)
+    assert usability(_member(0.2, 0.26, 0.25), 0.05) == "usable"  # within 5%
+    assert usability(_member(0.2, 0.24, 0.25), 0.05) == "usable"
+    assert usability(_member(0.0, 0.25, 0.25), 0.05) == "multiplier 0"
+    assert usability(_member(0.2, 0.5, 0.25), 0.05) == "L1 2.00x budget"  # never converged
+    assert usability(_member(0.2, 0.2, 0.25), 0.05) == "L1 0.80x budget"
+    with pytest.raises(InputError, match="held-out L1"):
+        Budgets.from_aff([_member(0.0, 0.0, 0.0)], [0.5])
 
 
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"grid": {"sparsity": [], "lr": [1e-3]}}, r"study\.grid\.sparsity"),
-        ({"grid": {"sparsity": ["a"]}}, r"study\.grid\.sparsity"),
-        ({"grid": {"sparsity": [0.5], "lrs": [1e-3]}}, r"study\.grid: unknown key\(s\) lrs"),
+        ({"grid": {"budget_ratio": [], "lr": [1e-3]}}, r"study\.grid\.budget_ratio"),
+        ({"grid": {"budget_ratio": ["a"]}}, r"study\.grid\.budget_ratio"),
+        ({"grid": {"budget_ratio": [0.5], "lrs": [1e-3]}}, r"study\.grid: unknown key\(s\) lrs"),
         ({"overcomplete": {"set": "nope", "factors": [1]}}, r"study\.overcomplete\.set"),
         ({"overcomplete": {"factors": [1], "seed": [0]}}, r"study\.overcomplete: unknown"),
         ({"optim": {"stepz": 3}}, r"study\.optim: unknown key\(s\) stepz"),
@@ -123,9 +150,16 @@ def test_report_tables_render_selection_and_steering():
     assert pm(None) == "–"
     assert table(["a", "b"], [["1", "2"]]) == ["| a | b |", "|---|---|", "| 1 | 2 |"]
     cell = {**_cell(1e-3, 0.5, 0.9, 0.8), "mcc": {"mean": 0.4, "std": 0.1}}
-    udr = {"sets": {"lang": {"selected": cell, "rule": "max UDR", "cells": [cell]}}}
+    bad = _cell(3e-3, 0.5, 0.95, 0.8, usable=False)
+    udr = {"sets": {"lang": {"selected": cell, "rule": "max UDR", "cells": [cell, bad]}}}
     text = "\n".join(selection_section(udr))
-    assert "| **lang** | 0.001 | 0.5 | 0.900 | 0.800 | 0.400 ± 0.100 |" in text
+    assert "| **lang** | 0.001 | 0.5 | 0.200 | 0.900 | 0.800 | 0.400 ± 0.100 |" in text
+    assert (
+        "| lang | 0.003 | 0.5 | 0.200 | 0.950 | 0.800 | – | 0.200 ± 0.000 | 0.300 ± 0.000 | "
+        "multiplier 0 |" in text
+    )
+    none = {"sets": {"lang": {"selected": None, "rule": "max UDR", "cells": [bad]}}}
+    assert "no usable cell" in "\n".join(selection_section(none))
     spread = {"values": [0.6, 0.7], "mean": 0.65, "std_seeds": 0.05}
     method = {"n_concepts": 1, "n_scored": [1, 1], "identity": spread, "steered": spread}
     method["gain"] = spread

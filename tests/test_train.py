@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -155,3 +157,18 @@ def test_layer_normalisation_reports_rescaled_codes(synth):
     raw, rescaled = model.encode(delta), model.encode(delta, rescale=True)
     std = delta.std(axis=1)
     np.testing.assert_allclose(rescaled, raw * std[:, None], rtol=1e-3, atol=1e-4)
+
+
+def test_lr_decay_schedule_and_training():
+    from ssae_core.train import decay_factor
+
+    assert [decay_factor(s, 10, 0.0) for s in (0, 9)] == [1.0, 1.0]
+    assert [decay_factor(s, 10, 0.5) for s in (0, 4, 5, 7, 9)] == [1.0, 1.0, 1.0, 0.6, 0.2]
+    with pytest.raises(InputError, match="lr_decay"):
+        TrainConfig(lr_decay=1.0)
+    table = make_synthetic(SynthConfig(num_concepts=2, max_changes=1, dim=8, num_pairs=200))
+    base = TrainConfig(latent_dim=2, seeds=(0,), epochs=3, min_steps=0, patience=0, batch_size=64)
+    plain = train(table.delta, base, progress=False).models[0]
+    decayed = train(table.delta, replace(base, lr_decay=0.5), progress=False).models[0]
+    assert decayed.config["hyperparameters"]["lr_decay"] == 0.5
+    assert not torch.equal(plain.net.W_dec_SMD, decayed.net.W_dec_SMD)

@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 
 from ssae_core.errors import InputError
-from ssae_core.io import pair_table
+from ssae_core.io import PairLabels, pair_table
 
 WORDLIST_DIR = Path(__file__).resolve().parent / "wordlists"
 DATASETS = ("lang", "gender", "binary", "corr", "cat")
@@ -151,13 +151,28 @@ class PairSet:
     entity: list[str] = field(default_factory=list)
     shifts: list[np.ndarray] = field(default_factory=list)
     metadata: dict[str, object] = field(default_factory=dict)
+    state_names: list[str] = field(default_factory=list)
+    """The labelled variables of every text (``language``, ``gender``...)."""
+    concept_states: dict[str, list[str]] = field(default_factory=dict)
+    """concept -> [variable, value at -1, value at +1] (see :class:`ssae_core.io.PairLabels`)."""
+    states: list[tuple[tuple[str, ...], tuple[str, ...]]] = field(default_factory=list)
 
-    def add(self, x: str, x_tilde: str, split: str, entity: str, shift: np.ndarray) -> None:
+    def add(
+        self,
+        x: str,
+        x_tilde: str,
+        split: str,
+        entity: str,
+        shift: np.ndarray,
+        states: tuple[tuple[str, ...], tuple[str, ...]],
+    ) -> None:
+        """One pair; ``states``: the values of every variable of ``state_names`` in x and x~."""
         self.x.append(x)
         self.x_tilde.append(x_tilde)
         self.split.append(split)
         self.entity.append(entity)
         self.shifts.append(np.asarray(shift, dtype=np.float32))
+        self.states.append(states)
 
     @property
     def shift(self) -> np.ndarray:
@@ -173,10 +188,27 @@ class PairSet:
         """The entities whose pairs are in ``split``."""
         return {e for e, s in zip(self.entity, self.split, strict=True) if s == split}
 
+    @property
+    def labels(self) -> PairLabels:
+        width = len(self.state_names)
+        return PairLabels(
+            group=np.asarray(self.entity, dtype=object),
+            x_states=np.array([x for x, _ in self.states], dtype=object).reshape(-1, width),
+            x_tilde_states=np.array([t for _, t in self.states], dtype=object).reshape(-1, width),
+            state_names=list(self.state_names),
+            concept_states=dict(self.concept_states),
+        )
+
     def to_table(self) -> pa.Table:
         """The pair table (format: ssae_core.io; concept names and provenance in the metadata)."""
         return pair_table(
-            self.x, self.x_tilde, self.split, self.shift, self.concepts, self.metadata
+            self.x,
+            self.x_tilde,
+            self.split,
+            self.shift,
+            self.concepts,
+            self.metadata,
+            labels=self.labels,
         )
 
 
@@ -195,20 +227,32 @@ def split_entities(count: int, rng: np.random.Generator, test_fraction: float) -
     return ["test" if i in test else "train" for i in range(count)]
 
 
+WordPair = tuple[str, str, tuple[float, ...], tuple[tuple[str, ...], tuple[str, ...]]]
+"""(x, x~, shift, (states of x, states of x~)) of one pair made from a word-list row."""
+
+
 def _word_pair_set(
     name: str,
     concepts: list[str],
     split_by: str,
     config: PairsConfig,
-    pairs_of: Callable[[tuple[str, ...]], list[tuple[str, str, tuple[float, ...]]]],
+    pairs_of: Callable[[tuple[str, ...]], list[WordPair]],
+    concept_states: dict[str, list[str]],
 ) -> PairSet:
     """A set built from a word list: one entity per row, ``pairs_of(row)`` gives its pairs."""
     words = load_wordlist(name)
     splits = split_entities(len(words.rows), _rng(config.seed, name), config.test_fraction)
-    pairs = PairSet(name, concepts, split_by, metadata=_metadata(name, split_by, config, words))
+    pairs = PairSet(
+        name,
+        concepts,
+        split_by,
+        metadata=_metadata(name, split_by, config, words),
+        state_names=list(dict.fromkeys(v[0] for v in concept_states.values())),
+        concept_states=concept_states,
+    )
     for row, split in zip(words.rows, splits, strict=True):
-        for x, x_tilde, shift in pairs_of(row):
-            pairs.add(x, x_tilde, split, row[0], np.asarray(shift))
+        for x, x_tilde, shift, states in pairs_of(row):
+            pairs.add(x, x_tilde, split, row[0], np.asarray(shift), states)
     return pairs
 
 
@@ -223,17 +267,31 @@ def _metadata(name: str, split_by: str, config: PairsConfig, words: WordList) ->
     }
 
 
+LANGUAGE_STATES = ["language", "en", "fr"]
+GENDER_STATES = ["gender", "masc", "fem"]
+
+
 def lang_pairs(config: PairsConfig) -> PairSet:
     """English -> French household objects; concept ``language`` (English 0, French 1)."""
     return _word_pair_set(
-        "lang", ["language"], "word", config, lambda row: [(row[0], row[1], (1.0,))]
+        "lang",
+        ["language"],
+        "word",
+        config,
+        lambda row: [(row[0], row[1], (1.0,), (("en",), ("fr",)))],
+        {"language": LANGUAGE_STATES},
     )
 
 
 def gender_pairs(config: PairsConfig) -> PairSet:
     """Masculine -> feminine English nouns; concept ``gender`` (masculine 0, feminine 1)."""
     return _word_pair_set(
-        "gender", ["gender"], "word", config, lambda row: [(row[0], row[1], (1.0,))]
+        "gender",
+        ["gender"],
+        "word",
+        config,
+        lambda row: [(row[0], row[1], (1.0,), (("masc",), ("fem",)))],
+        {"gender": GENDER_STATES},
     )
 
 
@@ -241,10 +299,26 @@ def gender_pairs(config: PairsConfig) -> PairSet:
 BINARY_FORMS = {"en_masc": (0, 0), "en_fem": (0, 1), "fr_masc": (1, 0), "fr_fem": (1, 1)}
 
 
-def _binary_row_pairs(row: tuple[str, ...]) -> list[tuple[str, str, tuple[float, ...]]]:
+BINARY_CONCEPT_STATES = {"language": LANGUAGE_STATES, "gender": GENDER_STATES}
+
+
+def _binary_states(attributes: tuple[int, ...]) -> tuple[str, ...]:
+    """The (language, gender) states of a binary form."""
+    return tuple(
+        BINARY_CONCEPT_STATES[c][1 + a]
+        for c, a in zip(BINARY_CONCEPT_STATES, attributes, strict=True)
+    )
+
+
+def _binary_row_pairs(row: tuple[str, ...]) -> list[WordPair]:
     forms = list(zip(row, BINARY_FORMS.values(), strict=True))
     return [
-        (x, x_tilde, tuple(float(b - a) for a, b in zip(ax, bx, strict=True)))
+        (
+            x,
+            x_tilde,
+            tuple(float(b - a) for a, b in zip(ax, bx, strict=True)),
+            (_binary_states(ax), _binary_states(bx)),
+        )
         for (x, ax), (x_tilde, bx) in itertools.permutations(forms, 2)
     ]
 
@@ -252,7 +326,14 @@ def _binary_row_pairs(row: tuple[str, ...]) -> list[tuple[str, str, tuple[float,
 def binary_pairs(config: PairsConfig) -> PairSet:
     """Every ordered pair of distinct forms of one profession (12 per profession); concepts
     ``language`` and ``gender``, shifts in {-1, 0, 1}^2."""
-    return _word_pair_set("binary", ["language", "gender"], "profession", config, _binary_row_pairs)
+    return _word_pair_set(
+        "binary",
+        ["language", "gender"],
+        "profession",
+        config,
+        _binary_row_pairs,
+        BINARY_CONCEPT_STATES,
+    )
 
 
 def corr_pairs(config: PairsConfig) -> PairSet:
@@ -262,7 +343,11 @@ def corr_pairs(config: PairsConfig) -> PairSet:
         ["french", "german"],
         "profession",
         config,
-        lambda row: [(row[0], row[1], (1.0, 0.0)), (row[0], row[2], (0.0, 1.0))],
+        lambda row: [
+            (row[0], row[1], (1.0, 0.0), (("en",), ("fr",))),
+            (row[0], row[2], (0.0, 1.0), (("en",), ("de",))),
+        ],
+        {"french": LANGUAGE_STATES, "german": ["language", "en", "de"]},
     )
 
 
@@ -397,7 +482,14 @@ def cat_pairs(config: PairsConfig) -> PairSet:
     )
     metadata = _metadata("cat", "phrase", config, words)
     metadata |= {"num_pairs": config.cat.num_pairs, "max_changes": config.cat.max_changes}
-    pairs = PairSet("cat", list(space.concepts), "phrase", metadata=metadata)
+    pairs = PairSet(
+        "cat",
+        list(space.concepts),
+        "phrase",
+        metadata=metadata,
+        state_names=list(CAT_ATTRIBUTES),
+        concept_states={c: [c.split(":")[0], *c.split(":")[1].split("->")] for c in space.concepts},
+    )
     for split, count in (("train", config.cat.num_pairs - num_test), ("test", num_test)):
         members = np.flatnonzero(splits == split)
         for a, b in _sample_cat_split(space, members, count, config.cat.max_changes, rng):
@@ -407,7 +499,10 @@ def cat_pairs(config: PairsConfig) -> PairSet:
                     int(attribute), int(space.codes[a, attribute]), int(space.codes[b, attribute])
                 )
                 shift[index] = sign
-            pairs.add(space.phrases[a], space.phrases[b], split, space.phrases[a], shift)
+            states = tuple(
+                tuple(space.values[i][c] for i, c in enumerate(space.codes[p])) for p in (a, b)
+            )
+            pairs.add(space.phrases[a], space.phrases[b], split, space.phrases[a], shift, states)
     return pairs
 
 

@@ -57,7 +57,7 @@ import pyarrow.parquet as pq
 
 from ssae_core.cache import cache_root
 from ssae_core.errors import InputError
-from ssae_core.io import atomic_file, encode_metadata, pair_table, read_table
+from ssae_core.io import PairLabels, atomic_file, encode_metadata, pair_table, read_table
 
 REPO_ID = "truthfulqa/truthful_qa"
 HF_FILE = "multiple_choice/validation-00000-of-00001.parquet"
@@ -611,7 +611,14 @@ def build_pairs(
         **(metadata or {}),
     }
     shift = np.ones((len(xs), 1), dtype=np.float32)
-    table = pair_table(xs, x_tildes, splits, shift, CONCEPTS, meta)
+    labels = PairLabels(
+        group=np.array([str(q) for q in qids], dtype=object),
+        x_states=np.full((len(xs), 1), "false", dtype=object),
+        x_tilde_states=np.full((len(xs), 1), "true", dtype=object),
+        state_names=["truthfulness"],
+        concept_states={"truthfulness": ["truthfulness", "false", "true"]},
+    )
+    table = pair_table(xs, x_tildes, splits, shift, CONCEPTS, meta, labels=labels)
     return table.append_column("question_id", pa.array(qids, pa.int64()))
 
 

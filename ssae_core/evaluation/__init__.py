@@ -1,2 +1,2 @@
-"""Evaluations of trained runs: identifiability (MCC, UDR), steering accuracy on embeddings, and
-behavioural steering of the language model itself."""
+"""Evaluations of trained runs: identifiability (MCC, UDR), steering accuracy on embeddings, the
+supervised mean-difference vector, and behavioural steering of the language model itself."""

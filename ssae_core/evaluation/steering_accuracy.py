@@ -316,18 +316,60 @@ def fit_alpha(
     return mean / (vectors**2).sum(axis=1), count
 
 
+class _SingleConceptShifts(NamedTuple):
+    delta_ND: np.ndarray
+    """The shifts of the single-concept pairs (float64)."""
+    shift_NK: np.ndarray
+    """Their concept shifts."""
+    sums_KD: np.ndarray
+    """Per concept, the sum of s * d_z over its single-concept pairs (s: the sign of its change)."""
+    count_K: np.ndarray
+    """Per concept, the number of its single-concept pairs."""
+
+
+def _single_concept_shifts(table: EmbeddingTable, what: str) -> _SingleConceptShifts:
+    shift = _require_shift(table, what)
+    concept_N, sign_N = single_concept_labels(shift)
+    keep = concept_N >= 0
+    delta_ND = table.z_tilde[keep].astype(np.float64) - table.z[keep]
+    sums_KD, count_K = _signed_sums(concept_N[keep], sign_N[keep], delta_ND, shift.shape[1])
+    return _SingleConceptShifts(delta_ND, shift[keep], sums_KD, count_K)
+
+
 def mean_difference_directions(train: EmbeddingTable) -> ConceptDirections:
     """MD: per concept, the mean of s * d_z over its single-concept training pairs (reverse pairs
     flipped, so the vector points along +concept), normalised; alpha by :func:`fit_alpha`
     (which gives back the norm of that mean)."""
-    shift = _require_shift(train, "training")
-    concept_N, sign_N = single_concept_labels(shift)
-    keep = concept_N >= 0
-    delta_ND = train.z_tilde[keep].astype(np.float64) - train.z[keep]
-    sums_KD, count_K = _signed_sums(concept_N[keep], sign_N[keep], delta_ND, shift.shape[1])
-    vectors_KD = np.where(count_K[:, None] > 0, _unit_rows(sums_KD), np.nan)
-    alpha_K, _ = fit_alpha(vectors_KD, delta_ND, shift[keep])
-    return ConceptDirections(vectors_KD, alpha_K, count_K, None)
+    shifts = _single_concept_shifts(train, "training")
+    vectors_KD = np.where(shifts.count_K[:, None] > 0, _unit_rows(shifts.sums_KD), np.nan)
+    alpha_K, _ = fit_alpha(vectors_KD, shifts.delta_ND, shifts.shift_NK)
+    return ConceptDirections(vectors_KD, alpha_K, shifts.count_K, None)
+
+
+def mean_shift(
+    table: EmbeddingTable, concept: str | None = None, *, what: str = "embedding"
+) -> tuple[np.ndarray, int]:
+    """The mean shift [D] (float64) of ``table`` and the number of pairs it averages.
+
+    With ``concept``: the mean of s * d_z over the single-concept pairs of that concept (s: the
+    sign of its change), i.e. :func:`mean_difference_directions`' MD vector before it is
+    normalised (its norm is MD's alpha). Without: the plain mean of d_z over every pair.
+    """
+    if concept is None:
+        if len(table) == 0:
+            raise InputError(f"the {what} table has no pairs to average")
+        return (table.z_tilde.astype(np.float64) - table.z).mean(axis=0), len(table)
+    names = _concept_names(table, what)
+    if concept not in names:
+        raise InputError(f"concept {concept!r}: not in the {what} table (concepts: {names})")
+    k = names.index(concept)
+    shifts = _single_concept_shifts(table, what)
+    count = int(shifts.count_K[k])
+    if count == 0:
+        raise InputError(
+            f"concept {concept!r}: the {what} table has no pair in which only it changes"
+        )
+    return shifts.sums_KD[k] / count, count
 
 
 def learned_directions(

@@ -5,6 +5,7 @@
 - :mod:`~ssae_core.lm.layers`: the one meaning of "layer" (block ``L`` or ``final``);
 - :mod:`~ssae_core.lm.tokens`: prompt templates, tokenisation, left padding, greedy completion;
 - :mod:`~ssae_core.lm.embed`: pair tables -> embedding shards;
-- :mod:`~ssae_core.lm.steer`: :class:`SteeringVector` and the hooks that add it while the LM runs;
+- :mod:`~ssae_core.lm.steer`: :class:`SteeringVector` (with arithmetic) and the hooks that steer
+  the LM while it runs (add, project out, add keeping the norm);
 - :mod:`~ssae_core.lm.vector_files`: safetensors and llama.cpp files, vectors of trained models.
 """

@@ -37,7 +37,6 @@ import json
 import math
 import re
 import shutil
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,12 +46,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from tqdm.auto import tqdm
 
 from ssae_core import __version__
 from ssae_core.errors import InputError
 from ssae_core.io import (
+    LABEL_COLUMNS,
+    LABEL_KEYS,
     EmbeddingTable,
+    PairLabels,
     decode_metadata,
     encode_metadata,
     load_pairs,
@@ -79,6 +80,7 @@ from ssae_core.lm.tokens import (
     prefix_token_ids,
     tokenize,
 )
+from ssae_core.progress import show_message, show_progress
 
 TOKEN_POSITION = "last"
 SHARD_NAME = "shard-{:05d}.parquet"
@@ -321,7 +323,8 @@ def _pairs_sha256(table: pa.Table, concepts: list[str] | None) -> str:
     """A fingerprint of the pair table's content (not of its file or unrelated metadata)."""
     digest = hashlib.sha256()
     digest.update(table.column("pair_id").to_numpy().astype("<i8").tobytes())
-    names = ["x", "x_tilde", "split"] + (["shift"] if "shift" in table.column_names else [])
+    optional = ["shift", *LABEL_COLUMNS]
+    names = ["x", "x_tilde", "split", *(c for c in optional if c in table.column_names)]
     for name in names:
         digest.update(json.dumps(table.column(name).to_pylist()).encode())
     digest.update(json.dumps(concepts).encode())
@@ -483,6 +486,7 @@ class _ShardPlan:
                 z_tilde=np.stack([states[self.x_tilde[i]][index] for i in rows]),
                 shift=None if self.shift is None else self.shift[rows.start : rows.stop],
                 concepts=self.concepts,
+                labels=PairLabels.from_arrow(part, self.path(k, layer)),
             )
             path = self.path(k, layer)
             if not (np.isfinite(embeddings.z).all() and np.isfinite(embeddings.z_tilde).all()):
@@ -500,7 +504,7 @@ def _check_positive(**values: object) -> None:
 
 def _say(message: str, verbose: bool) -> None:
     if verbose:
-        tqdm.write(message, file=sys.stderr)
+        show_message(message)
 
 
 def extract_embeddings(
@@ -651,7 +655,7 @@ class _Work:
             if wanted:
                 states.update(plan.read_states(k, wanted))
         total = len(self.to_compute)
-        with tqdm(total=total, unit="text", desc="embed", disable=not progress) as bar:
+        with show_progress(total=total, unit="text", desc="embed", disable=not progress) as bar:
             for k in self.pending:
                 bar.set_postfix_str(f"shard {k + 1}/{plan.n_shards}")
                 computed_LND = embed(self.new_texts[k], on_batch=bar.update)
@@ -707,7 +711,8 @@ def _settings(
         "num_pairs": table.num_rows,
         "device": device.type,
         "ssae_version": __version__,
-        **{f"pairs.{key}": value for key, value in pair_metadata.items()},
+        **{f"pairs.{key}": v for key, v in pair_metadata.items() if key not in LABEL_KEYS},
+        **{key: v for key, v in pair_metadata.items() if key in LABEL_KEYS},
     }
 
 

@@ -24,14 +24,17 @@ Layer = int | None
 
 
 def parse_layer(layer: object) -> Layer:
-    """A layer key: ``None``/``"final"`` (after the final norm) or a block index >= 0."""
+    """A layer key: ``None``/``"final"`` (after the final norm) or a block index; a negative index
+    counts from the end (-1: the last block), see :func:`resolve_layer`."""
     if layer is None or layer == FINAL:
         return None
-    if isinstance(layer, str) and layer.strip().isdigit():
+    if isinstance(layer, str) and layer.strip().removeprefix("-").isdigit():
         return int(layer)
-    if isinstance(layer, int) and not isinstance(layer, bool) and layer >= 0:
+    if isinstance(layer, int) and not isinstance(layer, bool):
         return layer
-    raise InputError(f"layer {layer!r}: use 'final' (after the final norm) or a block index >= 0")
+    raise InputError(
+        f"layer {layer!r}: use 'final' (after the final norm) or a block index (-1: the last block)"
+    )
 
 
 def layer_order(layer: Layer) -> tuple[bool, int]:
@@ -81,6 +84,16 @@ def check_layer(layer: int | None, n_layers: int, model_name: str) -> int | None
             f"use 0..{n_layers - 1} (residual after that block) or omit it (final normed state)"
         )
     return layer
+
+
+def resolve_layer(layer: object, n_layers: int, model_name: str = "?") -> Layer:
+    """The layer ``layer`` names in a model of ``n_layers`` blocks: ``None`` (final) or a block
+    index in ``0..n_layers-1``; a negative index counts from the end, as in Python (-1 is block
+    ``n_layers - 1``). Out of range: :class:`InputError` (by :func:`check_layer`)."""
+    parsed = parse_layer(layer)
+    if parsed is not None and -n_layers <= parsed < 0:
+        parsed += n_layers
+    return check_layer(parsed, n_layers, model_name)
 
 
 # Where each architecture keeps its decoder blocks and its final norm, as attribute paths from

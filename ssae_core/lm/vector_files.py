@@ -7,15 +7,19 @@ stored already scaled (``alpha * v``), so ``multiplier=1`` reproduces the steeri
 
 llama.cpp control vectors (:func:`export_gguf`), as llama.cpp reads them
 (``common_control_vector_load_one`` and ``llama_adapter_cvec`` in its sources): a GGUF file with
-``general.architecture = "controlvector"``, ``controlvector.model_hint`` (the model type, e.g.
-``llama``; informative only) and ``controlvector.layer_count`` (int32, the number of direction
-tensors; informative only), and one 1-D float32 tensor ``direction.{k}`` of length d per layer.
+``general.architecture = "controlvector"``, ``controlvector.model_hint`` (the architecture, the
+model config's ``model_type``, e.g. ``llama``; llama.cpp ignores it, repeng's ``import_gguf``
+requires it, so an export without a known architecture is refused) and
+``controlvector.layer_count`` (int32, the number of direction tensors; informative only), and one
+1-D float32 tensor ``direction.{k}`` of length d per layer.
 llama.cpp adds ``direction.{k}`` (times ``--control-vector-scaled`` strength) to the output of
 block ``k`` counted from 0 (its ``l_out`` of layer ``il = k``), at every position, prompt included.
 So the tensor name is our block index unchanged: block ``L`` -> ``direction.L``. ``k = 0`` is
 rejected by llama.cpp, so block 0 cannot be exported, and neither can the final-norm position
 (llama.cpp has no control vector after the output norm, and adding before it is not equivalent:
 the norm rescales). Both raise :class:`InputError`; re-extract embeddings at a block layer >= 1.
+A negative block index (counted from the end) must be resolved against a model first
+(:meth:`SteeringVector.resolved`): files record block indices as the model counts them.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ import torch
 
 from ssae_core.errors import InputError
 from ssae_core.io import atomic_file
-from ssae_core.lm.layers import Layer, layer_name, parse_layer
+from ssae_core.lm import loading
+from ssae_core.lm.layers import Layer, layer_name, num_layers, parse_layer
 from ssae_core.lm.steer import SteeringVector
 from ssae_core.runs import load_model
 
@@ -80,6 +85,24 @@ def check_gguf_exportable(vector: SteeringVector) -> None:
                 f"llama.cpp control vectors cannot steer {where} (they add to block outputs "
                 "1..n-1); export a vector of a block layer >= 1 (embed with --layer L)"
             )
+        if layer < 0:
+            raise InputError(
+                f"layer {layer} counts from the end of a model: resolve it against the model "
+                "before exporting (vector.resolved(model), or give --lm)"
+            )
+
+
+def gguf_model_hint(vector: SteeringVector, model_hint: str | None = None) -> str:
+    """The architecture written as ``controlvector.model_hint``: ``model_hint``, else the
+    vector's recorded ``model_type``; neither is a one-line :class:`InputError`."""
+    hint = (model_hint or vector.metadata.get("model_type") or "").strip()
+    if not hint:
+        raise InputError(
+            "llama.cpp control vector: the model's architecture is unknown (repeng requires "
+            "controlvector.model_hint); give it as --model-hint (model_hint= in Python): the "
+            "model config's model_type, e.g. llama"
+        )
+    return hint
 
 
 def export_gguf(vector: SteeringVector, path: str | Path, *, model_hint: str | None = None) -> Path:
@@ -87,19 +110,22 @@ def export_gguf(vector: SteeringVector, path: str | Path, *, model_hint: str | N
 
     Use it with ``llama-cli -m MODEL.gguf --control-vector FILE.gguf`` (strength 1 reproduces
     ``multiplier=1``; ``--control-vector-scaled FILE.gguf S`` multiplies by ``S``). The vector's
-    metadata is kept as ``ssae.*`` string keys. See the module docstring for the conventions.
+    metadata is kept as ``ssae.*`` string keys. ``controlvector.model_hint`` is ``model_hint``,
+    else the vector's ``model_type`` metadata (:func:`gguf_model_hint`). See the module docstring
+    for the conventions.
     """
     import gguf
 
     check_gguf_exportable(vector)
+    hint = gguf_model_hint(vector, model_hint)
     path = Path(path)
-    hint = model_hint or vector.metadata.get("model_type") or vector.metadata.get("model", "")
     with atomic_file(path) as tmp:
         writer = gguf.GGUFWriter(str(tmp), GGUF_ARCH)
         writer.add_string(f"{GGUF_ARCH}.model_hint", hint)
         writer.add_int32(f"{GGUF_ARCH}.layer_count", len(vector.layer_activations))
         for key, value in vector.metadata.items():
-            writer.add_string(f"{GGUF_METADATA_PREFIX}{key}", value)
+            if value:  # gguf's add_string drops an empty string silently: leave it out openly
+                writer.add_string(f"{GGUF_METADATA_PREFIX}{key}", value)
         for layer, values in sorted(vector.layer_activations.items()):
             writer.add_tensor(f"{GGUF_TENSOR_PREFIX}{layer}", values.numpy().astype(np.float32))
         writer.write_header_to_file()
@@ -107,6 +133,37 @@ def export_gguf(vector: SteeringVector, path: str | Path, *, model_hint: str | N
         writer.write_tensors_to_file()
         writer.close()
     return path
+
+
+def recorded_lm(recorded: str) -> str | None:
+    """The model name to load for a recorded ``model`` metadata value (``embedded:...`` -> the
+    embedded model; ``""`` -> None)."""
+    if not recorded:
+        return None
+    return loading.EMBEDDED if recorded.startswith(f"{loading.EMBEDDED}:") else recorded
+
+
+def recorded_model_config(vector: SteeringVector) -> Any | None:
+    """The config of the model the vector records (``model`` metadata), or None when it records
+    none or the config cannot be read here (a hub id offline, a folder since moved)."""
+    name = recorded_lm(vector.metadata.get("model", ""))
+    if name is None:
+        return None
+    try:
+        source = loading.resolve_model(name, verbose=False)
+        return loading.load_config(source)
+    except InputError:
+        return None
+
+
+def with_model(vector: SteeringVector, config: Any) -> SteeringVector:
+    """``vector`` as files record it for a known model: negative block indices resolved
+    against ``config`` and the architecture in ``model_type``."""
+    known = vector.resolved(num_layers(config))
+    model_type = getattr(config, "model_type", None)
+    if model_type:
+        known.metadata["model_type"] = str(model_type)
+    return known
 
 
 def _load_gguf(path: Path) -> SteeringVector:
@@ -161,7 +218,8 @@ def vector_from_model(
     ``{concept: latent}`` (else the model config's ``concept_latents``; a model with one latent
     and one concept matches trivially). Decoder columns have an arbitrary sign: try both signs of
     ``alpha``. The layer is the one the training embeddings were read at (``provenance.layer``:
-    ``final`` or a block index); ``layer`` overrides it.
+    ``final`` or a block index); ``layer`` overrides it (a negative block counts from the end of
+    the model the vector is applied to, see :meth:`SteeringVector.resolved`).
     """
     model = load_model(model_dir)
     config = model.config

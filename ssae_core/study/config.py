@@ -24,13 +24,13 @@ def _positive_list(name: str, values: Sequence[float]) -> None:
 class GridConfig:
     """The SSAE grid: every budget x every learning rate, all seeds (one stacked run per lr)."""
 
-    sparsity: tuple[float, ...] = (0.25, 0.5, 1.0)
-    """L1 budgets eps of the grid."""
+    budget_ratio: tuple[float, ...] = (0.25, 0.5, 0.75)
+    """L1 budgets as fractions of the L1 that aff reaches on the same data and latent size."""
     lr: tuple[float, ...] = (1e-3, 3e-3)
     """Learning rates of the grid."""
 
     def __post_init__(self) -> None:
-        _positive_list("sparsity", self.sparsity)
+        _positive_list("budget_ratio", self.budget_ratio)
         _positive_list("lr", self.lr)
 
 
@@ -66,6 +66,10 @@ class OptimConfig:
     """Input normalisation: global, layer or none."""
     val_fraction: float = 0.1
     """Share of the training shifts held out for the held-out loss."""
+    lr_decay: float = 0.0
+    """Fraction of the final steps over which the learning rates fall linearly to 0."""
+    dual_optimizer: str = "adam"
+    """Multiplier optimiser: adam or sgd (see ssae_core.train.TrainConfig)."""
 
 
 @dataclass(frozen=True)
@@ -78,8 +82,11 @@ class StudyConfig:
     """Seeds of every run, trained stacked."""
     latent_factor: int = 1
     """m = latent_factor x (number of concepts of the set): the overcompleteness of every run."""
-    sparsity: float = 0.5
-    """The budget of the entangled and overcompleteness runs (the grid has its own list)."""
+    budget_ratio: float = 0.5
+    """The budget ratio of the entangled and overcompleteness runs (the grid has its own list)."""
+    usable_tolerance: float = 0.05
+    """An SSAE run is usable only if its multiplier is positive and its held-out L1 is within
+    this fraction of its budget; any other run is marked wherever it appears, never selected."""
     lr: float = 0.003
     """Learning rate of aff and of the entangled and overcompleteness runs."""
     grid: GridConfig = field(default_factory=GridConfig)
@@ -98,7 +105,12 @@ class StudyConfig:
             raise InputError(f"latent_factor={self.latent_factor}: must be >= 1")
         if self.overcomplete.set not in self.sets:
             raise InputError(f"overcomplete.set={self.overcomplete.set!r}: not in study.sets")
-        self.train_config("ssae", lr=self.lr, sparsity=self.sparsity)  # validates optim
+        if self.budget_ratio <= 0 or not 0 < self.usable_tolerance < 1:
+            raise InputError(
+                f"budget_ratio={self.budget_ratio}, usable_tolerance={self.usable_tolerance}: "
+                "the ratio must be > 0 and the tolerance in (0, 1)"
+            )
+        self.train_config("aff", lr=self.lr)  # validates optim
 
     @property
     def overcomplete_seeds(self) -> tuple[int, ...]:
@@ -122,6 +134,8 @@ class StudyConfig:
             "threads": optim.threads,
             "normalize": optim.normalize,
             "val_fraction": optim.val_fraction,
+            "lr_decay": optim.lr_decay,
+            "dual_optimizer": optim.dual_optimizer,
         }
         return load_config(TrainConfig, values, "params.yaml:study.optim")
 

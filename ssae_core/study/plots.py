@@ -52,17 +52,17 @@ def udr_grid_rows(udr: Mapping) -> list[dict]:
     """udr_grid.csv: every grid cell's scores, the selected cell flagged."""
     rows = []
     for name, entry in udr["sets"].items():
-        chosen = (entry["selected"]["lr"], entry["selected"]["sparsity"])
+        chosen = entry["selected"] and (entry["selected"]["lr"], entry["selected"]["budget_ratio"])
         for cell in entry["cells"]:
             values = (
                 name,
-                cell["sparsity"],
+                cell["budget_ratio"],
                 cell["lr"],
                 cell["decoder_mcc"]["udr"],
                 cell["codes_mcc"]["udr"],
                 cell.get("mcc", {}).get("mean", ""),
-                int(cell["active"]),
-                int((cell["lr"], cell["sparsity"]) == chosen),
+                int(cell["usable"]),
+                int((cell["lr"], cell["budget_ratio"]) == chosen),
             )
             rows.append(dict(zip(UDR_GRID_COLUMNS, values, strict=True)))
     return rows
@@ -77,7 +77,9 @@ def steering_rows(summary: Mapping) -> list[dict]:
                 "evaluation": key if part == "in_distribution" else f"OOD {key}",
                 "identity": result[MEAN_DIFFERENCE]["identity"]["mean"],
             }
-            row.update({m: result[m]["steered"]["mean"] for m in STEERING_METHODS})
+            row.update(
+                {m: result.get(m, {}).get("steered", {}).get("mean", "") for m in STEERING_METHODS}
+            )
             rows.append(row)
     return rows
 

@@ -127,7 +127,10 @@ def llm_section(llm: Mapping) -> list[str]:
         for name, methods in part.items():
             for method in ("ssae", "aff"):
                 s = methods[method]
-                cell = f"lr {s['lr']:g}, eps {s['sparsity']:g}" if "lr" in s else ""
+                if s.get("status"):
+                    out.append([name, method, s["status"], *["–"] * 5])
+                    continue
+                cell = _cell_label(s)
                 out.append(
                     [
                         name,
@@ -148,7 +151,7 @@ def llm_section(llm: Mapping) -> list[str]:
         "### Entangled embeddings (Table 3)",
         "",
         "The same sets after a dense invertible map of z and z~ (params `entangle`); SSAE at "
-        "`study.sparsity`, `study.lr`.",
+        "`study.budget_ratio` x aff's L1, `study.lr`.",
         "",
     ]
     lines += table(header, rows(llm["entangled"]))
@@ -158,45 +161,73 @@ def llm_section(llm: Mapping) -> list[str]:
             f"### Overcompleteness on {name} (appendix B.3)",
             "",
             *table(
-                ["m", "decoder UDR", "codes UDR", "MCC vs shifts", "multiplier"],
+                ["m", "method", "cell", "decoder UDR", "codes UDR", "MCC vs shifts", "multiplier"],
                 [
-                    [m[1:], _udr(s), _udr(s, "codes_mcc"), pm(s.get("mcc")), pm(s["multiplier"])]
-                    for m, s in runs.items()
+                    [
+                        m[1:],
+                        method,
+                        _cell_label(s),
+                        _udr(s),
+                        _udr(s, "codes_mcc"),
+                        pm(s.get("mcc")),
+                        pm(s["multiplier"]),
+                    ]
+                    for m, both in runs.items()
+                    for method, s in both.items()
                 ],
             ),
         ]
     return lines
 
 
+def _cell_label(scores: Mapping) -> str:
+    """``lr 0.003, r 0.5`` (and why the run is unusable) for an SSAE run; empty for aff."""
+    if "budget_ratio" not in scores:
+        return ""
+    label = f"r {scores['budget_ratio']:g}"
+    if "lr" in scores:
+        label = f"lr {scores['lr']:g}, {label}"
+    if not scores["usable"]:
+        reasons = sorted({u for u in scores.get("usability", []) if u != "usable"})
+        label += f" **unusable** ({'; '.join(reasons) or 'see the grid'})"
+    return label
+
+
 def selection_section(udr: Mapping) -> list[str]:
     lines = [
         "## Model selection (UDR grid)",
         "",
-        "Every SSAE cell (budget eps x learning rate, all seeds); selected without labels: "
-        f"{next(iter(udr['sets'].values()))['rule']}. **bold** = selected; inactive = some "
-        "member's multiplier ended at 0 (the budget never bound). MCC vs shifts is shown, never "
-        "used.",
+        "Every SSAE cell (budget ratio r x learning rate, all seeds; budget = r x the held-out L1 "
+        "of aff on the same data); selected without labels: "
+        f"{next(iter(udr['sets'].values()))['rule']}. **bold** = selected. A cell is unusable "
+        "when a member's multiplier ended at 0 or its held-out L1 is off its budget; unusable "
+        "cells are never selected. MCC vs shifts is shown, never used.",
         "",
     ]
     rows = []
     for name, entry in udr["sets"].items():
-        chosen = (entry["selected"]["lr"], entry["selected"]["sparsity"])
+        chosen = entry["selected"]
+        key = None if chosen is None else (chosen["lr"], chosen["budget_ratio"])
         for cell in entry["cells"]:
-            bold = "**" if (cell["lr"], cell["sparsity"]) == chosen else ""
+            bold = "**" if (cell["lr"], cell["budget_ratio"]) == key else ""
             rows.append(
                 [
                     f"{bold}{name}{bold}",
                     f"{cell['lr']:g}",
-                    f"{cell['sparsity']:g}",
+                    f"{cell['budget_ratio']:g}",
+                    num(cell["sparsity"]),
                     num(cell["decoder_mcc"]["udr"]),
                     num(cell["codes_mcc"]["udr"]),
                     pm(cell.get("mcc")),
                     pm(cell["l1"]),
-                    "yes" if cell["active"] else "inactive",
+                    pm(cell["multiplier"]),
+                    "yes" if cell["usable"] else "; ".join(sorted(set(cell["usability"]))),
                 ]
             )
-    header = ["set", "lr", "eps", "decoder UDR", "codes UDR", "MCC vs shifts", "L1", "active"]
-    return lines + table(header, rows)
+        if chosen is None:
+            rows.append([f"**{name}**", "–", "–", "–", "no usable cell", *["–"] * 5])
+    header = ["set", "lr", "r", "budget", "decoder UDR", "codes UDR", "MCC vs shifts", "L1"]
+    return lines + table([*header, "multiplier", "usable"], rows)
 
 
 # --------------------------------------------------------------------------- steering
@@ -226,7 +257,10 @@ def steering_section(steering: Mapping) -> list[str]:
         rows = []
         for key, summary in steering[part].items():
             for method in STEER_METHODS:
-                s = summary[method]
+                s = summary.get(method)
+                if s is None:
+                    rows.append([key, method, "no usable cell", *["–"] * 5])
+                    continue
                 scored = sorted(set(s["n_scored"]))
                 rows.append(
                     [
@@ -432,7 +466,8 @@ def build_report(
         "Generated by `dvc repro report` (stages/report.py) from the metrics files; do not edit.",
         f"Language model: `{model_name}`; embeddings: params `embed`. LLM study: "
         f"seeds {list(study.seeds)}, m = {study.latent_factor} x (number of concepts), "
-        f"{study.optim.steps} steps per run, grid eps {list(study.grid.sparsity)} x lr "
+        f"{study.optim.steps} steps per run, grid budget ratios "
+        f"{list(study.grid.budget_ratio)} x lr "
         f"{list(study.grid.lr)}.",
         "",
         *synthetic_section(metrics["identifiability"]["synthetic"]),

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import pyarrow.parquet as pq
 
@@ -23,14 +24,16 @@ from ssae_core.evaluation.behaviour.evaluate import check_same_model, evaluate_b
 from ssae_core.evaluation.behaviour.mc1 import load_mc_questions
 from ssae_core.evaluation.identifiability import score_run
 from ssae_core.evaluation.steering_accuracy import SteeringModel, evaluate_steering
-from ssae_core.io import load_embeddings
+from ssae_core.io import EmbeddingTable, load_embeddings
 from ssae_core.lm import loading as lm
 from ssae_core.runs import load_run
+from ssae_core.study.budgets import Budgets
 from ssae_core.study.config import StudyConfig
 from ssae_core.study.layout import METHODS, StudyLayout
-from ssae_core.study.selection import selected_cell, selected_runs
+from ssae_core.study.selection import score_ssae, selected_cell, selected_runs
 from ssae_core.study.sets import load_set
 
+CELL_KEYS = ("lr", "budget_ratio", "sparsity", "usable")
 STEERING_SUMMARY_KEYS = ("steered", "identity", "gain", "reconstruction", "reconstruction_gain")
 
 
@@ -53,38 +56,43 @@ def score_synthetic(
     return results
 
 
+def _no_usable_cell() -> dict:
+    return {"status": "no usable cell", "usable": False}
+
+
+def _aff_and_ssae(study: StudyConfig, folder: Path, test: EmbeddingTable) -> dict:
+    """Scores of the ``aff`` and ``ssae`` runs in ``folder`` (SSAE with its budget ratio and
+    usability)."""
+    budgets = Budgets.load(folder)
+    ssae = score_ssae(load_run(folder / "ssae"), test, budgets, study.usable_tolerance)
+    return {"ssae": ssae, "aff": score_run(load_run(folder / "aff"), test)}
+
+
 def score_study(study: StudyConfig, layout: StudyLayout) -> dict:
     """Identifiability of the LLM study on held-out pairs (see :func:`score_run` for the keys):
 
-    - ``sets``: per set, the selected SSAE cell and aff (decoder and codes MCC across seeds,
-      MCC against the known shifts where they vary);
-    - ``entangled``: the same on data/entangled/SET (SSAE at study.sparsity / study.lr);
-    - ``overcomplete``: SSAE with m = factor x n on ``study.overcomplete.set``.
+    - ``sets``: per set, the selected SSAE cell (or ``no usable cell``) and aff (decoder and
+      codes MCC across seeds, MCC against the known shifts where they vary);
+    - ``entangled``: the same on data/entangled/SET (SSAE at study.budget_ratio);
+    - ``overcomplete``: SSAE and aff with m = factor x n on ``study.overcomplete.set``.
     """
     out: dict = {"sets": {}, "entangled": {}, "overcomplete": {}}
     for name in study.sets:
         test = load_set(study, layout, name).subset("test")
         cell = selected_cell(layout, name)
         runs = selected_runs(layout, name)
-        out["sets"][name] = {
-            "ssae": {
-                **score_run(runs["ssae"], test),
-                "lr": cell["lr"],
-                "sparsity": cell["sparsity"],
-            },
-            "aff": score_run(runs["aff"], test),
-        }
+        ssae = _no_usable_cell()
+        if cell is not None:
+            ssae = {**score_run(runs["ssae"], test), **{k: cell[k] for k in CELL_KEYS}}
+        out["sets"][name] = {"ssae": ssae, "aff": score_run(runs["aff"], test)}
         entangled_test = load_set(study, layout, name, entangled=True).subset("test")
-        out["entangled"][name] = {
-            method: score_run(load_run(layout.entangled_models(name) / method), entangled_test)
-            for method in METHODS
-        }
+        out["entangled"][name] = _aff_and_ssae(study, layout.entangled_models(name), entangled_test)
     name = study.overcomplete.set
     test = load_set(study, layout, name).subset("test")
     base = len(test.concepts or [])
     out["overcomplete"][name] = {
-        StudyLayout.latent_folder(m): score_run(
-            load_run(layout.overcomplete_models(name) / StudyLayout.latent_folder(m)), test
+        StudyLayout.latent_folder(m): _aff_and_ssae(
+            study, layout.overcomplete_models(name) / StudyLayout.latent_folder(m), test
         )
         for m in sorted(factor * base for factor in study.overcomplete.factors)
     }
@@ -121,7 +129,8 @@ def score_steering(study: StudyConfig, layout: StudyLayout) -> tuple[dict, dict]
     details: dict = {"in_distribution": {}, "out_of_distribution": {}}
     for name in study.sets:
         result = evaluate_steering(tables[name], runs[name])
-        result["ssae_cell"] = {k: selected_cell(layout, name)[k] for k in ("lr", "sparsity")}
+        cell = selected_cell(layout, name)
+        result["ssae_cell"] = None if cell is None else {k: cell[k] for k in CELL_KEYS}
         details["in_distribution"][name] = result
     for ood in OOD_EVALUATIONS:
         if ood.source not in tables or ood.target not in tables:

@@ -1,11 +1,14 @@
 """The label-free choice of one SSAE grid cell per pair set, and loading the chosen runs.
 
-Selection (:func:`select_cell`) uses no labels: among the cells whose every member ended with an
-active constraint (multiplier > 0), the one with the highest UDR of the decoder rows (median
-pairwise MCC across seeds); ties (within ``UDR_TIE``) go to the higher UDR of the held-out codes,
-then to the smaller budget (the sparser model). Supervised scores (MCC against the known shifts)
-are recorded beside every cell but never used to choose. The choice is written to
-metrics/udr.json, which the later stages read back (:func:`selected_runs`).
+A cell is one (learning rate, budget ratio) of the grid, all seeds. Selection
+(:func:`select_cell`) uses no labels: among the cells whose every member is usable
+(:func:`~ssae_core.study.budgets.usability`: a positive multiplier and a held-out L1 on its
+budget), the one with the highest UDR of the decoder rows (median pairwise MCC across seeds);
+ties (within ``UDR_TIE``) go to the higher UDR of the held-out codes, then to the smaller budget
+ratio (the sparser model). A set with no usable cell has no SSAE model: it is reported as such,
+never replaced by an unusable one. Supervised scores (MCC against the known shifts) are recorded
+beside every cell but never used to choose. The choice is written to metrics/udr.json, which the
+later stages read back (:func:`selected_runs`).
 """
 
 from __future__ import annotations
@@ -17,13 +20,17 @@ from ssae_core.evaluation.identifiability import score_run
 from ssae_core.io import EmbeddingTable
 from ssae_core.model import ShiftAutoencoder
 from ssae_core.runs import load_run
+from ssae_core.study.budgets import USABLE, Budgets, usability
 from ssae_core.study.config import StudyConfig
 from ssae_core.study.layout import StudyLayout
 from ssae_core.study.sets import load_set
 
 UDR_TIE = 1e-3
-SELECTION_RULE = "max decoder UDR among active cells; ties: codes UDR, then smaller budget"
-SELECTED_KEYS = ("lr", "sparsity", "run", "seeds", "active", "decoder_mcc")
+SELECTION_RULE = (
+    "max decoder UDR among usable cells (every member: multiplier > 0 and held-out L1 on its "
+    "budget); ties: codes UDR, then smaller budget ratio"
+)
+SELECTED_KEYS = ("lr", "budget_ratio", "sparsity", "run", "seeds", "usable", "decoder_mcc")
 
 
 def cell_members(models: list[ShiftAutoencoder], sparsity: float) -> list[ShiftAutoencoder]:
@@ -34,36 +41,48 @@ def cell_members(models: list[ShiftAutoencoder], sparsity: float) -> list[ShiftA
     return chosen
 
 
+def score_ssae(
+    members: list[ShiftAutoencoder], test: EmbeddingTable, budgets: Budgets, tolerance: float
+) -> dict:
+    """Identifiability scores of SSAE members of one budget, with its ratio and usability."""
+    budget = members[0].config["sparsity"]
+    status = [usability(m, tolerance) for m in members]
+    return {
+        "budget_ratio": budgets.ratio_of(budget),
+        "sparsity": budget,
+        "aff_l1": budgets.aff_l1,
+        "usability": status,
+        "usable": all(s == USABLE for s in status),
+        **score_run(members, test),
+    }
+
+
 def score_grid(
     study: StudyConfig, layout: StudyLayout, name: str, test: EmbeddingTable
 ) -> list[dict]:
-    """Scores of every (lr, sparsity) cell of one set's grid, on its held-out pairs."""
+    """Scores of every (lr, budget ratio) cell of one set's grid, on its held-out pairs."""
+    budgets = Budgets.load(layout.study_models(name))
     cells = []
     for lr in sorted(study.grid.lr):
         run_dir = layout.grid_run(name, lr)
         if not run_dir.is_dir():
             raise InputError(f"{run_dir}: missing; run `dvc repro train_study@{name}` first")
         models = load_run(run_dir)
-        for eps in sorted(study.grid.sparsity):
-            scores = score_run(cell_members(models, eps), test)
-            cells.append(
-                {
-                    "lr": lr,
-                    "sparsity": eps,
-                    "run": layout.relative(run_dir),
-                    "active": all(v > 0 for v in scores["multiplier"]["values"]),
-                    **scores,
-                }
-            )
+        for ratio in sorted(study.grid.budget_ratio):
+            members = cell_members(models, budgets.budget(ratio))
+            scores = score_ssae(members, test, budgets, study.usable_tolerance)
+            cells.append({"lr": lr, "run": layout.relative(run_dir), **scores})
     return cells
 
 
-def select_cell(cells: list[dict]) -> dict:
-    """The label-free choice among grid cells (see the module docstring)."""
-    active = [c for c in cells if c["active"]] or cells
-    best = max(c["decoder_mcc"]["udr"] for c in active)
-    tied = [c for c in active if c["decoder_mcc"]["udr"] >= best - UDR_TIE]
-    return max(tied, key=lambda c: (c["codes_mcc"]["udr"], -c["sparsity"]))
+def select_cell(cells: list[dict]) -> dict | None:
+    """The label-free choice among grid cells (see the module docstring); None if none usable."""
+    usable = [c for c in cells if c["usable"]]
+    if not usable:
+        return None
+    best = max(c["decoder_mcc"]["udr"] for c in usable)
+    tied = [c for c in usable if c["decoder_mcc"]["udr"] >= best - UDR_TIE]
+    return max(tied, key=lambda c: (c["codes_mcc"]["udr"], -c["budget_ratio"]))
 
 
 def select_study(study: StudyConfig, layout: StudyLayout) -> dict:
@@ -73,15 +92,15 @@ def select_study(study: StudyConfig, layout: StudyLayout) -> dict:
         cells = score_grid(study, layout, name, load_set(study, layout, name).subset("test"))
         chosen = select_cell(cells)
         sets[name] = {
-            "selected": {key: chosen[key] for key in SELECTED_KEYS},
+            "selected": None if chosen is None else {key: chosen[key] for key in SELECTED_KEYS},
             "rule": SELECTION_RULE,
             "cells": cells,
         }
     return {"sets": sets}
 
 
-def selected_cell(layout: StudyLayout, set_name: str) -> dict:
-    """The selected cell of ``set_name`` as recorded in metrics/udr.json."""
+def selected_cell(layout: StudyLayout, set_name: str) -> dict | None:
+    """The selected cell of ``set_name`` as recorded in metrics/udr.json (None: none usable)."""
     path = layout.metrics("udr")
     if not path.exists():
         raise InputError(f"{path}: missing; run `dvc repro select` first")
@@ -92,7 +111,10 @@ def selected_cell(layout: StudyLayout, set_name: str) -> dict:
 
 
 def selected_runs(layout: StudyLayout, set_name: str) -> dict[str, list[ShiftAutoencoder]]:
-    """{"ssae": members of the selected grid cell, "aff": the aff run} of one pair set."""
+    """{"ssae": members of the selected grid cell (absent when no cell is usable), "aff": the
+    aff run} of one pair set."""
+    runs = {"aff": load_run(layout.aff_run(set_name))}
     cell = selected_cell(layout, set_name)
-    ssae = cell_members(load_run(layout.root / cell["run"]), cell["sparsity"])
-    return {"ssae": ssae, "aff": load_run(layout.aff_run(set_name))}
+    if cell is not None:
+        runs = {"ssae": cell_members(load_run(layout.root / cell["run"]), cell["sparsity"]), **runs}
+    return runs

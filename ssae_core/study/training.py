@@ -2,11 +2,14 @@
 
 - :func:`train_synthetic`: one stacked run (all seeds) per latent size m = factor x n of a
   synthetic table (params ``train``);
-- :func:`train_grid`: the SSAE grid (one stacked run per learning rate, every budget and seed)
-  and aff on one pair set;
-- :func:`train_entangled`: SSAE and aff at ``study.sparsity`` / ``study.lr`` on the entangled
-  table of one set;
-- :func:`train_overcomplete`: SSAE with m = factor x n, factor in ``study.overcomplete.factors``.
+- :func:`train_grid`: aff, then the SSAE grid (one stacked run per learning rate, every budget
+  ratio and seed) on one pair set;
+- :func:`train_entangled`: aff, then SSAE at ``study.budget_ratio`` on the entangled table;
+- :func:`train_overcomplete`: aff and SSAE with m = factor x n, factor in
+  ``study.overcomplete.factors``.
+
+Every SSAE budget is a ratio of the L1 its aff run reaches on the same data and latent size
+(:mod:`ssae_core.study.budgets`), so aff trains first.
 
 Each run is one stacked model, trained on the ``train`` split, and records its wall time in
 run.json (``train_seconds``). Each mode writes its whole output folder atomically; an
@@ -15,15 +18,18 @@ interrupted run resumes from its checkpoint beside that folder.
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from ssae_core.errors import InputError
 from ssae_core.io import EmbeddingTable, atomic_dir, load_embeddings
-from ssae_core.runs import resolve_latent_dim, train_run
+from ssae_core.runs import load_run, resolve_latent_dim, train_run
+from ssae_core.study.budgets import Budgets
 from ssae_core.study.config import StudyConfig, SyntheticRunsConfig
-from ssae_core.study.layout import METHODS, StudyLayout, lr_folder
+from ssae_core.study.layout import StudyLayout
 from ssae_core.study.sets import load_set
 from ssae_core.train import TrainConfig
 
@@ -44,8 +50,8 @@ def _train(
 
 
 def _checkpoint(out_dir: Path, part: str) -> Path:
-    """Where the run ``part`` of the output folder ``out_dir`` keeps its checkpoint."""
-    return out_dir.parent / f".{out_dir.name}-{part}.checkpoint"
+    """Where the run ``part`` (a path inside ``out_dir``) keeps its checkpoint."""
+    return out_dir.parent / f".{out_dir.name}-{part.replace('/', '-')}.checkpoint"
 
 
 def train_synthetic(path: Path, out_dir: Path, runs: SyntheticRunsConfig) -> None:
@@ -65,40 +71,57 @@ def train_synthetic(path: Path, out_dir: Path, runs: SyntheticRunsConfig) -> Non
             )
 
 
+def _train_aff_then_ssae(
+    study: StudyConfig,
+    table: EmbeddingTable,
+    tmp: Path,
+    checkpoint: Callable[[str], Path],
+    latent: int,
+    ssae_runs: Sequence[tuple[str, float, Sequence[float]]],
+    seeds: Sequence[int] | None = None,
+) -> None:
+    """aff into ``tmp/aff``, then each SSAE run ``(folder, lr, ratios)`` with budgets = ratio x
+    aff's held-out L1 (:class:`Budgets`, saved as ``tmp/budgets.json``)."""
+    extra = {"latent_dim": latent, **({"seeds": tuple(seeds)} if seeds else {})}
+    aff_cfg = replace(study.train_config("aff", lr=study.lr), **extra)
+    _train(table, tmp / "aff", aff_cfg, checkpoint("aff"))
+    ratios = sorted({r for _, _, rs in ssae_runs for r in rs})
+    budgets = Budgets.from_aff(load_run(tmp / "aff"), ratios)
+    budgets.save(tmp)
+    for folder, lr, run_ratios in ssae_runs:
+        cfg = study.train_config("ssae", lr=lr, sparsity=[budgets.budget(r) for r in run_ratios])
+        _train(table, tmp / folder, replace(cfg, **extra), checkpoint(folder))
+
+
 def train_grid(study: StudyConfig, layout: StudyLayout, name: str) -> None:
-    """The SSAE grid (one stacked run per lr) and aff of one pair set."""
+    """aff, then the SSAE grid (one stacked run per lr, every budget ratio) of one pair set."""
     table = load_set(study, layout, name)
     latent = resolve_latent_dim(TrainConfig(), table, study.latent_factor)
     out_dir = layout.study_models(name)
+    runs = [
+        (layout.grid_run(name, lr).relative_to(out_dir).as_posix(), lr, study.grid.budget_ratio)
+        for lr in study.grid.lr
+    ]
     with atomic_dir(out_dir) as tmp:
-        for lr in study.grid.lr:
-            cfg = study.train_config("ssae", lr=lr, sparsity=study.grid.sparsity)
-            grid_dir = layout.grid_run(name, lr)
-            _train(
-                table,
-                tmp / grid_dir.relative_to(out_dir),
-                replace(cfg, latent_dim=latent),
-                _checkpoint(out_dir, lr_folder(lr)),
-            )
-        cfg = replace(study.train_config("aff", lr=study.lr), latent_dim=latent)
-        _train(table, tmp / "aff", cfg, _checkpoint(out_dir, "aff"))
+        _train_aff_then_ssae(
+            study, table, tmp, functools.partial(_checkpoint, out_dir), latent, runs
+        )
 
 
 def train_entangled(study: StudyConfig, layout: StudyLayout, name: str) -> None:
-    """SSAE and aff at study.sparsity / study.lr on the entangled table of one set."""
+    """aff, then SSAE at study.budget_ratio, on the entangled table of one set."""
     table = load_set(study, layout, name, entangled=True)
     latent = resolve_latent_dim(TrainConfig(), table, study.latent_factor)
     out_dir = layout.entangled_models(name)
     with atomic_dir(out_dir) as tmp:
-        for method in METHODS:
-            cfg = study.train_config(method, lr=study.lr, sparsity=study.sparsity)
-            _train(
-                table, tmp / method, replace(cfg, latent_dim=latent), _checkpoint(out_dir, method)
-            )
+        runs = [("ssae", study.lr, (study.budget_ratio,))]
+        _train_aff_then_ssae(
+            study, table, tmp, functools.partial(_checkpoint, out_dir), latent, runs
+        )
 
 
 def train_overcomplete(study: StudyConfig, layout: StudyLayout, name: str) -> None:
-    """SSAE with m = factor x n on the overcompleteness set."""
+    """For each m = factor x n: aff, then SSAE at study.budget_ratio, on the sweep's set."""
     if name != study.overcomplete.set:
         raise InputError(f"params.yaml:study.overcomplete.set is {study.overcomplete.set!r}")
     table = load_set(study, layout, name)
@@ -107,9 +130,16 @@ def train_overcomplete(study: StudyConfig, layout: StudyLayout, name: str) -> No
     with atomic_dir(out_dir) as tmp:
         for factor in study.overcomplete.factors:
             folder = StudyLayout.latent_folder(factor * base)
-            cfg = study.train_config("ssae", lr=study.lr, sparsity=study.sparsity)
-            cfg = replace(cfg, seeds=study.overcomplete_seeds, latent_dim=factor * base)
-            _train(table, tmp / folder, cfg, _checkpoint(out_dir, folder))
+            (tmp / folder).mkdir()
+            _train_aff_then_ssae(
+                study,
+                table,
+                tmp / folder,
+                lambda part, folder=folder: _checkpoint(out_dir, f"{folder}/{part}"),
+                factor * base,
+                [("ssae", study.lr, (study.budget_ratio,))],
+                seeds=study.overcomplete_seeds,
+            )
 
 
 STUDY_MODES = {

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 from torch import nn
-from tqdm.auto import tqdm
 
 from ssae_core.errors import InputError
 from ssae_core.evaluation.behaviour.logprobs import ScoredText, perplexity, target_logprobs
@@ -29,6 +28,7 @@ from ssae_core.lm.layers import layer_name
 from ssae_core.lm.steer import SteeringVector, steer
 from ssae_core.lm.tokens import complete, pad_token_id, tokenize
 from ssae_core.metrics import rounded, seed_summary
+from ssae_core.progress import show_progress
 
 LANGUAGE = "language"
 
@@ -185,7 +185,9 @@ def evaluate_language(
     reference = (vectors.get(MEAN_DIFFERENCE) or [None])[0]
     settings = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "positions": positions}
     texts = []
-    bar = tqdm([None, *(c.vector for c in conditions)], desc="language", disable=not progress)
+    bar = show_progress(
+        [None, *(c.vector for c in conditions)], desc="language", disable=not progress
+    )
     for vector in bar:
         texts.append(continue_prompts(model, tokenizer, prompts, vector, **settings))
     logprob, count = _continuation_logprobs(model, tokenizer, prompts, texts, batch_size, progress)

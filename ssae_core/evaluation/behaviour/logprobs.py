@@ -20,12 +20,12 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ssae_core.errors import InputError
 from ssae_core.lm.layers import text_config
 from ssae_core.lm.steer import SteeringVector, steer
 from ssae_core.lm.tokens import left_pad
+from ssae_core.progress import show_progress
 
 # Logit post-processing some architectures apply after the head; the shortcut needs none of it.
 LOGIT_SCALING_KEYS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
@@ -162,7 +162,7 @@ def target_logprobs(
     if shortcut and batches and final_only and any(v is not None for v in vectors):
         shifts_CV = _head_shifts(model, vectors, batches[0])
     passes = 1 if shifts_CV is not None else len(vectors)
-    with tqdm(total=len(batches) * passes, desc=desc, disable=not progress) as bar:
+    with show_progress(total=len(batches) * passes, desc=desc, disable=not progress) as bar:
         for batch in batches:
             if shifts_CV is not None:
                 base_PV = batch.logits(model)[0].float()

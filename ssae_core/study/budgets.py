@@ -1,0 +1,80 @@
+"""Fair L1 budgets and the usable rule of the study.
+
+An absolute budget means different things on different data: on a one-concept set the
+unconstrained aff solution may already be sparser than the budget, and the "SSAE" run is then an
+aff run under another name. So every SSAE budget of the study is a ratio r of the L1 that the aff
+solution reaches on the same data, latent size and normalisation (its held-out L1, mean over
+seeds): ``budget = r * aff_l1``. A run is usable only if its multiplier is positive (the
+constraint bound) and its held-out L1 is within ``tolerance`` of its budget (it converged onto
+it); any other run is marked wherever it appears and never selected.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ssae_core.errors import InputError
+from ssae_core.io import write_json
+from ssae_core.model import ShiftAutoencoder
+
+BUDGETS_FILE = "budgets.json"
+USABLE = "usable"
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """The budgets of one set's SSAE runs, derived from its aff run."""
+
+    aff_l1: float
+    """Held-out L1 of the aff run (mean over its members), in units of x_rms."""
+    ratios: tuple[float, ...]
+    """The budget ratios r."""
+
+    @classmethod
+    def from_aff(cls, aff: Sequence[ShiftAutoencoder], ratios: Sequence[float]) -> Budgets:
+        l1 = float(np.mean([m.config["final"]["val_l1"] for m in aff]))
+        if not np.isfinite(l1) or l1 <= 0:
+            raise InputError(f"the aff run has held-out L1 {l1}; no budget can be derived from it")
+        return cls(l1, tuple(float(r) for r in ratios))
+
+    def budget(self, ratio: float) -> float:
+        return ratio * self.aff_l1
+
+    @property
+    def budgets(self) -> tuple[float, ...]:
+        return tuple(self.budget(r) for r in self.ratios)
+
+    def ratio_of(self, budget: float) -> float:
+        """The ratio a recorded budget was made from."""
+        for ratio in self.ratios:
+            if self.budget(ratio) == budget:
+                return ratio
+        raise InputError(f"budget {budget} was not made from ratios {list(self.ratios)}")
+
+    def save(self, folder: Path) -> None:
+        write_json({"aff_l1": self.aff_l1, "ratios": list(self.ratios)}, folder / BUDGETS_FILE)
+
+    @classmethod
+    def load(cls, folder: Path) -> Budgets:
+        path = folder / BUDGETS_FILE
+        if not path.is_file():
+            raise InputError(f"{path}: missing; re-run the study's training stage")
+        record = json.loads(path.read_text())
+        return cls(float(record["aff_l1"]), tuple(float(r) for r in record["ratios"]))
+
+
+def usability(model: ShiftAutoencoder, tolerance: float) -> str:
+    """``usable``, or why an SSAE member is not: its multiplier ended at 0, or its held-out L1
+    is off its budget by more than ``tolerance``."""
+    final, budget = model.config["final"], model.config["sparsity"]
+    if final["multiplier"] <= 0:
+        return "multiplier 0"
+    ratio = final["val_l1"] / budget
+    if abs(ratio - 1) > tolerance:
+        return f"L1 {ratio:.2f}x budget"
+    return USABLE
