@@ -254,16 +254,28 @@ def _run_synth(args: argparse.Namespace) -> None:
     print(f"wrote {len(table)} pairs (d={table.dim}, n={cfg.num_concepts}) to {args.out}")
 
 
+def _layer_list(text: str) -> list[int | str]:
+    """``--layers 15,final`` -> [15, "final"]."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("--layers: give block indices and/or final, e.g. 15,final")
+    return [int(item) if item.isdigit() else item for item in items]
+
+
 def _add_embed(sub: argparse._SubParsersAction) -> None:
     from ssae_core.lm.embed import EmbedConfig
     from ssae_core.lm.loading import DTYPES
+    from ssae_core.lm.tokens import BOS_SETTINGS
 
     p = sub.add_parser(
         "embed",
         help="extract last-token LM embeddings of a pair table into Parquet shards",
         description="Embed every distinct text of a pair table with a causal LM (last real "
-        "token, a chosen layer) and write embedding shards; an interrupted run resumes.",
-        epilog="example:\n  ssae embed data/pairs/lang.parquet --out data/embeddings/lang",
+        "token, a chosen layer) and write embedding shards; an interrupted run resumes. With "
+        "--layers, several layers come from one forward pass, one table per layer in "
+        "OUT/layer-L/.",
+        epilog="examples:\n  ssae embed data/pairs/lang.parquet --out data/embeddings/lang\n"
+        "  ssae embed data/pairs/lang.parquet --out emb/lang --layers 15,final --bos true",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("pairs", help="pair table (Parquet with pair_id, x, x_tilde, split, shift)")
@@ -283,9 +295,9 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
     add_config_options(
         p,
         EmbedConfig,
-        types={"layer": int},
-        choices={"dtype": ("auto", *DTYPES)},
-        only=("layer", "batch_size", "device", "dtype", "template", "shard_rows"),
+        types={"layer": int, "layers": _layer_list, "bos": str},
+        choices={"dtype": ("auto", *DTYPES), "bos": BOS_SETTINGS},
+        only=("layer", "layers", "batch_size", "device", "dtype", "template", "bos", "shard_rows"),
     )
     p.add_argument(
         "--num-shards",
@@ -437,12 +449,7 @@ def _add_steer(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-new-tokens", type=int, default=20, help="tokens to generate (default: %(default)s)"
     )
-    p.add_argument(
-        "--template",
-        default=None,
-        help="prompt template with {text}, or 'chat' (default: the template recorded with the "
-        "training embeddings, usually none; '{text}' forces the raw prompt)",
-    )
+    _add_prompt_form_arguments(p)
     add_device_arguments(p)
     p.add_argument("--export", metavar="FILE", help="also save the vector as safetensors")
     _add_export_arguments(p)
@@ -547,6 +554,47 @@ def _write_vector_files(args: argparse.Namespace, vector, config) -> None:
             )
 
 
+def _add_prompt_form_arguments(p: argparse.ArgumentParser) -> None:
+    """--template / --chat and --bos of ``ssae steer``: how prompts are tokenised."""
+    from ssae_core.lm.tokens import BOS_SETTINGS
+
+    prompt_form = p.add_mutually_exclusive_group()
+    prompt_form.add_argument(
+        "--template",
+        default=None,
+        help="prompt template with {text}, or 'chat' (default: the template recorded with the "
+        "training embeddings, usually none; '{text}' forces the raw prompt)",
+    )
+    prompt_form.add_argument(
+        "--chat",
+        action="store_true",
+        help="wrap each prompt in the tokenizer's chat template (the same as --template chat)",
+    )
+    p.add_argument(
+        "--bos",
+        choices=BOS_SETTINGS,
+        default=None,
+        help="put the tokenizer's BOS token before each prompt: auto, true or false (default: "
+        "the setting recorded with the training embeddings; false for embeddings that record "
+        "none)",
+    )
+
+
+def _prompt_form(args: argparse.Namespace, recorded: Mapping[str, str]) -> dict[str, object]:
+    """How ``ssae steer`` tokenises prompts: template and BOS setting from the options, else as
+    the training embeddings were read (their provenance in the model folder)."""
+    from ssae_core.lm.tokens import CHAT_TEMPLATE
+    from ssae_core.runs import load_model
+
+    template = CHAT_TEMPLATE if args.chat else args.template
+    if template is None:
+        template = recorded.get("template") or None
+    bos = args.bos or recorded.get("bos")
+    if bos is None and not _is_vector_file(args.model_dir):
+        bos = (load_model(args.model_dir).config.get("provenance") or {}).get("bos")
+    return {"template": template, "bos": bos or "false"}  # recorded none: read without a prefix
+
+
 def _run_steer(args: argparse.Namespace) -> None:
     """``ssae steer``: print unsteered vs steered continuations, write the requested exports."""
     from ssae_core.lm.steer import steer
@@ -565,13 +613,10 @@ def _run_steer(args: argparse.Namespace) -> None:
     _write_vector_files(args, vector, None)
     if net is None:
         return
-    template = args.template
-    if template is None:
-        template = vector.metadata.get("template") or None
-    settings = {"max_new_tokens": args.max_new_tokens, "template": template}
-    plain = complete(net, tokenizer, args.prompt, **settings)
+    reading = {"max_new_tokens": args.max_new_tokens, **_prompt_form(args, vector.metadata)}
+    plain = complete(net, tokenizer, args.prompt, **reading)
     with steer(net, vector, positions=args.positions, operator=args.operator):
-        steered = complete(net, tokenizer, args.prompt, **settings)
+        steered = complete(net, tokenizer, args.prompt, **reading)
     print(
         f"steering: {_steer_label(args, vector)}, operator {args.operator}, "
         f"layer {vector.metadata.get('layer', '?')}, positions {args.positions}"

@@ -1,6 +1,7 @@
-"""Stage `extract_embeddings`: data/pairs/NAME.parquet -> data/embeddings/NAME/ (shards), with the
-model of models/lm and params.yaml `embed`. An interrupted run resumes from its completed shards
-(the output is `persist: true` in dvc.yaml so that DVC keeps them)."""
+"""Stage `extract_embeddings`: data/pairs/NAME.parquet -> data/embeddings/NAME/ (shards; with
+`embed.layers`, one table per layer in data/embeddings/NAME/layer-L/), with the model of models/lm
+and params.yaml `embed`. An interrupted run resumes from its completed shards (the output is
+`persist: true` in dvc.yaml so that DVC keeps them)."""
 
 from __future__ import annotations
 

@@ -14,8 +14,12 @@ TINY_VOCABULARY = (
 )
 
 
-def build_tiny_tokenizer():
-    """A word-level tokenizer (other words -> <unk>) that adds BOS and has no pad token."""
+def build_tiny_tokenizer(
+    *, adds_bos: bool = True, bos: bool = True, chat_template: str | None = None
+):
+    """A word-level tokenizer (other words -> <unk>) without a pad token that adds BOS (unless
+    ``adds_bos`` is false, like SmolLM2's), defines none (``bos`` false), and may carry a chat
+    template."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
@@ -25,12 +29,19 @@ def build_tiny_tokenizer():
     }
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    backend.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", vocab["<s>"])]
+    if adds_bos and bos:
+        backend.post_processor = processors.TemplateProcessing(
+            single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", vocab["<s>"])]
+        )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        unk_token="<unk>",
+        eos_token="</s>",
+        **({"bos_token": "<s>"} if bos else {}),
     )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
-    )
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
+    return tokenizer
 
 
 def build_tiny_llama(vocab_size: int, *, layers: int = 3, seed: int = 0, max_positions: int = 64):
@@ -51,6 +62,20 @@ def build_tiny_llama(vocab_size: int, *, layers: int = 3, seed: int = 0, max_pos
     torch.manual_seed(seed)
     config.initializer_range = 0.2
     return LlamaForCausalLM(config).eval()
+
+
+TINY_CHAT_TEMPLATE = "{% for m in messages %}question {{ m['content'] }}{% endfor %} answer"
+
+
+@pytest.fixture(scope="session")
+def no_bos_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Llama of ``tiny_lm_dir`` with a tokenizer that, like SmolLM2's, defines BOS but
+    does not add it, and has a chat template (``TINY_CHAT_TEMPLATE``)."""
+    folder = tmp_path_factory.mktemp("no_bos_lm")
+    tokenizer = build_tiny_tokenizer(adds_bos=False, chat_template=TINY_CHAT_TEMPLATE)
+    build_tiny_llama(len(tokenizer)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import shutil
+import socket
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +21,7 @@ from ssae_core.errors import InputError
 from ssae_core.io import load_embeddings, pair_table, write_parquet
 from ssae_core.lm import embed, loading, tokens
 from ssae_core.study.layout import StudyLayout
+from tests.conftest import TINY_CHAT_TEMPLATE
 
 TEXTS = [
     "the king",
@@ -121,13 +126,13 @@ def test_special_tokens_are_the_tokenizers_defaults(tiny):
 def test_extract_writes_bounded_shards_with_metadata(tiny, tiny_lm_dir, pairs_file, tmp_path,
                                                      monkeypatch):  # fmt: skip
     counted: list[int] = []
-    original = embed.embed_token_ids
+    original = embed.embed_token_ids_at
 
-    def counting(model, token_ids, **kw):
+    def counting(model, token_ids, *args, **kw):
         counted.append(len(token_ids))
-        return original(model, token_ids, **kw)
+        return original(model, token_ids, *args, **kw)
 
-    monkeypatch.setattr(embed, "embed_token_ids", counting)
+    monkeypatch.setattr(embed, "embed_token_ids_at", counting)
     out = run(pairs_file, tmp_path / "emb", tiny_lm_dir)
     assert sorted(p.name for p in out.iterdir()) == [f"shard-0000{k}.parquet" for k in range(3)]
     assert [pq.read_metadata(p).num_rows for p in sorted(out.iterdir())] == [4, 4, 3]
@@ -179,11 +184,13 @@ def test_interrupted_run_resumes_to_identical_shards(tiny_lm_dir, pairs_file, tm
     monkeypatch.setattr(embed._ShardPlan, "write", write)
 
     embedded: list[int] = []
-    embed_token_ids = embed.embed_token_ids
+    embed_token_ids_at = embed.embed_token_ids_at
     monkeypatch.setattr(
         embed,
-        "embed_token_ids",
-        lambda model, ids, **kw: embedded.append(len(ids)) or embed_token_ids(model, ids, **kw),
+        "embed_token_ids_at",
+        lambda model, ids, *a, **kw: (
+            embedded.append(len(ids)) or embed_token_ids_at(model, ids, *a, **kw)
+        ),
     )
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     run(pairs_file, out, tiny_lm_dir)
@@ -304,6 +311,7 @@ def test_embedded_gguf_is_found_without_importing_the_package():
 
 
 def test_hub_ids_and_paths_are_told_apart(tmp_path, monkeypatch):
+    monkeypatch.setattr(loading, "reachable", lambda url: True)
     monkeypatch.setattr(loading, "_resolve_hub_revision", lambda name, revision: "abc123")
     source = loading.resolve_model("meta-llama/Llama-3.1-8B", revision="main")
     assert (source.kind, source.path, source.revision) == (
@@ -333,12 +341,78 @@ def test_prepare_model_records_a_pointer_for_folders_and_hub_ids(
     source = loading.resolve_model(out)
     assert (source.kind, source.name) == ("local", str(tiny_lm_dir.resolve()))
 
+    monkeypatch.setattr(loading, "reachable", lambda url: True)
     monkeypatch.setattr(loading, "_resolve_hub_revision", lambda name, revision: "0123abcd")
     config = type("C", (), {"num_hidden_layers": 3})()
     monkeypatch.setattr(loading, "load_config", lambda source: config)
     out = loading.prepare_model("org/tiny", tmp_path / "hub")
     hub = loading.ModelSource(name="org/tiny", path="org/tiny", revision="0123abcd", kind="hub")
     assert loading.resolve_model(out) == hub
+
+
+def closed_port() -> int:
+    """A local TCP port nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize("why", ["unreachable", "offline"])
+def test_hub_id_without_network_fails_fast_in_one_line(why, pairs_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+    if why == "offline":
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hf"))
+    for attempt in (
+        lambda: loading.resolve_model("ssae-test/no-such-model"),
+        lambda: run(pairs_file, tmp_path / "out", "ssae-test/no-such-model"),
+        lambda: loading.prepare_model("ssae-test/no-such-model", tmp_path / "lm"),
+    ):
+        start = time.perf_counter()
+        with pytest.raises(InputError) as caught:
+            attempt()
+        assert time.perf_counter() - start < 2.0
+        message = str(caught.value)
+        assert "\n" not in message and "ssae-test/no-such-model" in message
+        assert "local folder" in message
+        assert ("HF_HUB_OFFLINE" if why == "offline" else "does not answer") in message
+    assert not (tmp_path / "out").exists() and not (tmp_path / "lm").exists()
+
+
+def test_reachability_goes_through_a_configured_proxy(monkeypatch):
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        proxy = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        closed = f"http://127.0.0.1:{closed_port()}"
+        assert loading.reachable(proxy) and not loading.reachable(closed)
+        for name in ("https_proxy", "all_proxy", "ALL_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("NO_PROXY", "")
+        monkeypatch.setenv("HTTPS_PROXY", proxy)
+        assert loading.reachable("https://hub.invalid")  # the proxy answers for it
+        monkeypatch.setenv("HTTPS_PROXY", closed)
+        assert not loading.reachable("https://hub.invalid")
+
+
+def test_cached_hub_model_loads_without_network(tiny_lm_dir, pairs_file, tmp_path, monkeypatch):
+    """A model in the local Hugging Face cache loads (local files only) when the hub is away."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hf" / "models--ssae-test--tiny"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(tiny_lm_dir, repo / "snapshots" / commit)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+    source = loading.resolve_model("ssae-test/tiny")
+    assert (source.kind, source.revision, source.offline) == ("hub", commit, True)
+    assert source.load_kwargs() == {"revision": commit, "local_files_only": True}
+    start = time.perf_counter()
+    table = load_embeddings(run(pairs_file, tmp_path / "emb", "ssae-test/tiny"))
+    assert time.perf_counter() - start < 30  # no retries against the closed port
+    assert (table.metadata["model"], table.metadata["revision"]) == ("ssae-test/tiny", commit)
+    reference = load_embeddings(run(pairs_file, tmp_path / "ref", tiny_lm_dir))
+    np.testing.assert_array_equal(table.z, reference.z)
 
 
 def test_stages_wire_params_to_the_library(tiny_lm_dir, pairs_file, tmp_path, monkeypatch):
@@ -457,3 +531,241 @@ def test_real_embedded_model_end_to_end(pairs_file, tmp_path, monkeypatch):
     assert table.dim == 576 and len(table) == 11
     norms = np.linalg.norm(table.z, axis=1)
     assert 10 < norms.mean() < 200  # the final norm's output (~50), not a raw residual (hundreds)
+
+
+# --------------------------------------------------------------------------- BOS and chat templates
+
+CHAT_WITH_BOS = (
+    "{{ bos_token }}{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    "{% if add_generation_prompt %} answer{% endif %}"
+)
+CHAT_WITHOUT_BOS = TINY_CHAT_TEMPLATE
+
+
+@pytest.fixture(scope="module")
+def no_bos(no_bos_lm_dir: Path):
+    source = loading.resolve_model(no_bos_lm_dir)
+    return loading.load_model(source), loading.load_tokenizer(source)
+
+
+@pytest.mark.parametrize("layer", [None, 1])
+def test_one_token_text_is_read_after_bos_not_at_the_sink(no_bos, layer):
+    model, tokenizer = no_bos
+    bos, cat = tokenizer.bos_token_id, tokenizer.convert_tokens_to_ids("cat")
+    assert tokens.tokenize(tokenizer, ["cat"], bos="false") == [[cat]]  # the tokenizer adds none
+    assert tokens.tokenize(tokenizer, ["cat"]) == [[bos, cat]]
+    with torch.inference_mode():
+        after_bos = model(torch.tensor([[bos, cat]]), output_hidden_states=True).hidden_states
+        alone = model(torch.tensor([[cat]]), output_hidden_states=True).hidden_states
+    index = -1 if layer is None else layer + 1
+    got = embed.embed_texts(model, tokenizer, ["cat"], layer=layer)[0]
+    np.testing.assert_allclose(got, after_bos[index][0, 1], atol=1e-5)
+    at_sink = embed.embed_texts(model, tokenizer, ["cat"], layer=layer, bos="false")[0]
+    np.testing.assert_allclose(at_sink, alone[index][0, 0], atol=1e-5)
+    assert np.abs(got - at_sink).max() > 1e-2
+
+
+def test_bos_is_never_doubled():
+    from tests.conftest import build_tiny_tokenizer
+
+    adds = build_tiny_tokenizer()
+    for bos in ("auto", "true", True):
+        assert tokens.prefix_token_ids(adds, bos) == []
+        assert tokens.tokenize(adds, ["a cat"], bos=bos) == [[1, 4, 38]]
+    assert tokens.tokenize(adds, ["a cat"], bos="false") == [[1, 4, 38]]  # its own BOS stays
+    plain = build_tiny_tokenizer(adds_bos=False, chat_template=CHAT_WITH_BOS)
+    assert tokens.prefix_token_ids(plain, "auto") == [1]
+    assert tokens.prefix_token_ids(plain, "auto", tokens.CHAT_TEMPLATE) == []  # template writes it
+    assert tokens.tokenize(plain, ["a cat"], template="chat", bos="true") == [[1, 4, 38, 71]]
+    plain.chat_template = CHAT_WITHOUT_BOS
+    question, answer = plain.convert_tokens_to_ids(["question", "answer"])
+    assert tokens.tokenize(plain, ["a cat"], template="chat") == [[1, question, 4, 38, answer]]
+
+
+def test_bos_setting_is_checked():
+    from tests.conftest import build_tiny_tokenizer
+
+    none = build_tiny_tokenizer(bos=False)
+    assert (
+        tokens.prefix_token_ids(none, "auto") == [] and tokens.prefix_token_ids(none, False) == []
+    )
+    with pytest.raises(InputError, match="defines no BOS token") as caught:
+        tokens.prefix_token_ids(none, "true")
+    assert "\n" not in str(caught.value)
+    with pytest.raises(InputError, match="bos 'maybe'"):
+        tokens.parse_bos("maybe")
+    assert embed.EmbedConfig(bos=True).bos == "true"
+
+
+def test_extraction_records_the_prefix_and_redoes_shards_when_it_changes(
+    no_bos, no_bos_lm_dir, pairs_file, tmp_path
+):
+    out = run(pairs_file, tmp_path / "emb", no_bos_lm_dir)
+    table = load_embeddings(out)
+    assert json.loads(table.metadata["prefix_token_ids"]) == [1]
+    assert table.metadata["bos"] == "auto" and table.metadata["template"] == ""
+    model, tokenizer = no_bos
+    expected = embed.embed_texts(model, tokenizer, table_texts(pairs_file, "x"))
+    np.testing.assert_allclose(table.z, expected, atol=1e-4)
+
+    before = shard_bytes(out)
+    run(pairs_file, out, no_bos_lm_dir, bos="true")  # the same prefix: nothing to redo
+    assert shard_bytes(out) == before
+    run(pairs_file, out, no_bos_lm_dir, bos="false")
+    plain = load_embeddings(out)
+    assert plain.metadata["prefix_token_ids"] == "[]" and plain.metadata["bos"] == "false"
+    expected = embed.embed_texts(model, tokenizer, table_texts(pairs_file, "x"), bos="false")
+    np.testing.assert_allclose(plain.z, expected, atol=1e-4)
+    assert not np.allclose(plain.z, table.z, atol=1e-3)
+
+
+def test_chat_template_extraction(no_bos, no_bos_lm_dir, pairs_file, tmp_path):
+    table = load_embeddings(run(pairs_file, tmp_path / "emb", no_bos_lm_dir, template="chat"))
+    assert table.metadata["template"] == "chat" and table.metadata["prefix_token_ids"] == "[1]"
+    model, tokenizer = no_bos
+    texts = table_texts(pairs_file, "x")
+    ids = [[1, *tokenizer(f"question {t} answer", add_special_tokens=False)["input_ids"]]
+           for t in texts]  # fmt: skip
+    expected = embed.embed_token_ids(model, ids)
+    np.testing.assert_allclose(table.z, expected, atol=1e-4)
+
+
+def test_completion_reads_prompts_with_the_same_prefix(no_bos):
+    model, tokenizer = no_bos
+    got = tokens.complete(model, tokenizer, ["a cat", "the king is"], max_new_tokens=3)
+    for prompt, text in zip(["a cat", "the king is"], got, strict=True):
+        ids = [1, *tokenizer(prompt)["input_ids"]]
+        with torch.inference_mode():
+            out = model.generate(torch.tensor([ids]), max_new_tokens=3, do_sample=False,
+                                 pad_token_id=2)  # fmt: skip
+        assert text == tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True)
+
+
+def table_texts(pairs: Path, column: str) -> list[str]:
+    return pq.read_table(pairs).column(column).to_pylist()
+
+
+# --------------------------------------------------------------------------- several layers
+
+
+def test_several_layers_equal_separate_single_layer_runs(tiny_lm_dir, pairs_file, tmp_path):
+    out = run(pairs_file, tmp_path / "multi", tiny_lm_dir, layers=["final", 2, 0])
+    assert sorted(p.name for p in out.iterdir()) == ["layer-0", "layer-2", "layer-final"]
+    tables = embed.layer_tables(out)
+    assert tables == {0: out / "layer-0", 2: out / "layer-2", None: out / "layer-final"}
+    for layer, folder in tables.items():
+        single = run(pairs_file, tmp_path / f"single-{layer}", tiny_lm_dir, layer=layer)
+        assert shard_bytes(folder) == shard_bytes(single)  # same values, same metadata
+        assert load_embeddings(folder).metadata["layer"] == (
+            "final" if layer is None else str(layer)
+        )
+        assert embed.layer_tables(single) == {layer: single}
+
+
+def test_one_forward_pass_stops_after_the_deepest_block(tiny):
+    model, tokenizer = tiny
+    ids = tokens.tokenize(tokenizer, TEXTS[:3])
+    calls = {name: 0 for name in ("block1", "block2", "norm")}
+    modules = {"block1": model.model.layers[1], "block2": model.model.layers[2],
+               "norm": model.model.norm}  # fmt: skip
+    handles = [
+        module.register_forward_hook(lambda *a, name=name: calls.__setitem__(name, calls[name] + 1))
+        for name, module in modules.items()
+    ]
+    try:
+        both = embed.embed_token_ids_at(model, ids, [0, 1], batch_size=8)
+        assert calls == {"block1": 1, "block2": 0, "norm": 0}
+        with_final = embed.embed_token_ids_at(model, ids, [1, None], batch_size=8)
+        assert calls == {"block1": 2, "block2": 1, "norm": 1}
+    finally:
+        for handle in handles:
+            handle.remove()
+    for index, layer in enumerate((0, 1)):
+        np.testing.assert_array_equal(both[index], embed.embed_token_ids(model, ids, layer=layer))
+    np.testing.assert_array_equal(with_final[1], embed.embed_token_ids(model, ids, layer=None))
+
+
+def test_several_layers_resume_keeps_completed_shards(tiny_lm_dir, pairs_file, tmp_path,
+                                                      monkeypatch):  # fmt: skip
+    layers = [1, "final"]
+    reference = tmp_path / "ref"
+    run(pairs_file, reference, tiny_lm_dir, layers=layers)
+    out = tmp_path / "emb"
+    write_parquet_ = embed.write_parquet
+
+    def crash_on_last_shard_of_final(table, path):
+        if path.parent.name == "layer-final" and path.name == "shard-00002.parquet":
+            raise KeyboardInterrupt
+        write_parquet_(table, path)
+
+    monkeypatch.setattr(embed, "write_parquet", crash_on_last_shard_of_final)
+    with pytest.raises(KeyboardInterrupt):
+        run(pairs_file, out, tiny_lm_dir, layers=layers)
+    assert len(list((out / "layer-1").iterdir())) == 3  # shard 2 is complete for block 1 only
+    assert len(list((out / "layer-final").iterdir())) == 2
+    monkeypatch.setattr(embed, "write_parquet", write_parquet_)
+
+    embedded: list[int] = []
+    original = embed.embed_token_ids_at
+    monkeypatch.setattr(
+        embed,
+        "embed_token_ids_at",
+        lambda model, ids, *a, **kw: embedded.append(len(ids)) or original(model, ids, *a, **kw),
+    )
+    kept = {p: p.stat().st_mtime_ns for p in out.glob("layer-*/shard-0000[01].parquet")}
+    run(pairs_file, out, tiny_lm_dir, layers=layers)
+    assert embedded == [4]  # only shard 2's new texts, once for both layers
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept
+    for name in ("layer-1", "layer-final"):
+        assert shard_bytes(out / name) == shard_bytes(reference / name)
+
+    (out / "layer-1" / "shard-00001.parquet").unlink()  # one layer's file missing: redo shard 1
+    embedded.clear()
+    run(pairs_file, out, tiny_lm_dir, layers=layers)
+    assert embedded == [5] and shard_bytes(out / "layer-1") == shard_bytes(reference / "layer-1")
+
+
+def test_layers_no_longer_asked_for_are_removed(tiny_lm_dir, pairs_file, tmp_path):
+    out = run(pairs_file, tmp_path / "emb", tiny_lm_dir, layers=[0, "final"])
+    run(pairs_file, out, tiny_lm_dir, layers=[2, "final"])
+    assert sorted(p.name for p in out.iterdir()) == ["layer-2", "layer-final"]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"layers": [1], "layer": 1}, "not both"),
+        ({"layers": []}, "give a list"),
+        ({"layers": [1, "1"]}, "twice"),
+        ({"layers": [1, 3]}, "out of range"),
+        ({"layers": ["middle"]}, "layer 'middle'"),
+    ],
+)
+def test_bad_layers_are_refused_before_writing(options, message, tiny_lm_dir, pairs_file, tmp_path):
+    with pytest.raises(InputError, match=message):
+        run(pairs_file, tmp_path / "out", tiny_lm_dir, **options)
+    assert not (tmp_path / "out").exists()
+
+
+def test_layered_and_flat_folders_do_not_mix(tiny_lm_dir, pairs_file, tmp_path):
+    flat = run(pairs_file, tmp_path / "flat", tiny_lm_dir)
+    with pytest.raises(InputError, match="not per-layer folders"):
+        run(pairs_file, flat, tiny_lm_dir, layers=[1])
+    layered = run(pairs_file, tmp_path / "layered", tiny_lm_dir, layers=[1])
+    with pytest.raises(InputError, match="not embedding shards"):
+        run(pairs_file, layered, tiny_lm_dir)
+    with pytest.raises(InputError, match="no such folder"):
+        embed.layer_tables(tmp_path / "missing")
+
+
+def test_cli_embeds_several_layers(tiny_lm_dir, pairs_file, tmp_path, capsys):
+    from ssae_core.cli import main
+
+    out = tmp_path / "emb"
+    argv = ["embed", str(pairs_file), "--out", str(out), "--model", str(tiny_lm_dir),
+            "--layers", "1,final", "--bos", "false", "--quiet", "--shard-rows", "4"]  # fmt: skip
+    assert main(argv) == 0
+    assert list(embed.layer_tables(out)) == [1, None]
+    assert load_embeddings(out / "layer-1").metadata["bos"] == "false"
+    assert main([*argv[:-2], "--layer", "1"]) == 2
+    assert "not both" in capsys.readouterr().err

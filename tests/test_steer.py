@@ -500,3 +500,51 @@ def test_cli_help_has_a_complete_example(capsys):
     assert "ssae steer models/study/lang/aff/seed-0 --lm models/lm --latent 0 --alpha 30" in text
     for option in ("--positions", "--max-new-tokens", "--export", "--export-gguf", "--concept"):
         assert option in text
+
+
+def test_cli_chat_reads_prompts_in_the_chat_template(no_bos_lm_dir, tmp_path, capsys):
+    from ssae_core.lm import loading
+    from ssae_core.lm.tokens import complete
+
+    provenance = {"model": str(no_bos_lm_dir), "layer": "1", "bos": "auto"}
+    folder = write_model(tmp_path / "m", latents=1, concepts=["a"], provenance=provenance)
+    args = parse([str(folder), "--latent", "0", "--alpha", "30", "--prompt", "a cat", "--chat",
+                  "--max-new-tokens", "4"])  # fmt: skip
+    args.func(args)
+    unsteered = capsys.readouterr().out.split("unsteered: ")[1].split("\n")[0]
+    source = loading.resolve_model(no_bos_lm_dir)
+    net, tokenizer = loading.load_model(source), loading.load_tokenizer(source)
+    expected = complete(net, tokenizer, ["a cat"], max_new_tokens=4, template="chat", bos="auto")
+    assert unsteered == expected[0]
+    plain = complete(net, tokenizer, ["a cat"], max_new_tokens=4)
+    assert plain != expected  # the chat template changed what the model read
+    with pytest.raises(SystemExit):
+        parse([str(folder), "--latent", "0", "--alpha", "1", "--chat", "--template", "{text}"])
+
+
+@pytest.mark.parametrize(
+    ("recorded", "options", "expected"),
+    [
+        ({"bos": "auto"}, [], ("", "auto")),
+        ({}, [], ("", "false")),  # embeddings from before the setting read no prefix
+        ({"bos": "false", "template": "Q: {text}"}, ["--bos", "true"], ("Q: {text}", "true")),
+        ({"bos": "auto"}, ["--chat"], ("chat", "auto")),
+    ],
+)
+def test_cli_reads_prompts_as_the_embeddings_were_read(
+    recorded, options, expected, no_bos_lm_dir, tmp_path, monkeypatch
+):
+    from ssae_core.lm import tokens
+
+    seen: list[tuple] = []
+
+    def fake_complete(net, tokenizer, prompts, *, template=None, bos="auto", **kw):
+        seen.append((template or "", bos))
+        return ["x"] * len(prompts)
+
+    monkeypatch.setattr(tokens, "complete", fake_complete)
+    provenance = {"model": str(no_bos_lm_dir), "layer": "1", **recorded}
+    folder = write_model(tmp_path / "m", latents=1, concepts=["a"], provenance=provenance)
+    args = parse([str(folder), "--latent", "0", "--alpha", "1", "--prompt", "a cat", *options])
+    args.func(args)
+    assert seen == [expected, expected]  # unsteered and steered alike

@@ -270,14 +270,21 @@ def test_config_validation():
 
 
 def test_source_precedence(tmp_path):
-    env = {tqa.ENV_VAR: str(tmp_path / "env.json")}
+    env = {tqa.ENV_VAR: str(write_json(tmp_path / "env.json"))}
     param = tqa.TruthfulQAConfig(source="rel/mc_task.json")
+    (tmp_path / "rel").mkdir()
+    write_json(tmp_path / "rel" / "mc_task.json")
     assert tqa.resolve_source(param, env, base_dir=tmp_path) == (
         tmp_path / "rel" / "mc_task.json",
         "truthfulqa.source",
     )
     assert tqa.resolve_source(tqa.TruthfulQAConfig(), env) == (tmp_path / "env.json", tqa.ENV_VAR)
     assert tqa.resolve_source(tqa.TruthfulQAConfig(), {}) == (None, "download")
+    # a configured copy that is not there gives way to the environment, then to the download
+    missing = tqa.TruthfulQAConfig(source="elsewhere/mc_task.json")
+    assert tqa.resolve_source(missing, env, tmp_path) == (tmp_path / "env.json", tqa.ENV_VAR)
+    gone = {tqa.ENV_VAR: str(tmp_path / "gone")}
+    assert tqa.resolve_source(missing, gone, tmp_path) == (None, "download")
 
 
 def test_env_var_source_is_used(tmp_path):

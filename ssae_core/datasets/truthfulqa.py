@@ -1,14 +1,18 @@
 """TruthfulQA multiple-choice data: fetch (pinned and checksummed) or read locally, build pairs.
 
-Sources, in order of precedence (:func:`resolve_source`):
+Sources, in order (:func:`resolve_source`); the first that exists is read:
 
-1. ``TruthfulQAConfig.source`` (``truthfulqa.source`` in params.yaml) when it is not null. A tracked
-   parameter wins over the environment, so DVC's record of the params says what was used.
-2. The environment variable ``SSAE_TRUTHFULQA`` (only consulted when ``source`` is null): the usual
-   way to run offline or in CI, e.g. ``SSAE_TRUTHFULQA=../shared/data/truthfulqa``.
+1. ``TruthfulQAConfig.source`` (``truthfulqa.source`` in params.yaml), when it is set and exists.
+   A tracked parameter comes before the environment, so DVC's record of the params says what was
+   used wherever the copy is present (the pair table's metadata ``source_named_by`` records which
+   source was read).
+2. The environment variable ``SSAE_TRUTHFULQA``, when it names a file or folder that exists: the
+   usual way to run offline or in CI on a machine whose copy sits elsewhere.
 3. Otherwise the Hugging Face dataset ``truthfulqa/truthful_qa`` (config ``multiple_choice``, split
    ``validation``) is downloaded with :mod:`urllib` at a pinned revision, its sha256 verified, and
-   kept in a cache folder (``$XDG_CACHE_HOME/ssae/truthfulqa`` or ``~/.cache/ssae/truthfulqa``).
+   kept in the user cache (``ssae_core.cache.cache_root()/truthfulqa``: ``$SSAE_CACHE``, else
+   ``$XDG_CACHE_HOME/ssae``, else ``~/.cache/ssae``). If that fails too, the one-line error says
+   what each of the three was.
 
 A local source may be the original ``mc_task.json``, the ``TruthfulQA.csv`` (UTF-8 with BOM), the
 hub's Parquet file, or a folder holding one of them. In a folder, ``v0/mc_task.json`` is preferred
@@ -51,6 +55,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ssae_core.cache import cache_root
 from ssae_core.errors import InputError
 from ssae_core.io import PairLabels, atomic_file, encode_metadata, pair_table, read_table
 
@@ -85,7 +90,7 @@ Opener = Callable[..., IO[bytes]]
 class TruthfulQAConfig:
     """The ``truthfulqa`` section of params.yaml."""
 
-    source: str | None = None  # local file or folder; null: $SSAE_TRUTHFULQA, else download
+    source: str | None = None  # local file or folder, read if it exists; else $SSAE_TRUTHFULQA...
     revision: str = PINNED_REVISION
     sha256: str = PINNED_SHA256
     endpoint: str = DEFAULT_ENDPOINT  # a hub mirror may be named here
@@ -359,26 +364,46 @@ def read_local(path: str | os.PathLike) -> tuple[list[MCQuestion], Path, str]:
     return reader(p), p, fmt
 
 
+def source_candidates(
+    config: TruthfulQAConfig,
+    env: Mapping[str, str] | None = None,
+    base_dir: str | os.PathLike | None = None,
+) -> list[tuple[str, Path | None]]:
+    """The local copies to try, in order: ``truthfulqa.source`` (relative paths taken from
+    ``base_dir``, by default the working directory), then ``$SSAE_TRUTHFULQA``; None where unset."""
+    env = os.environ if env is None else env
+    configured = None
+    if config.source:
+        configured = Path(config.source).expanduser()
+        if not configured.is_absolute() and base_dir is not None:
+            configured = Path(base_dir) / configured
+    value = env.get(ENV_VAR, "").strip()
+    return [
+        ("truthfulqa.source", configured),
+        (ENV_VAR, Path(value).expanduser() if value else None),
+    ]
+
+
 def resolve_source(
     config: TruthfulQAConfig,
     env: Mapping[str, str] | None = None,
     base_dir: str | os.PathLike | None = None,
 ) -> tuple[Path | None, str]:
-    """The local source to read (or None: download) and what named it.
-
-    ``truthfulqa.source`` wins when set (relative paths are taken from ``base_dir``, by default the
-    working directory); otherwise ``$SSAE_TRUTHFULQA``; otherwise None.
-    """
-    env = os.environ if env is None else env
-    if config.source:
-        p = Path(config.source).expanduser()
-        if not p.is_absolute() and base_dir is not None:
-            p = Path(base_dir) / p
-        return p, "truthfulqa.source"
-    value = env.get(ENV_VAR, "").strip()
-    if value:
-        return Path(value).expanduser(), ENV_VAR
+    """The local source to read and what named it: the first of :func:`source_candidates` that
+    exists, else ``(None, "download")``."""
+    for named_by, path in source_candidates(config, env, base_dir):
+        if path is not None and path.exists():
+            return path, named_by
     return None, "download"
+
+
+def _tried(config: TruthfulQAConfig, env: Mapping[str, str] | None, base_dir: object) -> str:
+    """What each local source was, for the error when the download fails as well."""
+    states = []
+    for named_by, path in source_candidates(config, env, base_dir):  # type: ignore[arg-type]
+        label = f"${named_by}" if named_by == ENV_VAR else named_by
+        states.append(f"{label} {'not set' if path is None else f'{path} not found'}")
+    return ", then ".join(states)
 
 
 # --------------------------------------------------------------------------- downloading
@@ -390,8 +415,8 @@ def hub_url(revision: str = PINNED_REVISION, endpoint: str = DEFAULT_ENDPOINT) -
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "ssae" / "truthfulqa"
+    """Where the download is kept: ``truthfulqa`` in the user cache (:func:`cache_root`)."""
+    return cache_root() / "truthfulqa"
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -500,7 +525,13 @@ def load(
             "source_sha256": sha256_file(file),
         }
         return LoadedMC(questions, provenance)
-    file = fetch(config, cache_dir, opener)
+    try:
+        file = fetch(config, cache_dir, opener)
+    except InputError as exc:
+        raise InputError(
+            f"TruthfulQA: no source could be read: {_tried(config, env, base_dir)}, then the "
+            f"pinned download failed: {exc}"
+        ) from None
     provenance = {
         "source": hub_url(config.revision, config.endpoint),
         "source_named_by": named_by,

@@ -2,8 +2,13 @@
 
 Speed: every distinct text is embedded once per run (x and x~ of all pairs deduplicated); a batch
 holds texts of similar token length, left-padded so that the last real token sits at the last
-position, with position ids counted from each text's first real token; no logits are computed, and
-a run that asks for block ``L`` stops the forward pass after that block.
+position, with position ids counted from each text's first real token; no logits are computed.
+Several layers (``layers=[15, "final"]``) are read from one forward pass (hooks on the blocks); a
+run that does not ask for ``final`` stops the pass after the deepest block it asks for.
+
+Texts are tokenised by :func:`ssae_core.lm.tokens.tokenize`: the template, then the BOS rule
+(``bos``: :func:`~ssae_core.lm.tokens.prefix_token_ids`); the ids put before every text are
+recorded as ``prefix_token_ids`` (a JSON list) in the metadata, beside ``template``.
 
 Shards: pair rows ``[k * shard_rows, (k + 1) * shard_rows)`` go to ``shard-{k:05d}.parquet``, each
 written atomically, with the extraction settings in its schema metadata. A run first keeps every
@@ -16,6 +21,12 @@ batch made only of that shard's new texts; later shards reuse the value, reading
 home shard after an interruption. Identical settings therefore give identical shards, bit for bit,
 resumed or not. Runs split into parts make different batches, so they agree with a single run to
 float rounding (~1e-6), not bit for bit.
+
+Layers: with ``layer`` (one layer, or none for ``final``) the shards sit in the output folder
+itself; with ``layers`` each layer has its own embedding table in a subfolder named by the layer
+(``OUT/layer-15/shard-00000.parquet``, ``OUT/layer-final/...``), whose metadata ``layer`` says which
+layer it holds. A shard is complete when every layer's file for it is current. :func:`layer_tables`
+finds the tables of either layout.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ import hashlib
 import json
 import math
 import re
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,16 +57,36 @@ from ssae_core.io import (
     decode_metadata,
     encode_metadata,
     load_pairs,
+    parquet_files,
     write_parquet,
 )
 from ssae_core.lm import loading
-from ssae_core.lm.layers import check_layer, decoder_blocks, layer_name, num_layers, text_config
-from ssae_core.lm.tokens import check_template, left_pad, pad_token_id, tokenize
+from ssae_core.lm.layers import (
+    Layer,
+    check_layer,
+    decoder_blocks,
+    layer_name,
+    layer_order,
+    num_layers,
+    parse_layer,
+    parse_layers,
+    text_config,
+)
+from ssae_core.lm.tokens import (
+    check_template,
+    left_pad,
+    pad_token_id,
+    parse_bos,
+    prefix_token_ids,
+    tokenize,
+)
 from ssae_core.progress import show_message, show_progress
 
 TOKEN_POSITION = "last"
 SHARD_NAME = "shard-{:05d}.parquet"
 SHARD_PATTERN = re.compile(r"shard-(\d{5,})\.parquet")
+LAYER_FOLDER = "layer-{}"
+LAYER_FOLDER_PATTERN = re.compile(r"layer-(final|\d+)")
 # Settings that change a shard's content; a shard whose metadata differs in one of them is redone.
 CONTENT_KEYS = (
     "model",
@@ -63,6 +95,7 @@ CONTENT_KEYS = (
     "token_position",
     "dtype",
     "template",
+    "prefix_token_ids",
     "pairs_sha256",
     "shard_rows",
 )
@@ -74,6 +107,9 @@ class EmbedConfig:
 
     layer: int | None = None
     """Decoder block whose output (residual stream) is taken, 0-based; null: final normed state."""
+    layers: list[int | str] | None = None
+    """Several layers from one forward pass, e.g. [15, final]: one table per layer in
+    OUT/layer-L/ (instead of layer); null: only layer, in OUT itself."""
     batch_size: int = 32
     """Texts per forward pass (texts of similar length are batched together)."""
     dtype: str = "auto"
@@ -84,91 +120,142 @@ class EmbedConfig:
     """Pairs per output shard: the unit of resumption."""
     template: str | None = None
     """Prompt with {text}, or "chat" (the tokenizer's chat template); null: the raw text."""
+    bos: bool | str = "auto"
+    """Put the tokenizer's BOS token before each text: auto (when it has one and neither it nor
+    the chat template adds it), true (the same; no BOS token is an error) or false."""
+
+    def __post_init__(self) -> None:
+        self.bos = parse_bos(self.bos)
+        _check_layer_choice(self.layer, self.layers)
 
 
-# --------------------------------------------------------------------------- prompts and tokens
+def _check_layer_choice(layer: object, layers: object) -> None:
+    """``layer`` (one table in OUT) or ``layers`` (one table per layer), not both."""
+    if layers is not None:
+        if layer is not None:
+            raise InputError("layers: give layer (one table) or layers (one per layer), not both")
+        parse_layers(layers)
 
 
 # --------------------------------------------------------------------------- the forward pass
 
 
-class _BlockOutput(Exception):
-    """Raised by a forward hook to stop the pass once the requested block has run."""
-
-    def __init__(self, hidden: torch.Tensor) -> None:
-        super().__init__()
-        self.hidden = hidden
-
-
-def _stop_after(module: torch.nn.Module, args: Any, output: Any) -> None:
-    raise _BlockOutput(output[0] if isinstance(output, tuple) else output)
+class _StopForward(Exception):
+    """Raised by a forward hook to end the pass once the deepest block asked for has run."""
 
 
 @torch.inference_mode()
-def last_token_states(
+def last_token_states_at(
     model: torch.nn.Module,
     input_ids_BT: torch.Tensor,
     mask_BT: torch.Tensor,
-    layer: int | None = None,
-) -> torch.Tensor:
-    """Hidden state at the last position of left-padded inputs [B, d] (model dtype, model device).
+    layers: Sequence[Layer],
+) -> list[torch.Tensor]:
+    """Hidden states at the last position of left-padded inputs, one [B, d] per entry of
+    ``layers`` (model dtype, model device), all from one forward pass.
 
-    ``layer=None``: the body's ``last_hidden_state`` (after the final norm), without the LM head.
-    ``layer=L``: the output of decoder block ``L``; the pass stops there.
+    A block ``L``: the output of decoder block ``L``, read by a forward hook; ``None``: the body's
+    ``last_hidden_state`` (after the final norm), without the LM head. When ``None`` is not asked
+    for, the pass stops after the deepest block asked for.
     """
     device = next(model.parameters()).device
     input_ids_BT = input_ids_BT.to(device)
     mask_BT = mask_BT.to(device)
     # Left padding: positions must count from each text's first real token, as in an unpadded run.
     position_ids_BT = (mask_BT.cumsum(-1) - 1).clamp(min=0)
-    body = model.base_model
     inputs = {
         "input_ids": input_ids_BT,
         "attention_mask": mask_BT,
         "position_ids": position_ids_BT,
         "use_cache": False,
     }
-    if layer is None:
-        return body(**inputs).last_hidden_state[:, -1, :]
-    handle = decoder_blocks(model)[layer].register_forward_hook(_stop_after)
+    blocks = sorted({layer for layer in layers if layer is not None})
+    last_block = None if None in layers else blocks[-1]
+    captured: dict[int, torch.Tensor] = {}
+
+    def reader(index: int) -> Callable[..., None]:
+        def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
+            hidden = output[0] if isinstance(output, tuple) else output
+            captured[index] = hidden[:, -1, :].clone()
+            if index == last_block:
+                raise _StopForward
+
+        return hook
+
+    handles = [decoder_blocks(model)[i].register_forward_hook(reader(i)) for i in blocks]
+    final = None
     try:
-        body(**inputs)
-    except _BlockOutput as captured:
-        return captured.hidden[:, -1, :]
+        final = model.base_model(**inputs).last_hidden_state[:, -1, :]
+    except _StopForward:
+        pass
     finally:
-        handle.remove()
-    raise RuntimeError(f"decoder block {layer} did not run")  # pragma: no cover
+        for handle in handles:
+            handle.remove()
+    missing = [i for i in blocks if i not in captured]
+    if missing:  # pragma: no cover - a block that never ran
+        raise RuntimeError(f"decoder block(s) {missing} did not run")
+    return [final if layer is None else captured[layer] for layer in layers]
+
+
+def last_token_states(
+    model: torch.nn.Module,
+    input_ids_BT: torch.Tensor,
+    mask_BT: torch.Tensor,
+    layer: Layer = None,
+) -> torch.Tensor:
+    """Hidden state at the last position of left-padded inputs [B, d] at one layer
+    (:func:`last_token_states_at`)."""
+    return last_token_states_at(model, input_ids_BT, mask_BT, [layer])[0]
+
+
+def embed_token_ids_at(
+    model: torch.nn.Module,
+    token_ids: Sequence[Sequence[int]],
+    layers: Sequence[Layer],
+    *,
+    batch_size: int = 32,
+    pad_id: int = 0,
+    on_batch: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Last-token states of tokenised texts at each of ``layers`` as float32 [L, N, d], texts in
+    input order, one forward pass per batch.
+
+    Texts are batched longest first (ties in input order), so a batch pads little and the result
+    depends only on the inputs and ``batch_size``.
+    """
+    order = sorted(range(len(token_ids)), key=lambda i: -len(token_ids[i]))
+    out_LND: np.ndarray | None = None
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        input_ids_BT, mask_BT = left_pad([token_ids[i] for i in rows], pad_id)
+        states = last_token_states_at(model, input_ids_BT, mask_BT, layers)
+        states_LBD = torch.stack(states).float().cpu().numpy()
+        if out_LND is None:
+            shape = (len(layers), len(token_ids), states_LBD.shape[2])
+            out_LND = np.empty(shape, dtype=np.float32)
+        out_LND[:, rows] = states_LBD
+        if on_batch is not None:
+            on_batch(len(rows))
+    if out_LND is None:
+        hidden = text_config(model.config).hidden_size
+        return np.zeros((len(layers), 0, hidden), dtype=np.float32)
+    return out_LND
 
 
 def embed_token_ids(
     model: torch.nn.Module,
     token_ids: Sequence[Sequence[int]],
     *,
-    layer: int | None = None,
+    layer: Layer = None,
     batch_size: int = 32,
     pad_id: int = 0,
     on_batch: Callable[[int], None] | None = None,
 ) -> np.ndarray:
-    """Last-token states of tokenised texts as float32 [N, d], in input order.
-
-    Texts are batched longest first (ties in input order), so a batch pads little and the result
-    depends only on the inputs and ``batch_size``.
-    """
-    order = sorted(range(len(token_ids)), key=lambda i: -len(token_ids[i]))
-    out_ND: np.ndarray | None = None
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        input_ids_BT, mask_BT = left_pad([token_ids[i] for i in rows], pad_id)
-        states_BD = last_token_states(model, input_ids_BT, mask_BT, layer).float().cpu().numpy()
-        if out_ND is None:
-            out_ND = np.empty((len(token_ids), states_BD.shape[1]), dtype=np.float32)
-        out_ND[rows] = states_BD
-        if on_batch is not None:
-            on_batch(len(rows))
-    if out_ND is None:
-        hidden = text_config(model.config).hidden_size
-        return np.zeros((0, hidden), dtype=np.float32)
-    return out_ND
+    """Last-token states of tokenised texts at one layer as float32 [N, d], in input order
+    (:func:`embed_token_ids_at`)."""
+    return embed_token_ids_at(
+        model, token_ids, [layer], batch_size=batch_size, pad_id=pad_id, on_batch=on_batch
+    )[0]
 
 
 def embed_texts(
@@ -176,20 +263,57 @@ def embed_texts(
     tokenizer: Any,
     texts: Sequence[str],
     *,
-    layer: int | None = None,
+    layer: Layer = None,
     batch_size: int = 32,
     template: str | None = None,
+    bos: object = "auto",
 ) -> np.ndarray:
-    """Embed texts with a loaded model (for notebooks): float32 [N, d], distinct texts run once."""
+    """Embed texts with a loaded model (for notebooks): float32 [N, d], distinct texts run once;
+    tokenised as :func:`extract_embeddings` does (same template and BOS rule)."""
     check_layer(layer, num_layers(model.config), model.config.name_or_path)
     check_template(template)
     distinct = list(dict.fromkeys(texts))
-    ids = tokenize(tokenizer, distinct, template=template)
+    ids = tokenize(tokenizer, distinct, template=template, bos=bos)
     states = embed_token_ids(
         model, ids, layer=layer, batch_size=batch_size, pad_id=pad_token_id(tokenizer)
     )
     index = {text: i for i, text in enumerate(distinct)}
     return states[[index[t] for t in texts]]
+
+
+def layer_tables(folder: str | Path) -> dict[Layer, Path]:
+    """The embedding table of each layer in an extraction folder, ``{layer: path}`` (blocks in
+    order, then ``None`` for ``final``): the ``layer-*`` subfolders of a run with ``layers``, or
+    the folder itself (its layer read from the metadata) for a run with ``layer``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such folder; give the output folder of ssae embed")
+    found: dict[Layer, Path] = {}
+    for child in sorted(folder.iterdir()):
+        match = LAYER_FOLDER_PATTERN.fullmatch(child.name)
+        if match and child.is_dir():
+            layer = parse_layer(match.group(1))
+            if _recorded_layer(child) != layer_name(layer):
+                raise InputError(
+                    f"{child}: its shards record layer {_recorded_layer(child)}, not "
+                    f"{layer_name(layer)}; re-run the extraction into a fresh folder"
+                )
+            found[layer] = child
+    if not found:
+        found[parse_layer(_recorded_layer(folder))] = folder
+    return dict(sorted(found.items(), key=lambda item: layer_order(item[0])))
+
+
+def _recorded_layer(folder: Path) -> str:
+    """The ``layer`` the first shard of ``folder`` records in its metadata."""
+    first = parquet_files(folder)[0]
+    try:
+        meta = pq.read_schema(first).metadata or {}
+    except (OSError, pa.ArrowInvalid):
+        raise InputError(f"{first}: not a readable Parquet file; re-run the extraction") from None
+    if b"layer" not in meta:
+        raise InputError(f"{first}: records no layer; it is not an LM embedding table")
+    return meta[b"layer"].decode()
 
 
 # --------------------------------------------------------------------------- shards
@@ -222,33 +346,48 @@ def _shift_matrix(table: pa.Table, path: object) -> np.ndarray | None:
     return values
 
 
-def _check_out_dir(out: Path) -> None:
-    """Refuse a folder that holds anything but shards (and hidden files): it is not ours to fill."""
+def _check_out_dir(out: Path, layered: bool) -> None:
+    """Refuse a folder that holds anything but shards (with ``layered``: ``layer-*`` folders of
+    shards) and hidden files: it is not ours to fill."""
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is a file; give a folder for the embedding shards")
     if not out.is_dir():
         return
+    pattern = LAYER_FOLDER_PATTERN if layered else SHARD_PATTERN
     foreign = sorted(
         p.name
         for p in out.iterdir()
-        if not p.name.startswith(".") and not SHARD_PATTERN.fullmatch(p.name)
+        if not p.name.startswith(".") and not (pattern.fullmatch(p.name) and p.is_dir() == layered)
     )
     if foreign:
+        kind = "per-layer folders of embedding shards" if layered else "embedding shards"
         raise InputError(
-            f"{out}: holds files that are not embedding shards ({', '.join(foreign[:3])}); "
+            f"{out}: holds files that are not {kind} ({', '.join(foreign[:3])}); "
             "choose an empty or new folder"
         )
+    if layered:
+        for child in out.iterdir():
+            if LAYER_FOLDER_PATTERN.fullmatch(child.name):
+                _check_out_dir(child, layered=False)
+
+
+def layer_folder(out: Path, layer: Layer) -> Path:
+    """Where a run with ``layers`` writes the table of ``layer`` (``OUT/layer-15``,
+    ``OUT/layer-final``)."""
+    return out / LAYER_FOLDER.format(layer_name(layer))
 
 
 @dataclass
 class _ShardPlan:
-    """Which pair rows go to which shard file, and what each shard's metadata must say."""
+    """Which pair rows go to which shard file of each layer's folder, and what each shard's
+    metadata must say."""
 
     out: Path
+    folders: dict[Layer, Path]
     table: pa.Table
     shift: np.ndarray | None
     concepts: list[str] | None
-    metadata: dict[bytes, bytes]
+    metadata: dict[Layer, dict[bytes, bytes]]
     shard_rows: int
     owned: list[int]
 
@@ -257,78 +396,104 @@ class _ShardPlan:
         self.x_tilde = self.table.column("x_tilde").to_pylist()
 
     @property
+    def layers(self) -> list[Layer]:
+        return list(self.folders)
+
+    @property
     def n_shards(self) -> int:
         return math.ceil(self.table.num_rows / self.shard_rows)
 
     def rows(self, k: int) -> range:
         return range(k * self.shard_rows, min((k + 1) * self.shard_rows, self.table.num_rows))
 
-    def path(self, k: int) -> Path:
-        return self.out / SHARD_NAME.format(k)
+    def path(self, k: int, layer: Layer) -> Path:
+        return self.folders[layer] / SHARD_NAME.format(k)
 
     def texts(self, k: int) -> list[str]:
         """Distinct texts of shard ``k`` in order of first use (x before x~ within a pair)."""
         return list(dict.fromkeys(t for i in self.rows(k) for t in (self.x[i], self.x_tilde[i])))
 
     def is_current(self, k: int) -> bool:
-        """Shard ``k`` exists, is readable, and was written from this table with these settings."""
+        """Shard ``k`` of every layer exists, is readable, and was written from this table with
+        these settings."""
+        return all(self._file_is_current(k, layer) for layer in self.layers)
+
+    def _file_is_current(self, k: int, layer: Layer) -> bool:
         try:
-            found = pq.read_metadata(self.path(k))
+            found = pq.read_metadata(self.path(k, layer))
         except (OSError, pa.ArrowInvalid):
             return False
         meta = found.schema.to_arrow_schema().metadata or {}
+        wanted = self.metadata[layer]
         return found.num_rows == len(self.rows(k)) and all(
-            meta.get(key.encode()) == self.metadata.get(key.encode()) for key in CONTENT_KEYS
+            meta.get(key.encode()) == wanted.get(key.encode()) for key in CONTENT_KEYS
         )
 
     def progress(self, verbose: bool) -> tuple[set[int], list[int]]:
-        """(completed, pending) shards of this part; removes shards past the table's end."""
+        """(completed, pending) shards of this part; removes what an older run wrote that this
+        one does not (shards past the table's end, folders of layers no longer asked for)."""
         done = {k for k in self.owned if self.is_current(k)}
         pending = [k for k in self.owned if k not in done]
         if done:
             _say(f"{self.out}: keeping {len(done)} completed shard(s)", verbose)
-        if redo := sum(self.path(k).exists() for k in pending):
+        redo = sum(any(self.path(k, x).exists() for x in self.layers) for k in pending)
+        if redo:
             _say(f"{self.out}: redoing {redo} shard(s) written with other settings", verbose)
-        self.remove_beyond_end()
+        self.remove_stale(verbose)
         return done, pending
 
-    def remove_beyond_end(self) -> None:
-        """Delete shards an older run wrote past this table's last shard."""
-        if self.out.is_dir():
-            for path in self.out.iterdir():
-                match = SHARD_PATTERN.fullmatch(path.name)
-                if match and int(match.group(1)) >= self.n_shards:
-                    path.unlink(missing_ok=True)
+    def remove_stale(self, verbose: bool) -> None:
+        """Delete shards an older run wrote past this table's last shard, and (runs with
+        ``layers``) the folders of layers this run does not ask for."""
+        for folder in self.folders.values():
+            if folder.is_dir():
+                for path in folder.iterdir():
+                    match = SHARD_PATTERN.fullmatch(path.name)
+                    if match and int(match.group(1)) >= self.n_shards:
+                        path.unlink(missing_ok=True)
+        if self.out in self.folders.values() or not self.out.is_dir():
+            return
+        for child in sorted(self.out.iterdir()):
+            if LAYER_FOLDER_PATTERN.fullmatch(child.name) and child not in self.folders.values():
+                _say(f"{child}: removing a layer this run does not ask for", verbose)
+                shutil.rmtree(child)
 
     def read_states(self, k: int, wanted: set[str]) -> dict[str, np.ndarray]:
-        """Embeddings of the ``wanted`` texts of completed shard ``k``, as it stored them."""
+        """Embeddings [L, d] of the ``wanted`` texts of completed shard ``k``, as it stored them."""
         rows = self.rows(k)
-        shard = pq.read_table(self.path(k), columns=["z", "z_tilde"])
-        found: dict[str, np.ndarray] = {}
-        for column, texts in (("z", self.x), ("z_tilde", self.x_tilde)):
-            flat = shard.column(column).combine_chunks().flatten().to_numpy()
-            states = flat.astype(np.float32).reshape(len(rows), -1)
-            for j, i in enumerate(rows):
-                if texts[i] in wanted:
-                    found.setdefault(texts[i], states[j])
-        return found
+        found: dict[str, list[np.ndarray]] = {}
+        for layer in self.layers:
+            shard = pq.read_table(self.path(k, layer), columns=["z", "z_tilde"])
+            seen: set[str] = set()
+            for column, texts in (("z", self.x), ("z_tilde", self.x_tilde)):
+                flat = shard.column(column).combine_chunks().flatten().to_numpy()
+                states = flat.astype(np.float32).reshape(len(rows), -1)
+                for j, i in enumerate(rows):
+                    if texts[i] in wanted and texts[i] not in seen:
+                        seen.add(texts[i])
+                        found.setdefault(texts[i], []).append(states[j])
+        return {text: np.stack(values) for text, values in found.items()}
 
     def write(self, k: int, states: dict[str, np.ndarray]) -> None:
-        """Write shard ``k`` atomically from the embeddings of its texts."""
+        """Write shard ``k`` of every layer atomically from the embeddings [L, d] of its texts."""
         rows = self.rows(k)
         part = self.table.slice(rows.start, len(rows))
-        embeddings = EmbeddingTable(
-            pair_id=part.column("pair_id").to_numpy().astype(np.int64),
-            split=np.asarray(part.column("split").to_pylist(), dtype=object),
-            z=np.stack([states[self.x[i]] for i in rows]),
-            z_tilde=np.stack([states[self.x_tilde[i]] for i in rows]),
-            shift=None if self.shift is None else self.shift[rows.start : rows.stop],
-            concepts=self.concepts,
-            labels=PairLabels.from_arrow(part, self.path(k)),
-        )
-        if not (np.isfinite(embeddings.z).all() and np.isfinite(embeddings.z_tilde).all()):
-            raise RuntimeError(f"{self.path(k)}: the model produced NaN or inf; try dtype float32")
-        write_parquet(embeddings.to_arrow().replace_schema_metadata(self.metadata), self.path(k))
+        for index, layer in enumerate(self.layers):
+            embeddings = EmbeddingTable(
+                pair_id=part.column("pair_id").to_numpy().astype(np.int64),
+                split=np.asarray(part.column("split").to_pylist(), dtype=object),
+                z=np.stack([states[self.x[i]][index] for i in rows]),
+                z_tilde=np.stack([states[self.x_tilde[i]][index] for i in rows]),
+                shift=None if self.shift is None else self.shift[rows.start : rows.stop],
+                concepts=self.concepts,
+                labels=PairLabels.from_arrow(part, self.path(k, layer)),
+            )
+            path = self.path(k, layer)
+            if not (np.isfinite(embeddings.z).all() and np.isfinite(embeddings.z_tilde).all()):
+                raise RuntimeError(f"{path}: the model produced NaN or inf; try dtype float32")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            arrow = embeddings.to_arrow().replace_schema_metadata(self.metadata[layer])
+            write_parquet(arrow, path)
 
 
 def _check_positive(**values: object) -> None:
@@ -349,10 +514,12 @@ def extract_embeddings(
     model: str | None = None,
     revision: str | None = None,
     layer: int | None = None,
+    layers: Sequence[object] | None = None,
     batch_size: int = 32,
     device: str = "auto",
     dtype: str = "auto",
     template: str | None = None,
+    bos: object = "auto",
     shard_rows: int = 2048,
     num_shards: int = 1,
     shard_index: int = 0,
@@ -361,67 +528,90 @@ def extract_embeddings(
     """Embed every pair of a pair table into a folder of embedding-table shards; returns the folder.
 
     ``model``: ``None``/``"embedded"``, a hub id or a local folder (:mod:`.loading`), pinned by
-    ``revision``; ``layer``: see :mod:`.layers`; ``template``: ``"... {text} ..."``, ``"chat"``
-    or ``None``. ``num_shards``/``shard_index``: run only part ``shard_index``; all parts together
-    write the same folder as one run. Bad input raises :class:`InputError` before anything is
-    written; an interrupted run resumes from its completed shards.
+    ``revision``; ``layer``: see :mod:`.layers`; ``layers``: several layers from one forward pass,
+    one table per layer in ``out_dir/layer-L`` (:func:`layer_tables` finds them); ``template``:
+    ``"... {text} ..."``, ``"chat"`` or ``None``; ``bos``: ``auto``, ``true`` or ``false``
+    (:func:`~ssae_core.lm.tokens.prefix_token_ids`). ``num_shards``/``shard_index``: run only
+    part ``shard_index``; all parts together write the same folder as one run. Bad input raises
+    :class:`InputError` before anything is written; an interrupted run resumes from its
+    completed shards.
     """
-    _check_arguments(batch_size, shard_rows, num_shards, shard_index, template)
+    _check_arguments(batch_size, shard_rows, num_shards, shard_index, template, layer, layers)
     out = Path(out_dir)
-    _check_out_dir(out)
-
+    _check_out_dir(out, layered=layers is not None)
     table = load_pairs(pairs)
-    concepts, _ = decode_metadata(table.schema)
-    shift = _shift_matrix(table, pairs)
     source = loading.resolve_model(model, revision=revision, verbose=progress)
     config = loading.load_config(source)
-    layer = check_layer(layer, num_layers(config), source.name)
+    n_layers = num_layers(config)
+    wanted = [layer] if layers is None else parse_layers(list(layers))
+    for item in wanted:
+        check_layer(item, n_layers, source.name)
+    tokenizer = loading.load_tokenizer(source)
     torch_device = loading.resolve_device(device)
     torch_dtype = loading.resolve_dtype(dtype, torch_device)
-    settings = _settings(source, layer, torch_device, torch_dtype, template, table, shard_rows)
-    n_shards = math.ceil(table.num_rows / shard_rows)
-    plan = _ShardPlan(
-        out=out,
-        table=table,
-        shift=shift,
-        concepts=concepts,
-        metadata=encode_metadata(concepts, settings),
-        shard_rows=shard_rows,
-        owned=[k for k in range(n_shards) if k % num_shards == shard_index],
-    )
+    settings = _settings(
+        source, torch_device, torch_dtype, template, prefix_token_ids(tokenizer, bos, template),
+        parse_bos(bos), table, shard_rows,
+    )  # fmt: skip
+    plan = _plan(out, table, pairs, wanted, layers is not None, settings, num_shards, shard_index)
     done, pending = plan.progress(progress)
     if not pending:
         return out
     work = _Work.of(plan, pending)
-    tokenizer = loading.load_tokenizer(source)
-    token_ids = dict(
-        zip(work.to_compute, tokenize(tokenizer, work.to_compute, template=template), strict=True)
-    )
+    ids = tokenize(tokenizer, work.to_compute, template=template, bos=bos)
+    token_ids = dict(zip(work.to_compute, ids, strict=True))
     _check_lengths(token_ids, loading.max_positions(config), plan, pairs, source.name)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
         net = loading.load_model(source, device=torch_device, dtype=torch_dtype)
         _say(
-            f"embedding {len(work.to_compute)} distinct text(s) with {source.name} (layer "
-            f"{layer_name(layer)}, {torch_device.type} {loading.dtype_name(torch_dtype)}) into "
-            f"{len(pending)} shard(s) of {out}",
+            f"embedding {len(work.to_compute)} distinct text(s) with {source.name} (layer(s) "
+            f"{', '.join(layer_name(x) for x in wanted)}, {torch_device.type} "
+            f"{loading.dtype_name(torch_dtype)}) into {len(pending)} shard(s) of {out}",
             progress,
         )
         embed = functools.partial(
-            embed_token_ids,
-            net,
-            layer=layer,
-            batch_size=batch_size,
-            pad_id=pad_token_id(tokenizer),
+            embed_token_ids_at, net, batch_size=batch_size, pad_id=pad_token_id(tokenizer)
         )
         work.run(
-            plan, done, lambda texts, **kw: embed([token_ids[t] for t in texts], **kw), progress
+            plan,
+            done,
+            lambda texts, **kw: embed([token_ids[t] for t in texts], wanted, **kw),
+            progress,
         )
     finally:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
     return out
+
+
+def _plan(
+    out: Path,
+    table: pa.Table,
+    pairs: object,
+    wanted: list[Layer],
+    layered: bool,
+    settings: dict[str, object],
+    num_shards: int,
+    shard_index: int,
+) -> _ShardPlan:
+    """The shards of this part, in ``out`` itself (one layer) or in one folder per layer."""
+    concepts, _ = decode_metadata(table.schema)
+    shard_rows = int(settings["shard_rows"])  # type: ignore[call-overload]
+    n_shards = math.ceil(table.num_rows / shard_rows)
+    return _ShardPlan(
+        out=out,
+        folders={x: layer_folder(out, x) if layered else out for x in wanted},
+        table=table,
+        shift=_shift_matrix(table, pairs),
+        concepts=concepts,
+        metadata={
+            x: encode_metadata(concepts, {**settings, "layer": layer_name(x)}) for x in wanted
+        },
+        shard_rows=shard_rows,
+        owned=[k for k in range(n_shards) if k % num_shards == shard_index],
+    )
 
 
 @dataclass
@@ -457,7 +647,8 @@ class _Work:
         embed: Callable[..., np.ndarray],
         progress: bool,
     ) -> None:
-        """Write every pending shard; ``embed(texts, on_batch=...)`` gives their states [N, d]."""
+        """Write every pending shard; ``embed(texts, on_batch=...)`` gives their states
+        [L, N, d]."""
         states: dict[str, np.ndarray] = {}
         for k in sorted(done):
             wanted = {t for t in plan.texts(k) if self.home[t] == k and self.last_use[t] > k}
@@ -467,15 +658,22 @@ class _Work:
         with show_progress(total=total, unit="text", desc="embed", disable=not progress) as bar:
             for k in self.pending:
                 bar.set_postfix_str(f"shard {k + 1}/{plan.n_shards}")
-                computed = embed(self.new_texts[k], on_batch=bar.update)
-                states.update(zip(self.new_texts[k], computed, strict=True))
+                computed_LND = embed(self.new_texts[k], on_batch=bar.update)
+                for i, text in enumerate(self.new_texts[k]):
+                    states[text] = computed_LND[:, i]
                 plan.write(k, states)
                 for text in [t for t in states if self.last_use[t] <= k]:
                     del states[text]
 
 
 def _check_arguments(
-    batch_size: int, shard_rows: int, num_shards: int, shard_index: int, template: str | None
+    batch_size: int,
+    shard_rows: int,
+    num_shards: int,
+    shard_index: int,
+    template: str | None,
+    layer: object,
+    layers: object,
 ) -> None:
     _check_positive(batch_size=batch_size, shard_rows=shard_rows, num_shards=num_shards)
     if isinstance(shard_index, bool) or not isinstance(shard_index, int):
@@ -483,26 +681,31 @@ def _check_arguments(
     if not 0 <= shard_index < num_shards:
         raise InputError(f"shard_index: must be in 0..{num_shards - 1} (num_shards {num_shards})")
     check_template(template)
+    _check_layer_choice(layer, layers)
 
 
 def _settings(
     source: loading.ModelSource,
-    layer: int | None,
     device: torch.device,
     dtype: torch.dtype,
     template: str | None,
+    prefix: list[int],
+    bos: str,
     table: pa.Table,
     shard_rows: int,
 ) -> dict[str, object]:
-    """What every shard's schema metadata records (CONTENT_KEYS decide whether it is current)."""
+    """What every shard's schema metadata records besides its layer (CONTENT_KEYS decide whether
+    a shard is current)."""
     concepts, pair_metadata = decode_metadata(table.schema)
     return {
         "model": source.name,
         "revision": source.revision or "",
-        "layer": layer_name(layer),
+        "layer": "",  # each layer's table records its own
         "token_position": TOKEN_POSITION,
         "dtype": loading.dtype_name(dtype),
         "template": template or "",
+        "prefix_token_ids": json.dumps(prefix),
+        "bos": bos,
         "pairs_sha256": _pairs_sha256(table, concepts),
         "shard_rows": shard_rows,
         "num_pairs": table.num_rows,

