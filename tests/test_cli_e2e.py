@@ -118,7 +118,7 @@ def test_embed_train_and_steer_a_tiny_llama(pairs_file: Path, tiny_lm_dir: Path,
             cwd=work,
         )
     )
-    assert "steering: latent 0, alpha 30, layer 1, positions all" in out
+    assert "steering: latent 0, alpha 30, operator add, layer 1, positions all" in out
     assert out.count("unsteered:") == 1 and out.count("steered:") == 2
     vector = load_steering_vectors(work / "gender.safetensors")
     np.testing.assert_allclose(
