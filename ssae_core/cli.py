@@ -543,7 +543,8 @@ def _write_vector_files(args: argparse.Namespace, vector, config) -> None:
         check_gguf_exportable(vector)
         gguf_model_hint(vector, args.model_hint)
     if safetensors:
-        save_steering_vector(vector, safetensors)
+        option = "--out" if getattr(args, "out", None) else "--export"
+        save_steering_vector(vector, safetensors, option=option)
         print(f"wrote {safetensors}")
     if args.export_gguf:
         export_gguf(vector, args.export_gguf, model_hint=args.model_hint)

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from ssae_core.errors import InputError
-from ssae_core.io import load_embeddings, pair_table, write_parquet
+from ssae_core.io import OUTPUT_MARKER, load_embeddings, pair_table, write_parquet
 from ssae_core.lm import embed, loading, tokens
 from ssae_core.study.layout import StudyLayout
 from tests.conftest import TINY_CHAT_TEMPLATE
@@ -32,6 +32,11 @@ TEXTS = [
     "the man was at the house with the dog",
     "la reine",
 ]
+
+
+def entries(folder: Path) -> list[Path]:
+    """What an extraction wrote into ``folder``, without its output marker."""
+    return sorted(p for p in folder.iterdir() if p.name != OUTPUT_MARKER)
 
 
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -134,8 +139,8 @@ def test_extract_writes_bounded_shards_with_metadata(tiny, tiny_lm_dir, pairs_fi
 
     monkeypatch.setattr(embed, "embed_token_ids_at", counting)
     out = run(pairs_file, tmp_path / "emb", tiny_lm_dir)
-    assert sorted(p.name for p in out.iterdir()) == [f"shard-0000{k}.parquet" for k in range(3)]
-    assert [pq.read_metadata(p).num_rows for p in sorted(out.iterdir())] == [4, 4, 3]
+    assert sorted(p.name for p in entries(out)) == [f"shard-0000{k}.parquet" for k in range(3)]
+    assert [pq.read_metadata(p).num_rows for p in sorted(entries(out))] == [4, 4, 3]
 
     pairs = pq.read_table(pairs_file)
     distinct = set(pairs.column("x").to_pylist()) | set(pairs.column("x_tilde").to_pylist())
@@ -180,7 +185,7 @@ def test_interrupted_run_resumes_to_identical_shards(tiny_lm_dir, pairs_file, tm
     monkeypatch.setattr(embed._ShardPlan, "write", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
         run(pairs_file, out, tiny_lm_dir)
-    assert sorted(p.name for p in out.iterdir()) == ["shard-00000.parquet", "shard-00001.parquet"]
+    assert sorted(p.name for p in entries(out)) == ["shard-00000.parquet", "shard-00001.parquet"]
     monkeypatch.setattr(embed._ShardPlan, "write", write)
 
     embedded: list[int] = []
@@ -192,7 +197,7 @@ def test_interrupted_run_resumes_to_identical_shards(tiny_lm_dir, pairs_file, tm
             embedded.append(len(ids)) or embed_token_ids_at(model, ids, *a, **kw)
         ),
     )
-    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    before = {p.name: p.stat().st_mtime_ns for p in entries(out)}
     run(pairs_file, out, tiny_lm_dir)
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("shard-0000[01]*")} == before
     assert embedded == [4]  # only the last shard's new texts; "the man", "the king" are read back
@@ -205,7 +210,7 @@ def test_parts_together_equal_one_run(tiny_lm_dir, pairs_file, tmp_path):
     for index in (1, 0):
         run(pairs_file, parts, tiny_lm_dir, num_shards=2, shard_index=index)
         if index == 1:
-            assert [p.name for p in parts.iterdir()] == ["shard-00001.parquet"]
+            assert [p.name for p in entries(parts)] == ["shard-00001.parquet"]
     joined = load_embeddings(parts)
     assert joined.pair_id.tolist() == single.pair_id.tolist()
     assert joined.split.tolist() == single.split.tolist()
@@ -216,9 +221,9 @@ def test_parts_together_equal_one_run(tiny_lm_dir, pairs_file, tmp_path):
 
 def test_changed_settings_redo_shards_and_drop_extra_ones(tiny_lm_dir, pairs_file, tmp_path):
     out = run(pairs_file, tmp_path / "emb", tiny_lm_dir, shard_rows=2)
-    assert len(list(out.iterdir())) == 6
+    assert len(list(entries(out))) == 6
     run(pairs_file, out, tiny_lm_dir, shard_rows=4, layer=0)
-    assert sorted(p.name for p in out.iterdir()) == [f"shard-0000{k}.parquet" for k in range(3)]
+    assert sorted(p.name for p in entries(out)) == [f"shard-0000{k}.parquet" for k in range(3)]
     assert load_embeddings(out).metadata["layer"] == "0"
     fresh = shard_bytes(run(pairs_file, tmp_path / "fresh", tiny_lm_dir, layer=0))
     assert shard_bytes(out) == fresh
@@ -283,7 +288,7 @@ def test_bad_input_is_one_line_and_leaves_nothing(case, message, tiny_lm_dir, pa
         run(pairs, out, model, **options)
     assert "\n" not in str(caught.value)
     if case == "foreign_folder":
-        assert [p.name for p in out.iterdir()] == ["notes.txt"]
+        assert [p.name for p in entries(out)] == ["notes.txt"]
     else:
         assert not out.exists()
 
@@ -337,7 +342,7 @@ def test_prepare_model_records_a_pointer_for_folders_and_hub_ids(
     tiny_lm_dir, tmp_path, monkeypatch
 ):
     out = loading.prepare_model(str(tiny_lm_dir), tmp_path / "lm")
-    assert [p.name for p in out.iterdir()] == [loading.SOURCE_FILE]
+    assert [p.name for p in entries(out)] == [loading.SOURCE_FILE]
     source = loading.resolve_model(out)
     assert (source.kind, source.name) == ("local", str(tiny_lm_dir.resolve()))
 
@@ -436,7 +441,7 @@ def test_stages_wire_params_to_the_library(tiny_lm_dir, pairs_file, tmp_path, mo
     monkeypatch.setattr(sys, "argv", ["extract_embeddings", "toy"])
     extract_stage.main()
     table = load_embeddings(tmp_path / "data" / "embeddings" / "toy")
-    assert len(list((tmp_path / "data" / "embeddings" / "toy").iterdir())) == 3
+    assert len(list(entries(tmp_path / "data" / "embeddings" / "toy"))) == 3
     assert (table.metadata["layer"], table.metadata["model"]) == ("1", str(tiny_lm_dir.resolve()))
 
 
@@ -650,7 +655,7 @@ def table_texts(pairs: Path, column: str) -> list[str]:
 
 def test_several_layers_equal_separate_single_layer_runs(tiny_lm_dir, pairs_file, tmp_path):
     out = run(pairs_file, tmp_path / "multi", tiny_lm_dir, layers=["final", 2, 0])
-    assert sorted(p.name for p in out.iterdir()) == ["layer-0", "layer-2", "layer-final"]
+    assert sorted(p.name for p in entries(out)) == ["layer-0", "layer-2", "layer-final"]
     tables = embed.layer_tables(out)
     assert tables == {0: out / "layer-0", 2: out / "layer-2", None: out / "layer-final"}
     for layer, folder in tables.items():
@@ -728,7 +733,7 @@ def test_several_layers_resume_keeps_completed_shards(tiny_lm_dir, pairs_file, t
 def test_layers_no_longer_asked_for_are_removed(tiny_lm_dir, pairs_file, tmp_path):
     out = run(pairs_file, tmp_path / "emb", tiny_lm_dir, layers=[0, "final"])
     run(pairs_file, out, tiny_lm_dir, layers=[2, "final"])
-    assert sorted(p.name for p in out.iterdir()) == ["layer-2", "layer-final"]
+    assert sorted(p.name for p in entries(out)) == ["layer-2", "layer-final"]
 
 
 @pytest.mark.parametrize(

@@ -274,7 +274,7 @@ def test_a_resumable_output_keeps_its_pieces_and_cleans_up_a_failed_start(ws):
 
 def only_shards(folder: Path) -> bool:
     """What an extractor might accept as its own output from before the marker existed."""
-    return all(p.name.startswith("shard-") for p in folder.iterdir())
+    return all(p.name.startswith("shard-") or p.name == OUTPUT_MARKER for p in folder.iterdir())
 
 
 def test_a_resumable_output_adopts_only_what_accept_recognises(ws):
@@ -290,3 +290,21 @@ def test_a_resumable_output_adopts_only_what_accept_recognises(ws):
         resumable_output("mine", "embed", accept=only_shards),
     ):
         pass
+
+
+def test_vector_exports_never_replace_a_file_the_tool_did_not_write(tmp_path):
+    import torch
+
+    from ssae_core.lm.steer import SteeringVector
+    from ssae_core.lm.vector_files import load_steering_vectors, save_steering_vector
+
+    vector = SteeringVector({1: torch.ones(4)}, {"method": "md"})
+    table = tmp_path / "table.parquet"
+    table.write_bytes(b"PAR1 not ours")
+    with pytest.raises(InputError, match="not written by"):
+        save_steering_vector(vector, table)
+    assert table.read_bytes() == b"PAR1 not ours"
+    ours = save_steering_vector(vector, tmp_path / "v.safetensors")
+    save_steering_vector(vector * 2, ours)  # an earlier vector file of ours is replaced
+    back = load_steering_vectors(ours)
+    assert float(back.layer_activations[1][0]) == 2.0 and "ssae.output" not in back.metadata

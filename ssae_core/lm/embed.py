@@ -54,10 +54,12 @@ from ssae_core.io import (
     LABEL_KEYS,
     EmbeddingTable,
     PairLabels,
+    check_output,
     decode_metadata,
     encode_metadata,
     load_pairs,
     parquet_files,
+    resumable_output,
     write_parquet,
 )
 from ssae_core.lm import loading
@@ -83,6 +85,7 @@ from ssae_core.lm.tokens import (
 from ssae_core.progress import show_message, show_progress
 
 TOKEN_POSITION = "last"
+EMBED_COMMAND = "embed"
 SHARD_NAME = "shard-{:05d}.parquet"
 SHARD_PATTERN = re.compile(r"shard-(\d{5,})\.parquet")
 LAYER_FOLDER = "layer-{}"
@@ -371,6 +374,15 @@ def _check_out_dir(out: Path, layered: bool) -> None:
                 _check_out_dir(child, layered=False)
 
 
+def _holds_only_shards(folder: Path, layered: bool) -> bool:
+    """Whether ``folder`` looks like an extraction written before outputs carried a marker."""
+    try:
+        _check_out_dir(folder, layered)
+    except InputError:
+        return False
+    return True
+
+
 def layer_folder(out: Path, layer: Layer) -> Path:
     """Where a run with ``layers`` writes the table of ``layer`` (``OUT/layer-15``,
     ``OUT/layer-final``)."""
@@ -538,7 +550,9 @@ def extract_embeddings(
     """
     _check_arguments(batch_size, shard_rows, num_shards, shard_index, template, layer, layers)
     out = Path(out_dir)
+    ours = functools.partial(_holds_only_shards, layered=layers is not None)
     _check_out_dir(out, layered=layers is not None)
+    check_output(out, EMBED_COMMAND, kind="folder", inputs=[pairs], accept=ours)
     table = load_pairs(pairs)
     source = loading.resolve_model(model, revision=revision, verbose=progress)
     config = loading.load_config(source)
@@ -561,9 +575,7 @@ def extract_embeddings(
     ids = tokenize(tokenizer, work.to_compute, template=template, bos=bos)
     token_ids = dict(zip(work.to_compute, ids, strict=True))
     _check_lengths(token_ids, loading.max_positions(config), plan, pairs, source.name)
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    try:
+    with resumable_output(out, EMBED_COMMAND, inputs=[pairs], accept=ours):
         net = loading.load_model(source, device=torch_device, dtype=torch_dtype)
         _say(
             f"embedding {len(work.to_compute)} distinct text(s) with {source.name} (layer(s) "
@@ -580,9 +592,6 @@ def extract_embeddings(
             lambda texts, **kw: embed([token_ids[t] for t in texts], wanted, **kw),
             progress,
         )
-    finally:
-        if created and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
     return out
 
 

@@ -33,25 +33,30 @@ import numpy as np
 import torch
 
 from ssae_core.errors import InputError
-from ssae_core.io import atomic_file
+from ssae_core.io import OUTPUT_KEY, output_stamp, safe_output
 from ssae_core.lm import loading
 from ssae_core.lm.layers import Layer, layer_name, num_layers, parse_layer
 from ssae_core.lm.steer import SteeringVector
 from ssae_core.runs import load_model
 
+VECTOR_COMMAND = "steering-vector"  # the stamp of every vector file (steer --export, vector md)
 GGUF_ARCH = "controlvector"
 GGUF_TENSOR_PREFIX = "direction."
 GGUF_METADATA_PREFIX = "ssae."
 
 
-def save_steering_vector(vector: SteeringVector, path: str | Path) -> Path:
-    """Write ``{layer: vector}`` (keys ``final`` or a block index) and metadata, atomically."""
+def save_steering_vector(
+    vector: SteeringVector, path: str | Path, *, option: str = "--export"
+) -> Path:
+    """Write ``{layer: vector}`` (keys ``final`` or a block index) and metadata, atomically; an
+    existing file is replaced only if it is a steering-vector file this tool wrote."""
     from safetensors.torch import save_file
 
     path = Path(path)
     tensors = {layer_name(k): v.contiguous() for k, v in vector.layer_activations.items()}
-    with atomic_file(path) as tmp:
-        save_file(tensors, str(tmp), metadata=dict(vector.metadata))
+    with safe_output(path, VECTOR_COMMAND, kind="file", option=option) as tmp:
+        metadata = {**vector.metadata, **output_stamp(VECTOR_COMMAND)}
+        save_file(tensors, str(tmp), metadata=metadata)
     return path
 
 
@@ -67,6 +72,7 @@ def load_steering_vectors(path: str | Path) -> SteeringVector:
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = dict(handle.metadata() or {})
+            metadata.pop(OUTPUT_KEY, None)
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
     except Exception as exc:  # safetensors raises its own error types
         raise InputError(f"{path}: not a safetensors steering vector ({exc})") from None
@@ -119,8 +125,9 @@ def export_gguf(vector: SteeringVector, path: str | Path, *, model_hint: str | N
     check_gguf_exportable(vector)
     hint = gguf_model_hint(vector, model_hint)
     path = Path(path)
-    with atomic_file(path) as tmp:
+    with safe_output(path, VECTOR_COMMAND, kind="file", option="--export-gguf") as tmp:
         writer = gguf.GGUFWriter(str(tmp), GGUF_ARCH)
+        writer.add_string(OUTPUT_KEY, VECTOR_COMMAND)
         writer.add_string(f"{GGUF_ARCH}.model_hint", hint)
         writer.add_int32(f"{GGUF_ARCH}.layer_count", len(vector.layer_activations))
         for key, value in vector.metadata.items():
@@ -181,7 +188,7 @@ def _load_gguf(path: Path) -> SteeringVector:
     metadata = {
         key[len(GGUF_METADATA_PREFIX) :]: str(field.contents())
         for key, field in reader.fields.items()
-        if key.startswith(GGUF_METADATA_PREFIX)
+        if key.startswith(GGUF_METADATA_PREFIX) and key != OUTPUT_KEY
     }
     hint = reader.fields.get(f"{GGUF_ARCH}.model_hint")
     if hint is not None:
