@@ -1,6 +1,6 @@
-"""Stage `behaviour`: steer the language model with the learned vectors and measure its
-behaviour (ssae_core/evaluation/behaviour) -> metrics/behaviour.json and the plot tables
-metrics/plots/behaviour_{truthfulqa,language}.csv. Params: `behaviour`, `study`."""
+"""Stage `behaviour`: steer the language model with the learned vectors at every layer of
+embed.layers and measure its behaviour (ssae_core/evaluation/behaviour) -> metrics/behaviour.json
+and the plot tables metrics/plots/behaviour/{truthfulqa,language}_LAYER.csv."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import time
 
 from ssae_core.evaluation.behaviour.config import BehaviourConfig
 from ssae_core.io import write_json
+from ssae_core.lm.embed import EmbedConfig
 from ssae_core.study.config import StudyConfig
-from ssae_core.study.plots import behaviour_rows, write_plots
+from ssae_core.study.plots import behaviour_tables, write_plots
 from ssae_core.study.scores import score_behaviour
 from stages.common import LAYOUT, load_section, run_stage
 
@@ -17,10 +18,10 @@ from stages.common import LAYOUT, load_section, run_stage
 def main() -> None:
     started = time.perf_counter()
     config = load_section(BehaviourConfig, "behaviour")
-    results = score_behaviour(load_section(StudyConfig, "study"), LAYOUT, config)
-    write_json(results, LAYOUT.metrics("behaviour"))
-    parts = ("truthfulqa", "language")
-    write_plots(LAYOUT, {f"behaviour_{p}": behaviour_rows(results, p) for p in parts})
+    layers = load_section(EmbedConfig, "embed").layer_list
+    results = score_behaviour(load_section(StudyConfig, "study"), LAYOUT, config, layers)
+    write_json({"layers": results}, LAYOUT.metrics("behaviour"))
+    write_plots(LAYOUT, behaviour_tables(results))
     print(f"behaviour: wrote metrics/behaviour.json in {time.perf_counter() - started:.0f} s")
 
 

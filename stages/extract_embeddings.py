@@ -1,7 +1,7 @@
-"""Stage `extract_embeddings`: data/pairs/NAME.parquet -> data/embeddings/NAME/ (shards; with
-`embed.layers`, one table per layer in data/embeddings/NAME/layer-L/), with the model of models/lm
-and params.yaml `embed`. An interrupted run resumes from its completed shards (the output is
-`persist: true` in dvc.yaml so that DVC keeps them)."""
+"""Stage `extract_embeddings`: data/pairs/NAME.parquet -> data/embeddings/NAME/layer-L/ (one table
+of shards per layer of params.yaml `embed.layers`, from one forward pass), with the model of
+models/lm. An interrupted run resumes from its completed shards (the output is `persist: true`
+in dvc.yaml so that DVC keeps them)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import dataclasses
 
 from ssae_core.errors import InputError
 from ssae_core.lm.embed import EmbedConfig, extract_embeddings
+from ssae_core.lm.layers import layer_name
 from ssae_core.lm.loading import SOURCE_FILE
 from stages.common import LAYOUT, load_section, run_stage, stage_parser
 
@@ -20,11 +21,10 @@ def main() -> None:
     config = load_section(EmbedConfig, "embed")
     if not (LAYOUT.lm / SOURCE_FILE).is_file():
         raise InputError(f"{LAYOUT.lm}: no prepared model; run `dvc repro prepare_model` first")
+    layers = [layer_name(x) for x in config.layer_list]
+    settings = {**dataclasses.asdict(config), "layer": None, "layers": layers}
     out = extract_embeddings(
-        LAYOUT.pairs(name),
-        LAYOUT.embeddings(name),
-        model=str(LAYOUT.lm),
-        **dataclasses.asdict(config),
+        LAYOUT.pairs(name), LAYOUT.extraction(name), model=str(LAYOUT.lm), **settings
     )
     print(f"extract_embeddings: {name} -> {LAYOUT.relative(out)}")
 

@@ -74,7 +74,7 @@ def tiny_params(project: Path, model_dir: Path) -> None:
         seeds=[0, 1], questions=4, prompts=2, max_new_tokens=3, alpha_multipliers=[0, 2]
     )
     params["model"]["name_or_path"] = str(model_dir)
-    params["embed"]["batch_size"] = 16
+    params["embed"].update(batch_size=16, layers=[1, "final"])
     params["truthfulqa"]["source"] = str(TRUTHFULQA)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 

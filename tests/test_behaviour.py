@@ -26,7 +26,7 @@ from ssae_core.lm.tokens import pad_token_id, tokenize
 from ssae_core.runs import load_run, train_run
 from ssae_core.study.config import StudyConfig
 from ssae_core.study.layout import StudyLayout
-from ssae_core.study.plots import behaviour_rows, write_plots
+from ssae_core.study.plots import behaviour_tables, write_plots
 from ssae_core.study.report import behaviour_section
 from ssae_core.study.scores import score_behaviour
 from ssae_core.train import TrainConfig
@@ -253,7 +253,7 @@ def tiny_root(root: Path, tiny_lm_dir: Path) -> None:
     for name, concept, seed in (("truthfulqa", "truthfulness", 0), ("lang", "language", 1)):
         table = planted_table(concept, seed=seed)
         table.metadata["model"] = model_name
-        folder = root / "data" / "embeddings" / name
+        folder = StudyLayout(root).embeddings(name, None)
         folder.mkdir(parents=True)
         write_parquet(table.to_arrow(), folder / "shard-00000.parquet")
     labels = [[int(i == q.correct) for i in range(len(q.choices))] for q in QUESTIONS]
@@ -269,12 +269,12 @@ def run_stage(root: Path, runs: dict) -> dict:
     """What stages/behaviour.py does, on ``root`` and with the given runs."""
     layout = StudyLayout(root)
     config = load_config(BehaviourConfig, PARAMS, "params.yaml:behaviour")
-    results = score_behaviour(StudyConfig(), layout, config, runs=runs, progress=False)
-    write_json(results, layout.metrics("behaviour"))
-    write_plots(
-        layout, {f"behaviour_{p}": behaviour_rows(results, p) for p in ("truthfulqa", "language")}
+    layers = score_behaviour(
+        StudyConfig(), layout, config, [None], runs={"final": runs}, progress=False
     )
-    return results
+    write_json({"layers": layers}, layout.metrics("behaviour"))
+    write_plots(layout, behaviour_tables(layers))
+    return layers["final"]
 
 
 PARAMS = {
@@ -293,7 +293,7 @@ def stage_run(tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     tiny_root(root, tiny_lm_dir)
     runs = {}
     for name in ("truthfulqa", "lang"):
-        table = load_embeddings(root / "data" / "embeddings" / name)
+        table = load_embeddings(StudyLayout(root).embeddings(name, None))
         runs[name] = {m: tiny_run(table, root / "runs" / name / m, m) for m in ("ssae", "aff")}
     results = run_stage(root, runs)
     return root, runs, results
@@ -301,7 +301,10 @@ def stage_run(tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory):
 
 def test_stage_writes_metrics_and_plot_tables(stage_run):
     root, _, results = stage_run
-    assert json.loads((StudyLayout(root).metrics("behaviour")).read_text()) == results
+    assert (
+        json.loads((StudyLayout(root).metrics("behaviour")).read_text())["layers"]["final"]
+        == results
+    )
     tqa, lang = results["truthfulqa"], results["language"]
     assert tqa["n_questions"] == 3 and tqa["n_test_questions"] == 4
     assert tqa["n_choices"] == sum(len(QUESTIONS[i].choices) for i in tqa["question_ids"])
@@ -314,12 +317,12 @@ def test_stage_writes_metrics_and_plot_tables(stage_run):
             assert zero["alpha_multiplier"] == 0
             assert set(zero[key]["values"]) == {section["unsteered"][key]}
             assert [e["alpha_multiplier"] for e in report["sweep"]] == [0, 1, 4]
-    with (StudyLayout(root).plot("behaviour_truthfulqa")).open() as handle:
+    with (StudyLayout(root).plot("behaviour/truthfulqa_final")).open() as handle:
         rows = list(csv.DictReader(handle))
     assert [float(r["alpha_multiplier"]) for r in rows] == [0, 1, 4]
     assert {"unsteered", "md", "ssae", "ssae_std", "aff", "aff_std"} <= set(rows[0])
     assert float(rows[1]["ssae"]) == tqa["methods"]["ssae"]["sweep"][1]["accuracy"]["mean"]
-    with (StudyLayout(root).plot("behaviour_language")).open() as handle:
+    with (StudyLayout(root).plot("behaviour/language_final")).open() as handle:
         rows = list(csv.DictReader(handle))
     assert {"unsteered_fraction", "aff_fraction", "md_perplexity", "ssae_perplexity_std"} <= set(
         rows[0]

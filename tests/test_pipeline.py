@@ -28,22 +28,37 @@ def test_dvc_repro_end_to_end(tmp_path):
     assert set(results["synth_4_3"]["ssae"]) == {"m4", "m8"}
     assert len(results["synth_4_3"]["ssae"]["m4"]["mcc"]["values"]) == 2
     sets = {"lang", "gender", "binary", "corr", "cat", "truthfulqa"}
-    llm = json.loads((metrics / "identifiability.json").read_text())["llm"]
-    assert set(llm["sets"]) == set(llm["entangled"]) == sets
-    assert set(llm["overcomplete"]["cat"]) == {"m135", "m270"}
-    udr = json.loads((metrics / "udr.json").read_text())["sets"]
-    assert {len(udr[name]["cells"]) for name in sets} == {2}
-    steering = json.loads((metrics / "steering.json").read_text())
-    assert set(steering["in_distribution"]) == sets
-    assert set(steering["out_of_distribution"]) == {"binary->gender", "binary->lang", "corr->lang"}
-    assert json.loads((metrics / "behaviour.json").read_text())
+    layers = {"1", "final"}
+    llm = json.loads((metrics / "identifiability.json").read_text())["layers"]
+    assert set(llm) == layers
+    for key in layers:
+        assert set(llm[key]["sets"]) == set(llm[key]["entangled"]) == sets
+        assert set(llm[key]["overcomplete"]["cat"]) == {"m135", "m270"}
+        assert set(llm[key]["overcomplete"]["cat"]["m135"]) == {"ssae", "aff"}
+    udr = json.loads((metrics / "udr.json").read_text())["layers"]
+    assert {len(udr[key]["sets"][name]["cells"]) for key in layers for name in sets} == {2}
+    steering = json.loads((metrics / "steering.json").read_text())["layers"]
+    for key in layers:
+        assert set(steering[key]["in_distribution"]) == sets
+        ood = set(steering[key]["out_of_distribution"])
+        assert ood == {"binary->gender", "binary->lang", "corr->lang"}
+    assert set(json.loads((metrics / "behaviour.json").read_text())["layers"]) == layers
+    assert sorted(p.name for p in (metrics / "plots" / "behaviour").iterdir()) == [
+        "language_1.csv",
+        "language_final.csv",
+        "truthfulqa_1.csv",
+        "truthfulqa_final.csv",
+    ]
     report = (metrics / "REPORT.md").read_text()
     for heading in ("synthetic data", "LLM embeddings", "Model selection", "Steering accuracy"):
         assert heading in report
+    assert "# Layer 1" in report and "# Layer final" in report
     assert "| synth_3_2 | 3 |" in report
-    for name in ("lang", "gender", "binary", "corr", "cat", "truthfulqa"):
-        assert list((project / "data" / "embeddings" / name).glob("shard-*.parquet"))
-        assert (project / "data" / "entangled" / f"{name}.parquet").exists()
+    for name in sets:
+        for key in layers:
+            folder = project / "data" / "embeddings" / name / f"layer-{key}"
+            assert list(folder.glob("shard-*.parquet"))
+            assert (project / "data" / "entangled" / f"layer-{key}" / f"{name}.parquet").exists()
 
     second = run([sys.executable, "-m", "dvc", "repro"], project)
     assert second.returncode == 0

@@ -131,6 +131,11 @@ class EmbedConfig:
         self.bos = parse_bos(self.bos)
         _check_layer_choice(self.layer, self.layers)
 
+    @property
+    def layer_list(self) -> list[Layer]:
+        """The layers this configuration reads: ``layers``, else the one ``layer``."""
+        return parse_layers(self.layers if self.layers is not None else [layer_name(self.layer)])
+
 
 def _check_layer_choice(layer: object, layers: object) -> None:
     """``layer`` (one table in OUT) or ``layers`` (one table per layer), not both."""

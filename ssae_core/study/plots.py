@@ -37,25 +37,35 @@ def synthetic_mcc_rows(synthetic: Mapping) -> list[dict]:
     return rows
 
 
-def llm_udr_rows(llm: Mapping) -> list[dict]:
-    """identifiability_llm.csv: decoder UDR per pair set (and its entangled variant)."""
+def _udr_or_blank(scores: Mapping) -> object:
+    return scores["decoder_mcc"]["udr"] if "decoder_mcc" in scores else ""
+
+
+def llm_udr_rows(layers: Mapping[str, Mapping]) -> list[dict]:
+    """identifiability_llm.csv: decoder UDR per layer and pair set (and its entangled variant);
+    blank where a set has no usable SSAE cell."""
     rows = []
-    for part, suffix in (("sets", ""), ("entangled", " (entangled)")):
-        for name, methods in llm[part].items():
-            row = {"data": f"{name}{suffix}"}
-            row.update({m: methods[m]["decoder_mcc"]["udr"] for m in ("ssae", "aff")})
-            rows.append(row)
+    for key, llm in layers.items():
+        for part, suffix in (("sets", ""), ("entangled", " entangled")):
+            for name, methods in llm[part].items():
+                row = {"data": f"{name}{suffix} @{key}"}
+                row.update({m: _udr_or_blank(methods[m]) for m in ("ssae", "aff")})
+                rows.append(row)
     return rows
 
 
 def udr_grid_rows(udr: Mapping) -> list[dict]:
-    """udr_grid.csv: every grid cell's scores, the selected cell flagged."""
+    """udr_grid.csv: every grid cell's scores at every layer, the selected cell flagged."""
     rows = []
-    for name, entry in udr["sets"].items():
+    for key, name, entry in (
+        (key, name, entry)
+        for key, layer in udr["layers"].items()
+        for name, entry in layer["sets"].items()
+    ):
         chosen = entry["selected"] and (entry["selected"]["lr"], entry["selected"]["budget_ratio"])
         for cell in entry["cells"]:
             values = (
-                name,
+                f"{name} @{key}",
                 cell["budget_ratio"],
                 cell["lr"],
                 cell["decoder_mcc"]["udr"],
@@ -69,12 +79,18 @@ def udr_grid_rows(udr: Mapping) -> list[dict]:
 
 
 def steering_rows(summary: Mapping) -> list[dict]:
-    """steering.csv: mean steered cosine per evaluation and method, with the identity baseline."""
+    """steering.csv: mean steered cosine per layer, evaluation and method, with the identity
+    baseline."""
     rows = []
-    for part, results in summary.items():
+    for layer, part, results in (
+        (layer, part, results)
+        for layer, parts in summary["layers"].items()
+        for part, results in parts.items()
+    ):
         for key, result in results.items():
+            label = key if part == "in_distribution" else f"OOD {key}"
             row = {
-                "evaluation": key if part == "in_distribution" else f"OOD {key}",
+                "evaluation": f"{label} @{layer}",
                 "identity": result[MEAN_DIFFERENCE]["identity"]["mean"],
             }
             row.update(
@@ -113,3 +129,15 @@ def write_plots(layout: StudyLayout, tables: Mapping[str, list[dict]]) -> None:
     """Write ``{name: rows}`` as metrics/plots/NAME.csv."""
     for name, rows in tables.items():
         write_csv(rows, layout.plot(name))
+
+
+BEHAVIOUR_PARTS = ("truthfulqa", "language")
+
+
+def behaviour_tables(layers: Mapping[str, dict]) -> dict[str, list[dict]]:
+    """``{behaviour/PART_LAYER: rows}`` of every layer's behavioural evaluation."""
+    return {
+        f"behaviour/{part}_{key}": behaviour_rows(results, part)
+        for key, results in layers.items()
+        for part in BEHAVIOUR_PARTS
+    }

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from ssae_core.errors import InputError
+from ssae_core.lm.layers import Layer, layer_name
 from ssae_core.runs import RUN_FILE
 from ssae_core.study.config import StudyConfig
 from ssae_core.study.layout import METHODS, StudyLayout, lr_folder
@@ -426,22 +427,26 @@ def _run_seconds(run_dir: Path) -> float:
     return float(json.loads((run_dir / RUN_FILE).read_text())["train_seconds"])
 
 
-def training_times(study: StudyConfig, layout: StudyLayout) -> dict[str, float]:
-    """Seconds of every study run, summed per kind (grid per set, aff, entangled, overcomplete)."""
+def training_times(
+    study: StudyConfig, layout: StudyLayout, layers: Sequence[Layer]
+) -> dict[str, float]:
+    """Seconds of every study run, summed per layer and kind (grid per set, aff, entangled,
+    overcomplete): every run.json under the study's model folders."""
     times: dict[str, float] = defaultdict(float)
-    for name in sorted(study.sets):
-        for lr in sorted(study.grid.lr, key=lr_folder):
-            times[f"SSAE grid, {name}"] += _run_seconds(layout.grid_run(name, lr))
-    for name in sorted(study.sets):
-        times["aff, all sets"] += _run_seconds(layout.aff_run(name))
-    for name in sorted(study.sets):
-        for method in sorted(METHODS):
-            times["entangled SSAE + aff, all sets"] += _run_seconds(
-                layout.entangled_models(name) / method
-            )
-    overcomplete = layout.overcomplete_models(study.overcomplete.set)
-    for run_dir in sorted(p for p in overcomplete.iterdir() if (p / RUN_FILE).is_file()):
-        times["overcompleteness sweep"] += _run_seconds(run_dir)
+    for layer in layers:
+        at, key = layout.at(layer), f"layer {layer_name(layer)}"
+        for name in sorted(study.sets):
+            for lr in sorted(study.grid.lr, key=lr_folder):
+                times[f"{key}: SSAE grid, {name}"] += _run_seconds(at.grid_run(name, lr))
+            times[f"{key}: aff, all sets"] += _run_seconds(at.aff_run(name))
+            for method in sorted(METHODS):
+                times[f"{key}: entangled aff + SSAE, all sets"] += _run_seconds(
+                    at.entangled_models(name) / method
+                )
+        for run_json in sorted(
+            at.overcomplete_models(study.overcomplete.set).glob("*/*/" + RUN_FILE)
+        ):
+            times[f"{key}: overcompleteness sweep"] += _run_seconds(run_json.parent)
     return dict(times)
 
 
@@ -467,19 +472,22 @@ def build_report(
         f"Language model: `{model_name}`; embeddings: params `embed`. LLM study: "
         f"seeds {list(study.seeds)}, m = {study.latent_factor} x (number of concepts), "
         f"{study.optim.steps} steps per run, grid budget ratios "
-        f"{list(study.grid.budget_ratio)} x lr "
-        f"{list(study.grid.lr)}.",
+        f"{list(study.grid.budget_ratio)} x lr {list(study.grid.lr)}.",
         "",
         *synthetic_section(metrics["identifiability"]["synthetic"]),
-        "",
-        *llm_section(metrics["identifiability"]["llm"]),
-        "",
-        *selection_section(metrics["udr"]),
-        "",
-        *steering_section(metrics["steering"]),
-        "",
-        *behaviour_section(metrics["behaviour"]),
-        "",
-        *timing_section(timings),
     ]
+    for key in metrics["udr"]["layers"]:
+        lines += [
+            "",
+            f"# Layer {key}",
+            "",
+            *llm_section(metrics["identifiability"]["layers"][key]),
+            "",
+            *selection_section(metrics["udr"]["layers"][key]),
+            "",
+            *steering_section(metrics["steering"]["layers"][key]),
+        ]
+        if key in metrics["behaviour"]["layers"]:
+            lines += ["", *behaviour_section(metrics["behaviour"]["layers"][key])]
+    lines += ["", *timing_section(timings)]
     return "\n".join(lines) + "\n"

@@ -26,10 +26,11 @@ from ssae_core.evaluation.identifiability import score_run
 from ssae_core.evaluation.steering_accuracy import SteeringModel, evaluate_steering
 from ssae_core.io import EmbeddingTable, load_embeddings
 from ssae_core.lm import loading as lm
+from ssae_core.lm.layers import Layer
 from ssae_core.runs import load_run
 from ssae_core.study.budgets import Budgets
 from ssae_core.study.config import StudyConfig
-from ssae_core.study.layout import METHODS, StudyLayout
+from ssae_core.study.layout import METHODS, LayerLayout, StudyLayout
 from ssae_core.study.selection import score_ssae, selected_cell, selected_runs
 from ssae_core.study.sets import load_set
 
@@ -68,7 +69,7 @@ def _aff_and_ssae(study: StudyConfig, folder: Path, test: EmbeddingTable) -> dic
     return {"ssae": ssae, "aff": score_run(load_run(folder / "aff"), test)}
 
 
-def score_study(study: StudyConfig, layout: StudyLayout) -> dict:
+def score_study(study: StudyConfig, at: LayerLayout) -> dict:
     """Identifiability of the LLM study on held-out pairs (see :func:`score_run` for the keys):
 
     - ``sets``: per set, the selected SSAE cell (or ``no usable cell``) and aff (decoder and
@@ -78,21 +79,21 @@ def score_study(study: StudyConfig, layout: StudyLayout) -> dict:
     """
     out: dict = {"sets": {}, "entangled": {}, "overcomplete": {}}
     for name in study.sets:
-        test = load_set(study, layout, name).subset("test")
-        cell = selected_cell(layout, name)
-        runs = selected_runs(layout, name)
+        test = load_set(study, at, name).subset("test")
+        cell = selected_cell(at, name)
+        runs = selected_runs(at, name)
         ssae = _no_usable_cell()
         if cell is not None:
             ssae = {**score_run(runs["ssae"], test), **{k: cell[k] for k in CELL_KEYS}}
         out["sets"][name] = {"ssae": ssae, "aff": score_run(runs["aff"], test)}
-        entangled_test = load_set(study, layout, name, entangled=True).subset("test")
-        out["entangled"][name] = _aff_and_ssae(study, layout.entangled_models(name), entangled_test)
+        entangled_test = load_set(study, at, name, entangled=True).subset("test")
+        out["entangled"][name] = _aff_and_ssae(study, at.entangled_models(name), entangled_test)
     name = study.overcomplete.set
-    test = load_set(study, layout, name).subset("test")
+    test = load_set(study, at, name).subset("test")
     base = len(test.concepts or [])
     out["overcomplete"][name] = {
         StudyLayout.latent_folder(m): _aff_and_ssae(
-            study, layout.overcomplete_models(name) / StudyLayout.latent_folder(m), test
+            study, at.overcomplete_models(name) / StudyLayout.latent_folder(m), test
         )
         for m in sorted(factor * base for factor in study.overcomplete.factors)
     }
@@ -109,33 +110,33 @@ def _summarize_steering(result: dict) -> dict:
     return out
 
 
-def _require_disjoint_vocabulary(layout: StudyLayout, source: str, target: str) -> None:
+def _require_disjoint_vocabulary(at: LayerLayout, source: str, target: str) -> None:
     """OOD must not reuse words: no test word of ``target`` may occur in ``source``'s training."""
     overlap = ood_vocabulary_overlap(
-        pq.read_table(layout.pairs(source)), pq.read_table(layout.pairs(target))
+        pq.read_table(at.pairs(source)), pq.read_table(at.pairs(target))
     )
     if overlap:
         raise InputError(
-            f"{layout.pairs(target)}: {len(overlap)} test words also occur in {source}'s "
+            f"{at.pairs(target)}: {len(overlap)} test words also occur in {source}'s "
             f"training pairs (e.g. {sorted(overlap)[:3]}); regenerate the pairs"
         )
 
 
-def score_steering(study: StudyConfig, layout: StudyLayout) -> tuple[dict, dict]:
+def score_steering(study: StudyConfig, at: LayerLayout) -> tuple[dict, dict]:
     """(details, summary) of the steering evaluation: every concept and seed, and per
     evaluation and method the aggregate over concepts."""
-    tables = {name: load_set(study, layout, name) for name in study.sets}
-    runs = {name: selected_runs(layout, name) for name in study.sets}
+    tables = {name: load_set(study, at, name) for name in study.sets}
+    runs = {name: selected_runs(at, name) for name in study.sets}
     details: dict = {"in_distribution": {}, "out_of_distribution": {}}
     for name in study.sets:
         result = evaluate_steering(tables[name], runs[name])
-        cell = selected_cell(layout, name)
+        cell = selected_cell(at, name)
         result["ssae_cell"] = None if cell is None else {k: cell[k] for k in CELL_KEYS}
         details["in_distribution"][name] = result
     for ood in OOD_EVALUATIONS:
         if ood.source not in tables or ood.target not in tables:
             continue
-        _require_disjoint_vocabulary(layout, ood.source, ood.target)
+        _require_disjoint_vocabulary(at, ood.source, ood.target)
         details["out_of_distribution"][f"{ood.source}->{ood.target}"] = evaluate_steering(
             tables[ood.source],
             runs[ood.source],
@@ -156,38 +157,43 @@ def score_behaviour(
     study: StudyConfig,
     layout: StudyLayout,
     config: BehaviourConfig,
+    layers: Sequence[Layer],
     *,
-    runs: Mapping[str, Mapping[str, Sequence[SteeringModel]]] | None = None,
+    runs: Mapping[str, Mapping[str, Mapping[str, Sequence[SteeringModel]]]] | None = None,
     progress: bool = True,
 ) -> dict:
-    """Behavioural steering of the prepared LM (models/lm) with the truthfulness and language
-    vectors of the study's selected runs; ``runs`` (``{set: {method: members}}``) replaces them."""
+    """Behavioural steering of the prepared LM (models/lm) at every layer of ``layers``, with the
+    truthfulness and language vectors of the study's selected runs at that layer:
+    ``{layer: results}``. ``runs`` (``{layer: {set: {method: members}}}``) replaces them."""
     if not layout.lm.is_dir():
         raise InputError(f"{layout.lm}: no prepared model; run `dvc repro prepare_model` first")
     source = lm.resolve_model(str(layout.lm), verbose=progress)
-    tables = {}
-    for name in BEHAVIOUR_SETS:
-        if not layout.embeddings(name).exists():
-            raise InputError(
-                f"{layout.embeddings(name)}: missing; run `dvc repro extract_embeddings@{name}`"
-            )
-        tables[name] = load_set(study, layout, name)
-        check_same_model(tables[name], source.name, str(layout.embeddings(name)))
     if not layout.mc_table.is_file():
         raise InputError(f"{layout.mc_table}: missing; run `dvc repro download_truthfulqa` first")
     questions = load_mc_questions(layout.mc_table)
-    if runs is None:
-        runs = {name: selected_runs(layout, name) for name in BEHAVIOUR_SETS}
     model = lm.load_model(source, device=config.device, dtype=config.dtype)
-    results = evaluate_behaviour(
-        model,
-        lm.load_tokenizer(source),
-        config,
-        truthfulqa=tables["truthfulqa"],
-        mc_questions=questions,
-        language=tables["lang"],
-        runs=runs,
-        progress=progress,
-    )
-    results["model"] = source.name
-    return results
+    tokenizer = lm.load_tokenizer(source)
+    out = {}
+    for layer in layers:
+        at = layout.at(layer)
+        tables = {}
+        for name in BEHAVIOUR_SETS:
+            if not at.embeddings(name).exists():
+                raise InputError(
+                    f"{at.embeddings(name)}: missing; run `dvc repro extract_embeddings@{name}`"
+                )
+            tables[name] = load_set(study, at, name)
+            check_same_model(tables[name], source.name, str(at.embeddings(name)))
+        chosen = (runs or {}).get(at.key) or {n: selected_runs(at, n) for n in BEHAVIOUR_SETS}
+        results = evaluate_behaviour(
+            model,
+            tokenizer,
+            config,
+            truthfulqa=tables["truthfulqa"],
+            mc_questions=questions,
+            language=tables["lang"],
+            runs=chosen,
+            progress=progress,
+        )
+        out[at.key] = {**results, "model": source.name}
+    return out

@@ -22,7 +22,7 @@ from ssae_core.model import ShiftAutoencoder
 from ssae_core.runs import load_run
 from ssae_core.study.budgets import USABLE, Budgets, usability
 from ssae_core.study.config import StudyConfig
-from ssae_core.study.layout import StudyLayout
+from ssae_core.study.layout import LayerLayout
 from ssae_core.study.sets import load_set
 
 UDR_TIE = 1e-3
@@ -57,21 +57,19 @@ def score_ssae(
     }
 
 
-def score_grid(
-    study: StudyConfig, layout: StudyLayout, name: str, test: EmbeddingTable
-) -> list[dict]:
+def score_grid(study: StudyConfig, at: LayerLayout, name: str, test: EmbeddingTable) -> list[dict]:
     """Scores of every (lr, budget ratio) cell of one set's grid, on its held-out pairs."""
-    budgets = Budgets.load(layout.study_models(name))
+    budgets = Budgets.load(at.study_models(name))
     cells = []
     for lr in sorted(study.grid.lr):
-        run_dir = layout.grid_run(name, lr)
+        run_dir = at.grid_run(name, lr)
         if not run_dir.is_dir():
-            raise InputError(f"{run_dir}: missing; run `dvc repro train_study@{name}` first")
+            raise InputError(f"{run_dir}: missing; run `dvc repro train_study` first")
         models = load_run(run_dir)
         for ratio in sorted(study.grid.budget_ratio):
             members = cell_members(models, budgets.budget(ratio))
             scores = score_ssae(members, test, budgets, study.usable_tolerance)
-            cells.append({"lr": lr, "run": layout.relative(run_dir), **scores})
+            cells.append({"lr": lr, "run": at.relative(run_dir), **scores})
     return cells
 
 
@@ -85,11 +83,11 @@ def select_cell(cells: list[dict]) -> dict | None:
     return max(tied, key=lambda c: (c["codes_mcc"]["udr"], -c["budget_ratio"]))
 
 
-def select_study(study: StudyConfig, layout: StudyLayout) -> dict:
-    """Every set's grid scores and its selected cell: the content of metrics/udr.json."""
+def select_layer(study: StudyConfig, at: LayerLayout) -> dict:
+    """Every set's grid scores and selected cell at one layer (one entry of metrics/udr.json)."""
     sets: dict = {}
     for name in study.sets:
-        cells = score_grid(study, layout, name, load_set(study, layout, name).subset("test"))
+        cells = score_grid(study, at, name, load_set(study, at, name).subset("test"))
         chosen = select_cell(cells)
         sets[name] = {
             "selected": None if chosen is None else {key: chosen[key] for key in SELECTED_KEYS},
@@ -99,22 +97,23 @@ def select_study(study: StudyConfig, layout: StudyLayout) -> dict:
     return {"sets": sets}
 
 
-def selected_cell(layout: StudyLayout, set_name: str) -> dict | None:
-    """The selected cell of ``set_name`` as recorded in metrics/udr.json (None: none usable)."""
-    path = layout.metrics("udr")
+def selected_cell(at: LayerLayout, set_name: str) -> dict | None:
+    """The selected cell of ``set_name`` at one layer as recorded in metrics/udr.json (None:
+    no usable cell)."""
+    path = at.metrics("udr")
     if not path.exists():
         raise InputError(f"{path}: missing; run `dvc repro select` first")
-    sets = json.loads(path.read_text())["sets"]
-    if set_name not in sets:
-        raise InputError(f"{path}: no set {set_name!r} (sets: {', '.join(sets)})")
-    return sets[set_name]["selected"]
+    layers = json.loads(path.read_text())["layers"]
+    if at.key not in layers or set_name not in layers[at.key]["sets"]:
+        raise InputError(f"{path}: no set {set_name!r} at layer {at.key}; run `dvc repro select`")
+    return layers[at.key]["sets"][set_name]["selected"]
 
 
-def selected_runs(layout: StudyLayout, set_name: str) -> dict[str, list[ShiftAutoencoder]]:
+def selected_runs(at: LayerLayout, set_name: str) -> dict[str, list[ShiftAutoencoder]]:
     """{"ssae": members of the selected grid cell (absent when no cell is usable), "aff": the
-    aff run} of one pair set."""
-    runs = {"aff": load_run(layout.aff_run(set_name))}
-    cell = selected_cell(layout, set_name)
+    aff run} of one pair set at one layer."""
+    runs = {"aff": load_run(at.aff_run(set_name))}
+    cell = selected_cell(at, set_name)
     if cell is not None:
-        runs = {"ssae": cell_members(load_run(layout.root / cell["run"]), cell["sparsity"]), **runs}
+        runs = {"ssae": cell_members(load_run(at.root / cell["run"]), cell["sparsity"]), **runs}
     return runs

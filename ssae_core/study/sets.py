@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from ssae_core.io import EmbeddingTable, load_embeddings
 from ssae_core.study.config import StudyConfig
-from ssae_core.study.layout import StudyLayout
+from ssae_core.study.layout import LayerLayout
 
 
 def load_set(
-    study: StudyConfig, layout: StudyLayout, name: str, *, entangled: bool = False
+    study: StudyConfig, at: LayerLayout, name: str, *, entangled: bool = False
 ) -> EmbeddingTable:
-    """The embeddings of one pair set as the study uses them: a seeded half of the pairs reversed.
+    """The embeddings of one pair set at one layer as the study uses them: a seeded half of the
+    pairs reversed.
 
     Pair order carries no information (z~ -> z is as much a pair as z -> z~), and it matters: in
     lang, gender, corr and truthfulqa every pair moves the same way (shift +1), so the concept
@@ -20,7 +21,7 @@ def load_set(
     mean-difference vector is in the behaviour section of metrics/REPORT.md) and leaves the
     steering scores unchanged (they are signed per pair).
     """
-    path = layout.entangled(name) if entangled else layout.embeddings(name)
+    path = at.entangled(name) if entangled else at.embeddings(name)
     table = load_embeddings(path).reoriented(study.reverse_fraction, study.reverse_seed)
-    table.metadata["path"] = layout.relative(path)
+    table.metadata["path"] = at.relative(path)
     return table

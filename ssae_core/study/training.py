@@ -29,7 +29,7 @@ from ssae_core.io import EmbeddingTable, atomic_dir, load_embeddings
 from ssae_core.runs import load_run, resolve_latent_dim, train_run
 from ssae_core.study.budgets import Budgets
 from ssae_core.study.config import StudyConfig, SyntheticRunsConfig
-from ssae_core.study.layout import StudyLayout
+from ssae_core.study.layout import LayerLayout, StudyLayout
 from ssae_core.study.sets import load_set
 from ssae_core.train import TrainConfig
 
@@ -93,13 +93,13 @@ def _train_aff_then_ssae(
         _train(table, tmp / folder, replace(cfg, **extra), checkpoint(folder))
 
 
-def train_grid(study: StudyConfig, layout: StudyLayout, name: str) -> None:
+def train_grid(study: StudyConfig, at: LayerLayout, name: str) -> None:
     """aff, then the SSAE grid (one stacked run per lr, every budget ratio) of one pair set."""
-    table = load_set(study, layout, name)
+    table = load_set(study, at, name)
     latent = resolve_latent_dim(TrainConfig(), table, study.latent_factor)
-    out_dir = layout.study_models(name)
+    out_dir = at.study_models(name)
     runs = [
-        (layout.grid_run(name, lr).relative_to(out_dir).as_posix(), lr, study.grid.budget_ratio)
+        (at.grid_run(name, lr).relative_to(out_dir).as_posix(), lr, study.grid.budget_ratio)
         for lr in study.grid.lr
     ]
     with atomic_dir(out_dir) as tmp:
@@ -108,11 +108,11 @@ def train_grid(study: StudyConfig, layout: StudyLayout, name: str) -> None:
         )
 
 
-def train_entangled(study: StudyConfig, layout: StudyLayout, name: str) -> None:
+def train_entangled(study: StudyConfig, at: LayerLayout, name: str) -> None:
     """aff, then SSAE at study.budget_ratio, on the entangled table of one set."""
-    table = load_set(study, layout, name, entangled=True)
+    table = load_set(study, at, name, entangled=True)
     latent = resolve_latent_dim(TrainConfig(), table, study.latent_factor)
-    out_dir = layout.entangled_models(name)
+    out_dir = at.entangled_models(name)
     with atomic_dir(out_dir) as tmp:
         runs = [("ssae", study.lr, (study.budget_ratio,))]
         _train_aff_then_ssae(
@@ -120,13 +120,13 @@ def train_entangled(study: StudyConfig, layout: StudyLayout, name: str) -> None:
         )
 
 
-def train_overcomplete(study: StudyConfig, layout: StudyLayout, name: str) -> None:
+def train_overcomplete(study: StudyConfig, at: LayerLayout, name: str) -> None:
     """For each m = factor x n: aff, then SSAE at study.budget_ratio, on the sweep's set."""
     if name != study.overcomplete.set:
         raise InputError(f"params.yaml:study.overcomplete.set is {study.overcomplete.set!r}")
-    table = load_set(study, layout, name)
+    table = load_set(study, at, name)
     base = resolve_latent_dim(TrainConfig(), table)
-    out_dir = layout.overcomplete_models(name)
+    out_dir = at.overcomplete_models(name)
     with atomic_dir(out_dir) as tmp:
         for factor in study.overcomplete.factors:
             folder = StudyLayout.latent_folder(factor * base)
