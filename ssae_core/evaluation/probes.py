@@ -65,21 +65,25 @@ The result of :func:`evaluate_probe_steering` (numbers rounded; ``None`` where m
          "identity": {"flip_rate", "target_probability", "cosine"},
          "test_md": {"alpha", "alpha_multiple", "flip_rate", "target_probability",
                      "selectivity", "cosine_alpha_multiple", "cosine", "cosine_gain"} | None}},
-     "references": {"identity" | "test_md": {
-         "common": {"flip_rate", "flip_rate_interval", "cosine_gain", "cosine_gain_interval",
-                    ...}, "all_concepts": {...like common}}},
+     "references": {"identity" | "test_md": {         # seed_summary of one value each
+         "common": {"flip_rate", "flip_rate_interval", "cosine", "cosine_gain",
+                    "cosine_gain_interval", "target_probability", "selectivity"},
+         "all_concepts": {"flip_rate", "flip_rate_interval", "cosine", "cosine_gain",
+                          "cosine_gain_interval"}}},
      "methods": {name: {
          "seeds": [...] | None,                          # None for md
          "concepts": {src concept: {"status", "flip_rate", "target_probability",
                                     "selectivity", "cosine_gain",
                                     "random": {"flip_rate", "selectivity"}}},   # seed_summary
-         "common": {"flip_rate", "flip_rate_interval", "target_probability", "selectivity",
-                    "cosine_gain", "cosine_gain_interval", "random_flip_rate",
-                    "random_selectivity"},
-         "all_concepts": {"n_unmatched", "flip_rate", "flip_rate_interval",
+         "common": {"flip_rate", "flip_rate_interval", "cosine", "cosine_gain",
+                    "cosine_gain_interval", "target_probability", "selectivity",
+                    "random_flip_rate", "random_selectivity"},
+         "all_concepts": {"n_unmatched", "flip_rate", "flip_rate_interval", "cosine",
                           "cosine_gain", "cosine_gain_interval"}}}}
 
-An interval is ``{"low", "high", "level", "resamples", "n_groups"}``.
+``cosine`` is the mean steered cosine cos(z + step, z~) (for ``identity``: cos(z, z~), the
+baseline, whose gain is 0 by definition). An interval is
+``{"low", "high", "level", "resamples", "n_groups"}`` (None when the set is empty).
 """
 
 from __future__ import annotations
@@ -491,14 +495,22 @@ class _Ceiling(NamedTuple):
     cosine_multiple_K: np.ndarray
 
 
-def _test_md_directions(test: EmbeddingTable, pairs: list[tuple[int, int]], num: int):
-    """The test-set MD directions of the target concepts, indexed by source concept."""
+def _test_md_directions(
+    test: EmbeddingTable, pairs: list[tuple[int, int]], num: int
+) -> ConceptDirections:
+    """The test-set MD directions of the target concepts, indexed by source concept (its
+    ``n_train_K`` counts the TEST pairs they average)."""
     target = mean_difference_directions(test)
     vectors = np.full((num, test.dim), np.nan)
     alpha = np.full(num, np.nan)
+    count = np.zeros(num, np.int64)
     for s, t in pairs:
-        vectors[s], alpha[s] = target.vectors_KD[t], target.alpha_K[t]
-    return ConceptDirections(vectors, alpha, np.zeros(num, np.int64), None)
+        vectors[s], alpha[s], count[s] = (
+            target.vectors_KD[t],
+            target.alpha_K[t],
+            target.n_train_K[t],
+        )
+    return ConceptDirections(vectors, alpha, count, None)
 
 
 def _best_per_concept(values_GN: np.ndarray, pairs: ProbePairs, num: int) -> np.ndarray:
