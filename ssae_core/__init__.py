@@ -6,7 +6,10 @@ The public API, importable from ``ssae_core`` (each name is loaded on first use,
 - the model and its training: :class:`StackedSSAE`, :class:`ShiftAutoencoder`,
   :class:`TrainConfig`, :func:`train`, :func:`train_run`, :func:`load_run`, :func:`load_model`,
   :func:`encode_table`;
-- identifiability: :func:`mcc`, :func:`udr`;
+- identifiability: :func:`mcc`, :func:`udr`, :func:`state_coding` (the full-rank coding of
+  labelled pairs);
+- evaluation: :func:`evaluate_steering` (cosine), :func:`evaluate_probe_steering` (held-out
+  probes: flip rate, selectivity), :func:`bootstrap_interval` (resampling whole entities);
 - the language model: :func:`extract_embeddings`, :func:`embed_texts`, :func:`steer`,
   :class:`SteeringVector`, :func:`vector_from_model`, :func:`mean_difference_vector`,
   :func:`save_steering_vector`, :func:`load_steering_vectors`, :func:`export_gguf`;
@@ -36,6 +39,10 @@ _API = {
     "encode_table": "ssae_core.runs",
     "mcc": "ssae_core.metrics",
     "udr": "ssae_core.metrics",
+    "bootstrap_interval": "ssae_core.metrics",
+    "state_coding": "ssae_core.evaluation.identifiability",
+    "evaluate_steering": "ssae_core.evaluation.steering_accuracy",
+    "evaluate_probe_steering": "ssae_core.evaluation.probes",
     "extract_embeddings": "ssae_core.lm.embed",
     "embed_texts": "ssae_core.lm.embed",
     "steer": "ssae_core.lm.steer",

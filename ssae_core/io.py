@@ -673,6 +673,17 @@ class PairLabels:
         k = self.state_names.index(name)
         return self.x_states[:, k], self.x_tilde_states[:, k]
 
+    def values_of(self, name: str) -> list[str]:
+        """The values of variable ``name``: first in the order ``concept_states`` names them
+        (the -1 side of its first concept leads), then any other value its texts take, sorted."""
+        if name not in self.state_names:
+            raise InputError(f"variable {name!r}: not labelled (variables: {self.state_names})")
+        named = [v for var, *ends in self.concept_states.values() if var == name for v in ends]
+        x, x_tilde = self.variable(name)
+        seen = {str(v) for v in np.concatenate([x, x_tilde])}
+        ordered = list(dict.fromkeys(named))
+        return ordered + sorted(seen - set(ordered))
+
 
 @dataclass
 class EmbeddingTable:

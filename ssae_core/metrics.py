@@ -1,15 +1,18 @@
-"""Identifiability metrics: MCC (matched |Pearson|) and UDR (median pairwise MCC across seeds), and
-the one mean/std summary every metrics file uses."""
+"""Identifiability metrics: MCC (matched |Pearson|) and UDR (median pairwise MCC across seeds),
+the one mean/std summary every metrics file uses, and bootstrap intervals that resample whole
+entities."""
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+
+from ssae_core.errors import InputError
 
 
 class Matching(NamedTuple):
@@ -100,3 +103,87 @@ def summary(values: Sequence[float | None], *, std_key: str = "std") -> dict:
 def seed_summary(values: Sequence[float | None]) -> dict:
     """:func:`summary` of one value per run member, its spread named ``std_seeds``."""
     return summary(values, std_key="std_seeds")
+
+
+# --------------------------------------------------------------------------- bootstrap intervals
+
+
+class Interval(NamedTuple):
+    """A percentile bootstrap interval (``low`` / ``high`` None when no resample was finite)."""
+
+    low: float | None
+    high: float | None
+    level: float
+    resamples: int
+    n_groups: int
+
+    def to_dict(self) -> dict:
+        return {
+            "low": rounded(self.low),
+            "high": rounded(self.high),
+            "level": self.level,
+            "resamples": self.resamples,
+            "n_groups": self.n_groups,
+        }
+
+
+def group_resamples(
+    groups: Sequence[object] | np.ndarray, resamples: int, seed: int
+) -> list[np.ndarray]:
+    """Row indices of ``resamples`` bootstrap resamples by group: each draws as many groups as
+    there are, uniformly with replacement (``numpy.random.default_rng(seed)``), and takes every
+    row of each drawn group (rows of a group in their original order, groups in drawn order)."""
+    labels = np.asarray(groups)
+    if labels.ndim != 1 or len(labels) == 0:
+        raise InputError(f"groups: need one group label per row, got shape {labels.shape}")
+    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 1:
+        raise InputError(f"resamples={resamples!r}: must be a positive integer")
+    _, group_N = np.unique(labels, return_inverse=True)
+    order = np.argsort(group_N, kind="stable")
+    counts = np.bincount(group_N)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    draws = np.random.default_rng(seed).integers(0, len(counts), size=(resamples, len(counts)))
+    out = []
+    for drawn in draws:
+        lengths = counts[drawn]
+        first = np.repeat(starts[drawn] - (np.cumsum(lengths) - lengths), lengths)
+        out.append(order[first + np.arange(int(lengths.sum()))])
+    return out
+
+
+def bootstrap_interval(
+    values: np.ndarray,
+    groups: Sequence[object] | np.ndarray,
+    statistic: Callable[[np.ndarray], float] = np.mean,
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> Interval:
+    """Percentile bootstrap interval of ``statistic(values)`` that resamples whole groups.
+
+    ``values``: one row per observation (axis 0; further axes are kept, so a statistic can see
+    several columns per row, e.g. a concept index and one score per seed); ``groups``: the
+    entity of each row (word, profession, question...). Rows of one entity are not independent
+    (a question's answers, a profession's forms), so each resample draws entities with
+    replacement and keeps all their rows (:func:`group_resamples`); with one row per group this
+    is the ordinary iid percentile bootstrap. Seeded, hence deterministic. Resamples whose
+    statistic is not finite are left out of the percentiles.
+    """
+    data = np.asarray(values)
+    if data.ndim == 0 or len(data) != len(np.asarray(groups)):
+        raise InputError(
+            f"values: need one row per group label ({len(np.asarray(groups))}), "
+            f"got shape {data.shape}"
+        )
+    if not 0 < level < 1:
+        raise InputError(f"level={level!r}: must be in (0, 1), e.g. 0.95")
+    rows = group_resamples(groups, resamples, seed)
+    stats = np.array([float(statistic(data[r])) for r in rows])
+    stats = stats[np.isfinite(stats)]
+    n_groups = len(np.unique(np.asarray(groups)))
+    if not len(stats):
+        return Interval(None, None, level, resamples, n_groups)
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(stats, [tail, 100 - tail])
+    return Interval(float(low), float(high), level, resamples, n_groups)

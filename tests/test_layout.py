@@ -38,6 +38,7 @@ ORDER = [
     "ssae_core.lm",
     "ssae_core.evaluation.identifiability",
     "ssae_core.evaluation.steering_accuracy",
+    "ssae_core.evaluation.probes",
     "ssae_core.evaluation.mean_difference",
     "ssae_core.evaluation.behaviour.vectors",
     "ssae_core.evaluation.behaviour.logprobs",

@@ -1,12 +1,68 @@
-"""Identifiability of a trained run: MCC against known shifts, cross-seed MCC, UDR."""
+"""Identifiability of a trained run: MCC against known shifts, cross-seed MCC, UDR, and MCC
+against the full-rank state coding of the pairs' labels.
+
+The ``shift`` column codes a pair by concepts, and concepts may be linearly dependent: cat's 135
+contrasts ``attribute:a->b`` are differences of only 27 independent value changes
+(``a->c`` = ``a->b`` + ``b->c``). :func:`state_coding` codes the same pairs by the states of each
+labelled variable instead: per variable one column per value except a reference value, with
+entry 1[x~ has the value] - 1[x has it]. On cat that is 3 x 9 = 27 columns; on binary
+(language en/fr, gender masc/fem) it is the shift coding itself.
+"""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-from ssae_core.io import EmbeddingTable
+from ssae_core.io import EmbeddingTable, PairLabels
 from ssae_core.metrics import mcc, pairwise, summary, udr, vector_mcc
 from ssae_core.model import ShiftAutoencoder
+
+
+class StateCoding(NamedTuple):
+    """Pairs coded by the change of every labelled variable's state (reference values left out)."""
+
+    codes_NC: np.ndarray
+    """1[x~ has value] - 1[x has value] per pair and non-reference value, in {-1, 0, 1}."""
+    columns: list[str]
+    """``variable=value`` of each column, variables in ``state_names`` order."""
+    references: dict[str, str]
+    """The value left out of each variable (its first value, :meth:`PairLabels.values_of`)."""
+
+    @property
+    def rank(self) -> int:
+        return int(np.linalg.matrix_rank(self.codes_NC)) if self.codes_NC.size else 0
+
+
+def state_coding(labels: PairLabels) -> StateCoding:
+    """The full-rank coding of the pairs of ``labels`` (see the module docstring)."""
+    columns: list[np.ndarray] = []
+    names: list[str] = []
+    references: dict[str, str] = {}
+    for name in labels.state_names:
+        x, x_tilde = labels.variable(name)
+        reference, *others = labels.values_of(name)
+        references[name] = reference
+        for value in others:
+            columns.append((x_tilde == value).astype(np.float64) - (x == value))
+            names.append(f"{name}={value}")
+    codes = np.stack(columns, axis=1) if columns else np.zeros((len(labels.group), 0))
+    return StateCoding(codes, names, references)
+
+
+def _state_mcc(
+    codes: list[np.ndarray], rescaled: list[np.ndarray] | None, test: EmbeddingTable
+) -> dict:
+    """MCC of each member's codes against the state coding of ``test``'s labels."""
+    coding = state_coding(test.labels)
+    if not coding.codes_NC.size or np.ptp(coding.codes_NC, axis=0).max() == 0:
+        return {}
+    info = {"n_columns": len(coding.columns), "rank": coding.rank, "columns": coding.columns}
+    out = {"state_mcc": {**summary([mcc(c, coding.codes_NC) for c in codes]), **info}}
+    if rescaled is not None:
+        out["state_mcc_rescaled"] = summary([mcc(c, coding.codes_NC) for c in rescaled])
+    return out
 
 
 def score_run(models: list[ShiftAutoencoder], test: EmbeddingTable) -> dict:
@@ -14,17 +70,23 @@ def score_run(models: list[ShiftAutoencoder], test: EmbeddingTable) -> dict:
 
     - ``mcc``: codes vs the true concept shifts, per seed (only if the table has ``shift`` that
       varies); for layer normalisation also ``mcc_rescaled`` (codes x per-sample std).
+    - ``state_mcc``: codes vs the full-rank :func:`state_coding` of the pairs' labels, per seed
+      (only for tables with labels whose coding varies), with ``n_columns``, ``rank`` (of the
+      held-out coding) and ``columns``; ``state_mcc_rescaled`` as ``mcc_rescaled``.
     - ``decoder_mcc`` / ``codes_mcc``: pairwise MCC across seeds of decoder rows (the paper's
       Table 2) and of held-out codes, each with its ``udr`` (median of the pairwise values).
     """
     delta = test.delta
     codes = [m.encode(delta) for m in models]
     out: dict = {"seeds": [m.config["seed"] for m in models], "num_test_pairs": len(test)}
+    layer_norm = models[0].normalizer.mode == "layer"
+    rescaled = [m.encode(delta, rescale=True) for m in models] if layer_norm else None
     if test.shift is not None and np.ptp(test.shift, axis=0).max() > 0:
         out["mcc"] = summary([mcc(c, test.shift) for c in codes])
-        if models[0].normalizer.mode == "layer":
-            rescaled = [m.encode(delta, rescale=True) for m in models]
+        if rescaled is not None:
             out["mcc_rescaled"] = summary([mcc(c, test.shift) for c in rescaled])
+    if test.labels is not None and len(test):
+        out.update(_state_mcc(codes, rescaled, test))
     decoders = [m.net.W_dec_SMD.detach()[0].numpy() for m in models]
     dec_pairs = pairwise(decoders, vector_mcc)
     code_pairs = pairwise(codes, mcc)

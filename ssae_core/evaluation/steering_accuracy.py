@@ -109,12 +109,12 @@ def single_concept_labels(shift_NK: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return concept_N, np.where(single, np.sign(picked), 0.0)
 
 
-def _unit_rows(x: np.ndarray) -> np.ndarray:
+def unit_rows(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     return x / np.linalg.norm(x, axis=-1, keepdims=True).clip(1e-12)
 
 
-def _row_cosine(a_ND: np.ndarray, b_ND: np.ndarray) -> np.ndarray:
+def row_cosine(a_ND: np.ndarray, b_ND: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(a_ND, axis=1) * np.linalg.norm(b_ND, axis=1)
     return np.einsum("nd,nd->n", a_ND, b_ND) / norms.clip(1e-12)
 
@@ -132,7 +132,7 @@ def _signed_sums(
     return np.asarray(weights @ values_ND), np.bincount(concept_N[keep], minlength=num)
 
 
-def _grouped_stats(
+def grouped_stats(
     values_N: np.ndarray, group_N: np.ndarray, num: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean, population std and count of ``values`` per group [K]; NaN where a group is empty.
@@ -188,7 +188,7 @@ def merge_duplicate_latents(
     """
     if not 0.0 < threshold <= 1.0:
         raise InputError(f"merge_threshold={threshold}: must be in (0, 1]; 1 merges nothing")
-    unit_MD = _unit_rows(vectors_MD)
+    unit_MD = unit_rows(vectors_MD)
     num = len(unit_MD)
     cos_MM = unit_MD @ unit_MD.T
     _, labels = connected_components(sparse.csr_matrix(np.abs(cos_MM) > threshold), directed=False)
@@ -202,7 +202,7 @@ def merge_duplicate_latents(
     representative_M = np.array(order, np.int64)[group_M]
     sign_M = np.where(cos_MM[np.arange(num), representative_M] < 0, -1.0, 1.0)
     members = [tuple(int(i) for i in np.flatnonzero(group_M == g)) for g in range(len(order))]
-    vectors_GD = _unit_rows(_assign_matrix(group_M, sign_M, len(order)).T @ unit_MD)
+    vectors_GD = unit_rows(_assign_matrix(group_M, sign_M, len(order)).T @ unit_MD)
     return LatentGroups(members, group_M, sign_M, vectors_GD)
 
 
@@ -262,7 +262,7 @@ def match_concepts(
     constant_K = changes_K & (np.ptp(shift, axis=0) == 0)
     if delta_ND is not None and constant_K.any():
         signs = np.sign(shift[:, constant_K])
-        mean_shift = _unit_rows((signs.T @ np.asarray(delta_ND, np.float64)) / len(shift))
+        mean_shift = unit_rows((signs.T @ np.asarray(delta_ND, np.float64)) / len(shift))
         score_KG[constant_K] = mean_shift @ groups.vectors_GD.T
         for k in np.flatnonzero(constant_K):
             by[k] = MATCH_BY_MEAN_SHIFT
@@ -312,7 +312,7 @@ def fit_alpha(
     keep = concept_N >= 0
     proj_NK = np.asarray(delta_ND)[keep] @ vectors.T
     proj_N = sign_N[keep] * proj_NK[np.arange(len(proj_NK)), concept_N[keep]]
-    mean, _, count = _grouped_stats(proj_N, concept_N[keep], len(vectors))
+    mean, _, count = grouped_stats(proj_N, concept_N[keep], len(vectors))
     return mean / (vectors**2).sum(axis=1), count
 
 
@@ -341,7 +341,7 @@ def mean_difference_directions(train: EmbeddingTable) -> ConceptDirections:
     flipped, so the vector points along +concept), normalised; alpha by :func:`fit_alpha`
     (which gives back the norm of that mean)."""
     shifts = _single_concept_shifts(train, "training")
-    vectors_KD = np.where(shifts.count_K[:, None] > 0, _unit_rows(shifts.sums_KD), np.nan)
+    vectors_KD = np.where(shifts.count_K[:, None] > 0, unit_rows(shifts.sums_KD), np.nan)
     alpha_K, _ = fit_alpha(vectors_KD, shifts.delta_ND, shifts.shift_NK)
     return ConceptDirections(vectors_KD, alpha_K, shifts.count_K, None)
 
@@ -390,6 +390,15 @@ def learned_directions(
     return ConceptDirections(matching.vectors_KD, alpha_K, count_K, matching)
 
 
+def concept_steps(
+    vectors: ConceptDirections, concept_N: np.ndarray, sign_N: np.ndarray
+) -> np.ndarray:
+    """The steps s * alpha_c * v_c [N, D] (c = ``concept_N``, s = ``sign_N``); NaN rows where the
+    concept has no vector or alpha."""
+    step_N = sign_N * vectors.alpha_K[concept_N]
+    return step_N[:, None] * vectors.vectors_KD[concept_N]
+
+
 def steered_cosines(
     z_ND: np.ndarray,
     z_tilde_ND: np.ndarray,
@@ -400,9 +409,8 @@ def steered_cosines(
     """cos(z + s * alpha_c * v_c, z~) for every pair (c = ``concept_N``, an index into the
     vectors; s = ``sign_N``). NaN where the concept has no vector or alpha."""
     z = np.asarray(z_ND, dtype=np.float64)
-    step_N = sign_N * vectors.alpha_K[concept_N]
-    steered = z + step_N[:, None] * vectors.vectors_KD[concept_N]
-    return _row_cosine(steered, np.asarray(z_tilde_ND, dtype=np.float64))
+    steered = z + concept_steps(vectors, concept_N, sign_N)
+    return row_cosine(steered, np.asarray(z_tilde_ND, dtype=np.float64))
 
 
 # --------------------------------------------------------------------------- the evaluation
@@ -436,6 +444,67 @@ class _MemberScores(NamedTuple):
     recon_std_K: np.ndarray | None
 
 
+class SteeringSetup(NamedTuple):
+    """What every steering evaluation of one source table (or source -> target) starts from."""
+
+    source_names: list[str]
+    target_names: list[str]
+    pairs: list[tuple[int, int]]
+    """(source concept index, target concept index) of every concept to score."""
+    train: EmbeddingTable
+    """The source's training rows: vectors, matching and alpha come from them."""
+    test: EmbeddingTable
+    """The scored rows: the source's test rows, or the target's (OOD)."""
+
+
+def steering_setup(
+    source: EmbeddingTable,
+    target: EmbeddingTable | None,
+    concept_map: Mapping[str, str] | None,
+    train_split: str,
+    test_split: str,
+) -> SteeringSetup:
+    """Concept names, the concepts to score and the train / scored rows, checked (one-line
+    errors for a missing shift, mismatched widths, an unknown concept or an empty split)."""
+    source_names = _concept_names(source, "source")
+    scored_table = source if target is None else target
+    target_names = _concept_names(scored_table, "target")
+    if scored_table.dim != source.dim:
+        raise InputError(
+            f"target embeddings have width {scored_table.dim} but the source has {source.dim}; "
+            "both must come from the same model and layer"
+        )
+    pairs = _resolve_concept_map(source_names, target_names, concept_map, target is None)
+    train = source.subset(train_split)
+    test = scored_table.subset(test_split)
+    scored_what = "source" if target is None else "target"
+    for what, table, split in (("source", train, train_split), (scored_what, test, test_split)):
+        if len(table) == 0:
+            raise InputError(
+                f"the {what} table has no rows with split '{split}'; check the split names"
+            )
+    return SteeringSetup(source_names, target_names, pairs, train, test)
+
+
+def method_directions(
+    train: EmbeddingTable,
+    runs: Mapping[str, Sequence[SteeringModel]],
+    *,
+    mean_difference: bool = True,
+    merge_threshold: float = MERGE_THRESHOLD,
+) -> dict[str, list[ConceptDirections]]:
+    """The fixed concept directions of every method, one entry per member: ``md``
+    (:func:`mean_difference_directions`, unless ``mean_difference=False``) first, then each run
+    (:func:`learned_directions`), all from the training rows ``train``."""
+    _check_runs(runs, train.dim)
+    out: dict[str, list[ConceptDirections]] = {}
+    if mean_difference:
+        out[MEAN_DIFFERENCE] = [mean_difference_directions(train)]
+    for name, members in runs.items():
+        out[name] = [learned_directions(m, train, merge_threshold=merge_threshold) for m in members]
+    return out
+
+
 def evaluate_steering(
     source: EmbeddingTable,
     runs: Mapping[str, Sequence[SteeringModel]] | None = None,
@@ -464,34 +533,19 @@ def evaluate_steering(
     """
     runs = dict(runs or {})
     _check_runs(runs, source.dim)
-    source_names = _concept_names(source, "source")
-    scored_table = source if target is None else target
-    target_names = _concept_names(scored_table, "target")
-    if scored_table.dim != source.dim:
-        raise InputError(
-            f"target embeddings have width {scored_table.dim} but the source has {source.dim}; "
-            "both must come from the same model and layer"
-        )
-    pairs = _resolve_concept_map(source_names, target_names, concept_map, target is None)
-    train = source.subset(train_split)
-    test = scored_table.subset(test_split)
-    scored_what = "source" if target is None else "target"
-    for what, table, split in (("source", train, train_split), (scored_what, test, test_split)):
-        if len(table) == 0:
-            raise InputError(
-                f"the {what} table has no rows with split '{split}'; check the split names"
-            )
+    setup = steering_setup(source, target, concept_map, train_split, test_split)
+    source_names, target_names, pairs, train, test = setup
     scored = _ScoredPairs.of(test, pairs, len(target_names), len(source_names))
-    methods: dict[str, list[_MemberScores]] = {}
-    if mean_difference:
-        methods[MEAN_DIFFERENCE] = [scored.score(mean_difference_directions(train), None, False)]
-    for name, members in runs.items():
-        methods[name] = [
-            scored.score(
-                learned_directions(m, train, merge_threshold=merge_threshold), m, reconstruction
-            )
-            for m in members
+    directions = method_directions(
+        train, runs, mean_difference=mean_difference, merge_threshold=merge_threshold
+    )
+    methods = {
+        name: [
+            scored.score(vectors, None if name not in runs else runs[name][i], reconstruction)
+            for i, vectors in enumerate(members)
         ]
+        for name, members in directions.items()
+    }
     report = {
         name: _method_report(
             scores, scored.identity, pairs, source_names, target_names, runs.get(name)
@@ -524,6 +578,21 @@ def _check_runs(runs: Mapping[str, Sequence[SteeringModel]], dim: int) -> None:
                 )
 
 
+def scored_rows(
+    test: EmbeddingTable, pairs: list[tuple[int, int]], num_target: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The single-concept pairs of ``test`` whose concept is scored: their row indices, the
+    SOURCE concept whose vector steers each (``pairs``: source index -> target index; target
+    concepts not in it are skipped) and the sign of its change."""
+    source_of_target = np.full(num_target, -1, np.int64)
+    for s, t in pairs:
+        source_of_target[t] = s
+    target_concept_N, sign_N = single_concept_labels(_require_shift(test, "target"))
+    concept_N = np.where(target_concept_N >= 0, source_of_target[target_concept_N], -1)
+    rows = np.flatnonzero(concept_N >= 0)
+    return rows, concept_N[rows], sign_N[rows]
+
+
 class _ScoredPairs(NamedTuple):
     """The single-concept test pairs, labelled by the SOURCE concept whose vector steers them."""
 
@@ -539,21 +608,16 @@ class _ScoredPairs(NamedTuple):
     def of(
         cls, test: EmbeddingTable, pairs: list[tuple[int, int]], num_target: int, num: int
     ) -> _ScoredPairs:
-        source_of_target = np.full(num_target, -1, np.int64)
-        for s, t in pairs:
-            source_of_target[t] = s
-        target_concept_N, sign_N = single_concept_labels(_require_shift(test, "target"))
-        concept_N = np.where(target_concept_N >= 0, source_of_target[target_concept_N], -1)
-        rows = np.flatnonzero(concept_N >= 0)
+        rows, concept_N, sign_N = scored_rows(test, pairs, num_target)
         z, z_tilde = test.z[rows].astype(np.float64), test.z_tilde[rows].astype(np.float64)
-        identity = _grouped_stats(_row_cosine(z, z_tilde), concept_N[rows], num)
-        return cls(z, z_tilde, concept_N[rows], sign_N[rows], num, identity)
+        identity = grouped_stats(row_cosine(z, z_tilde), concept_N, num)
+        return cls(z, z_tilde, concept_N, sign_N, num, identity)
 
     def score(
         self, vectors: ConceptDirections, model: SteeringModel | None, reconstruction: bool
     ) -> _MemberScores:
         z, z_tilde = self.z, self.z_tilde
-        mean_K, std_K, _ = _grouped_stats(
+        mean_K, std_K, _ = grouped_stats(
             steered_cosines(z, z_tilde, vectors, self.concept_N, self.sign_N),
             self.concept_N,
             self.num,
@@ -563,8 +627,8 @@ class _ScoredPairs(NamedTuple):
             recon = np.zeros_like(z)
             if len(z):
                 recon = np.asarray(model.reconstruct((z_tilde - z).astype(np.float32)), np.float64)
-            recon_mean_K, recon_std_K, _ = _grouped_stats(
-                _row_cosine(z + recon, z_tilde), self.concept_N, self.num
+            recon_mean_K, recon_std_K, _ = grouped_stats(
+                row_cosine(z + recon, z_tilde), self.concept_N, self.num
             )
         return _MemberScores(vectors, mean_K, std_K, recon_mean_K, recon_std_K)
 
