@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 
 from ssae_core.config import load_config
 from ssae_core.errors import InputError
+from ssae_core.evaluation.probes import ProbeConfig
 from ssae_core.synthetic import SynthConfig
 from ssae_core.train import TrainConfig
 
@@ -99,6 +100,8 @@ class StudyConfig:
     """Seed of the choice of reversed pairs."""
     optim: OptimConfig = field(default_factory=OptimConfig)
     """Optimisation settings shared by every run."""
+    probes: ProbeConfig = field(default_factory=ProbeConfig)
+    """The held-out probes that measure what steering changes."""
 
     def __post_init__(self) -> None:
         if self.latent_factor < 1:

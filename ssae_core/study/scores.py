@@ -23,6 +23,7 @@ from ssae_core.evaluation.behaviour.config import BehaviourConfig
 from ssae_core.evaluation.behaviour.evaluate import check_same_model, evaluate_behaviour
 from ssae_core.evaluation.behaviour.mc1 import load_mc_questions
 from ssae_core.evaluation.identifiability import score_run
+from ssae_core.evaluation.probes import evaluate_probe_steering
 from ssae_core.evaluation.steering_accuracy import SteeringModel, evaluate_steering
 from ssae_core.io import EmbeddingTable, load_embeddings
 from ssae_core.lm import loading as lm
@@ -35,6 +36,7 @@ from ssae_core.study.selection import score_ssae, selected_cell, selected_runs
 from ssae_core.study.sets import load_set
 
 CELL_KEYS = ("lr", "budget_ratio", "sparsity", "usable")
+PROBE_PARTS = ("common", "all_concepts")
 STEERING_SUMMARY_KEYS = ("steered", "identity", "gain", "reconstruction", "reconstruction_gain")
 
 
@@ -101,13 +103,39 @@ def score_study(study: StudyConfig, at: LayerLayout) -> dict:
 
 
 def _summarize_steering(result: dict) -> dict:
-    """The aggregate of every method of one evaluation, without per-concept detail."""
+    """The aggregate of every method of one evaluation, without per-concept detail: the cosine
+    score, and the probe scores (``probe``: common-set and all-concept columns) where the
+    scored table has labels."""
     out: dict = {"n_single_concept_test_pairs": result["n_single_concept_test_pairs"]}
+    probes = result.get("probes")
     for method, report in result["methods"].items():
         agg = report["aggregate"]
         out[method] = {"n_concepts": agg["n_concepts"], "n_scored": agg["n_scored"]}
         out[method].update({key: agg[key] for key in STEERING_SUMMARY_KEYS if key in agg})
+        if probes is not None:
+            scores = probes["methods"][method]
+            out[method]["probe"] = {part: scores[part] for part in PROBE_PARTS}
+    if probes is not None:
+        out["probe_references"] = probes["references"]
+        out["probe_common_set"] = probes["common_set"]
+        out["probe_accuracy"] = {v: p["test_accuracy"] for v, p in probes["probes"].items()}
     return out
+
+
+def _evaluate(
+    study: StudyConfig,
+    source: EmbeddingTable,
+    runs: Mapping[str, Sequence[SteeringModel]],
+    target: EmbeddingTable | None = None,
+    concept_map: Mapping[str, str] | None = None,
+) -> dict:
+    """The cosine steering score and, where the scored table has labels, the probe scores."""
+    result = evaluate_steering(source, runs, target=target, concept_map=concept_map)
+    if (target if target is not None else source).labels is not None:
+        result["probes"] = evaluate_probe_steering(
+            source, runs, target=target, concept_map=concept_map, config=study.probes
+        )
+    return result
 
 
 def _require_disjoint_vocabulary(at: LayerLayout, source: str, target: str) -> None:
@@ -129,7 +157,7 @@ def score_steering(study: StudyConfig, at: LayerLayout) -> tuple[dict, dict]:
     runs = {name: selected_runs(at, name) for name in study.sets}
     details: dict = {"in_distribution": {}, "out_of_distribution": {}}
     for name in study.sets:
-        result = evaluate_steering(tables[name], runs[name])
+        result = _evaluate(study, tables[name], runs[name])
         cell = selected_cell(at, name)
         result["ssae_cell"] = None if cell is None else {k: cell[k] for k in CELL_KEYS}
         details["in_distribution"][name] = result
@@ -137,7 +165,8 @@ def score_steering(study: StudyConfig, at: LayerLayout) -> tuple[dict, dict]:
         if ood.source not in tables or ood.target not in tables:
             continue
         _require_disjoint_vocabulary(at, ood.source, ood.target)
-        details["out_of_distribution"][f"{ood.source}->{ood.target}"] = evaluate_steering(
+        details["out_of_distribution"][f"{ood.source}->{ood.target}"] = _evaluate(
+            study,
             tables[ood.source],
             runs[ood.source],
             target=tables[ood.target],
