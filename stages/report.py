@@ -1,25 +1,28 @@
-"""Stage `report`: metrics/REPORT.md, every table of the study, from the metrics files and the
-run.json of every study run (training times); ssae_core/study/report.py writes the tables."""
+"""Stage `report`: metrics/REPORT.md (every table of the study, the paper's claims decided) and
+metrics/summary.json (the headline numbers DVC shows), from the metrics files and the run.json
+of every study run; ssae_core/study/report.py and summary.py write them."""
 
 from __future__ import annotations
 
-from ssae_core.io import atomic_file
+from ssae_core.io import atomic_file, write_json
 from ssae_core.lm.embed import EmbedConfig
 from ssae_core.lm.loading import ModelConfig
-from ssae_core.study.config import StudyConfig
+from ssae_core.study.config import ReportConfig, StudyConfig
 from ssae_core.study.report import build_report, load_metrics, training_times
+from ssae_core.study.summary import headline_metrics
 from stages.common import LAYOUT, load_section, run_stage
 
 
 def main() -> None:
-    study = load_section(StudyConfig, "study")
+    study, config = load_section(StudyConfig, "study"), load_section(ReportConfig, "report")
     model = load_section(ModelConfig, "model")
-    layers = load_section(EmbedConfig, "embed").layer_list
-    timings = training_times(study, LAYOUT, layers)
-    text = build_report(study, model.name_or_path, load_metrics(LAYOUT), timings)
+    timings = training_times(study, LAYOUT, load_section(EmbedConfig, "embed").layer_list)
+    metrics = load_metrics(LAYOUT)
+    text = build_report(study, config, model.name_or_path, metrics, timings)
     with atomic_file(LAYOUT.report) as tmp:
         tmp.write_text(text)
-    print(f"wrote {LAYOUT.relative(LAYOUT.report)}")
+    write_json(headline_metrics(config, metrics), LAYOUT.metrics("summary"))
+    print(f"wrote {LAYOUT.relative(LAYOUT.report)} and metrics/summary.json")
 
 
 if __name__ == "__main__":

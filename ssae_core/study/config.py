@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from ssae_core.config import load_config
 from ssae_core.errors import InputError
 from ssae_core.evaluation.probes import ProbeConfig
+from ssae_core.study.claims import ClaimsConfig
 from ssae_core.synthetic import SynthConfig
 from ssae_core.train import TrainConfig
 
@@ -243,3 +244,15 @@ def synthetic_latent_sizes(
         for table in (name, f"{name}{ENTANGLED_SUFFIX}"):
             sizes[table] = [factor * base for factor in runs.latent_factors]
     return sizes
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """params.yaml ``report``: what the headline metrics show and how the claims are decided."""
+
+    headline_layer: str = "final"
+    """The layer whose numbers metrics/summary.json shows (``final`` or a block index)."""
+    behaviour_multiplier: float = 4.0
+    """The multiple of the fitted alpha at which the summary shows MC1 and the language share."""
+    claims: ClaimsConfig = field(default_factory=ClaimsConfig)
+    """Thresholds that decide the paper's claims."""

@@ -14,7 +14,8 @@ from pathlib import Path
 from ssae_core.errors import InputError
 from ssae_core.lm.layers import Layer, layer_name
 from ssae_core.runs import RUN_FILE
-from ssae_core.study.config import StudyConfig
+from ssae_core.study.claims import Verdict, decide_claims
+from ssae_core.study.config import ReportConfig, StudyConfig
 from ssae_core.study.layout import METHODS, StudyLayout, lr_folder
 
 # In-distribution / OOD steering cosine reported by the authors' figure script (Llama-3.1-8B;
@@ -110,74 +111,107 @@ def synthetic_section(results: Mapping, threshold: float = 0.99) -> list[str]:
 # --------------------------------------------------------------------------- LLM study
 
 
+def _state_mcc(scores: Mapping) -> str:
+    """MCC against the full-rank coding of the labels, with its rank."""
+    part = scores.get("state_mcc")
+    if not part:
+        return "–"
+    return f"{pm(part)} (rank {part['rank']})"
+
+
+LLM_HEADER = (
+    "set",
+    "method",
+    "cell",
+    "decoder UDR (mean ± std)",
+    "codes UDR (mean ± std)",
+    "MCC vs shifts",
+    "MCC vs full-rank coding",
+    "multiplier",
+    "L1 (val)",
+)
+
+
+def _llm_rows(part: Mapping) -> list[list[str]]:
+    out = []
+    for name, methods in part.items():
+        for method in ("ssae", "aff"):
+            s = methods[method]
+            if s.get("status"):
+                out.append([name, method, f"**{s['status']}**", *["–"] * 6])
+                continue
+            out.append(
+                [
+                    name,
+                    method,
+                    _cell_label(s),
+                    _udr(s),
+                    _udr(s, "codes_mcc"),
+                    pm(s.get("mcc")),
+                    _state_mcc(s),
+                    pm(s.get("multiplier")),
+                    pm(s.get("l1")),
+                ]
+            )
+    return out
+
+
+def _entangled_drop_rows(llm: Mapping) -> list[list[str]]:
+    """What the entangling map costs each method: plain minus entangled MCC (full-rank)."""
+    rows = []
+    for name, mixed in llm["entangled"].items():
+        for method in ("ssae", "aff"):
+            before = (llm["sets"][name][method].get("state_mcc") or {}).get("mean")
+            after = (mixed[method].get("state_mcc") or {}).get("mean")
+            drop = None if before is None or after is None else before - after
+            rows.append([name, method, num(before), num(after), num(drop)])
+    return rows
+
+
 def llm_section(llm: Mapping) -> list[str]:
-    header = ["set", "method", "cell", "decoder UDR (mean ± std)", "codes UDR (mean ± std)"]
-    header += ["MCC vs shifts", "multiplier", "L1 (val)"]
     lines = [
         "## Identifiability on LLM embeddings",
         "",
         "Cross-seed MCC of decoder rows (the paper's Table 2) and of held-out codes: UDR = median "
-        "of the pairwise values, with their mean ± std; MCC against the known concept shifts "
-        "where they vary (mean ± std over seeds). SSAE is the cell chosen without labels "
-        "(next section).",
+        "of the pairwise values, with their mean ± std; MCC of held-out codes against the known "
+        "concept shifts where they vary, and against the full-rank coding of the labels (one "
+        "column per value of each labelled variable but a reference value: on cat 27 independent "
+        "columns instead of 135 linearly dependent contrasts), mean ± std over seeds. SSAE is the "
+        "cell chosen without labels (see the selection grid); a set with no usable cell has no "
+        "SSAE row.",
         "",
-    ]
-
-    def rows(part: Mapping) -> list[list[str]]:
-        out = []
-        for name, methods in part.items():
-            for method in ("ssae", "aff"):
-                s = methods[method]
-                if s.get("status"):
-                    out.append([name, method, s["status"], *["–"] * 5])
-                    continue
-                cell = _cell_label(s)
-                out.append(
-                    [
-                        name,
-                        method,
-                        cell,
-                        _udr(s),
-                        _udr(s, "codes_mcc"),
-                        pm(s.get("mcc")),
-                        pm(s.get("multiplier")),
-                        pm(s.get("l1")),
-                    ]
-                )
-        return out
-
-    lines += table(header, rows(llm["sets"]))
-    lines += [
+        *table(LLM_HEADER, _llm_rows(llm["sets"])),
         "",
         "### Entangled embeddings (Table 3)",
         "",
-        "The same sets after a dense invertible map of z and z~ (params `entangle`); SSAE at "
-        "`study.budget_ratio` x aff's L1, `study.lr`.",
+        "The same sets after a dense invertible map of z and z~ (params `entangle`: its condition "
+        "number is `max_condition`); SSAE at `study.budget_ratio` x aff's L1 on the entangled "
+        "data. What the map costs each method (MCC vs the full-rank coding, plain minus "
+        "entangled) is in the second table: the claim of robustness is testable only if it "
+        "costs aff something.",
         "",
+        *table(LLM_HEADER, _llm_rows(llm["entangled"])),
+        "",
+        *table(["set", "method", "MCC plain", "MCC entangled", "drop"], _entangled_drop_rows(llm)),
     ]
-    lines += table(header, rows(llm["entangled"]))
+    header = ["m", "method", "cell", "decoder UDR", "codes UDR", "MCC vs shifts"]
+    header += ["MCC vs full-rank coding", "multiplier"]
     for name, runs in llm["overcomplete"].items():
-        lines += [
-            "",
-            f"### Overcompleteness on {name} (appendix B.3)",
-            "",
-            *table(
-                ["m", "method", "cell", "decoder UDR", "codes UDR", "MCC vs shifts", "multiplier"],
-                [
-                    [
-                        m[1:],
-                        method,
-                        _cell_label(s),
-                        _udr(s),
-                        _udr(s, "codes_mcc"),
-                        pm(s.get("mcc")),
-                        pm(s["multiplier"]),
-                    ]
-                    for m, both in runs.items()
-                    for method, s in both.items()
-                ],
-            ),
+        rows = [
+            [
+                m[1:],
+                method,
+                _cell_label(s),
+                _udr(s),
+                _udr(s, "codes_mcc"),
+                pm(s.get("mcc")),
+                _state_mcc(s),
+                pm(s["multiplier"]),
+            ]
+            for m, both in runs.items()
+            for method, s in both.items()
         ]
+        lines += ["", f"### Overcompleteness on {name} (appendix B.3)", "", *table(header, rows)]
     return lines
 
 
@@ -277,6 +311,135 @@ def steering_section(steering: Mapping) -> list[str]:
                 )
         lines += ["", f"### {title}", "", *table(header, rows)]
     return lines
+
+
+def _interval(entry: Mapping | None) -> str:
+    if not entry or entry.get("low") is None:
+        return ""
+    return f" [{num(entry['low'])}, {num(entry['high'])}]"
+
+
+def _probe_row(label: str, method: str, scores: Mapping | None, n_unmatched: str) -> list[str]:
+    common, every = (scores or {}).get("common", {}), (scores or {}).get("all_concepts", {})
+    return [
+        label,
+        method,
+        pm(common.get("flip_rate")) + _interval(common.get("flip_rate_interval")),
+        pm(every.get("flip_rate")) + _interval(every.get("flip_rate_interval")),
+        n_unmatched,
+        pm(common.get("selectivity")),
+        pm(common.get("random_flip_rate")),
+        pm(common.get("random_selectivity")),
+        pm(common.get("cosine_gain")) + _interval(common.get("cosine_gain_interval")),
+    ]
+
+
+PROBE_HEADER = (
+    "evaluation",
+    "method",
+    "flip rate, common concepts [95% CI]",
+    "flip rate, all concepts (unmatched = 0)",
+    "unmatched",
+    "selectivity (0 = only its variable moves)",
+    "random vector: flip rate",
+    "random vector: selectivity",
+    "cosine gain, common [95% CI]",
+)
+
+
+def probe_section(steering: Mapping) -> list[str]:
+    """Steering measured by what it changes: held-out probes of every labelled variable."""
+    lines = [
+        "## Steering measured by what it changes (held-out probes)",
+        "",
+        "A logistic probe per labelled variable, trained on the training texts' embeddings only, "
+        "reads the state of each text. Each method's fixed concept vector (the same vector and "
+        "fitted alpha as the cosine score) is added to the held-out source embeddings: flip rate "
+        "= share of test pairs whose probe prediction becomes the target state; selectivity = "
+        "mean change of every other variable's probe probability of its current state. Methods "
+        "are compared on the same concepts: *common* = the concepts every member of every method "
+        "could score (their number below); *all concepts* counts a concept a method could not "
+        "match as a failure. Random vector: a random unit vector at the method's alpha (a floor; "
+        "a large random step also disturbs other variables). identity = the unsteered z; test-set "
+        "MD = the mean shift of the test pairs themselves at its best multiple of alpha (a "
+        "ceiling for fixed vectors, not a method). Intervals: bootstrap over test entities "
+        "(words, professions, phrases, questions); ± = std over seeds.",
+        "",
+    ]
+    for part, title in (("in_distribution", "In distribution"), ("out_of_distribution", "OOD")):
+        rows, notes = [], []
+        for key, summary in steering[part].items():
+            if "probe_common_set" not in summary:
+                continue
+            common = summary["probe_common_set"]
+            accuracy = ", ".join(f"{v} {num(a)}" for v, a in summary["probe_accuracy"].items())
+            notes.append(
+                f"{key}: {common['n_concepts']} common of {common['n_with_test_pairs']} concepts "
+                f"with test pairs; probe test accuracy {accuracy}"
+            )
+            for method in STEER_METHODS:
+                entry = summary.get(method)
+                if entry is None:
+                    rows.append([key, method, "no usable cell", *["–"] * 6])
+                    continue
+                unmatched = entry["probe"]["all_concepts"].get("n_unmatched")
+                shown = "/".join(map(str, sorted(set(unmatched)))) if unmatched else "0"
+                rows.append(_probe_row(key, method, entry["probe"], shown))
+            for ref in ("identity", "test_md"):
+                scores = summary["probe_references"][ref]
+                rows.append(_probe_row(key, f"*{ref.replace('_', '-')}*", scores, "–"))
+        if rows:
+            lines += ["", f"### {title}", "", *table(PROBE_HEADER, rows), ""]
+            lines += [f"- {note}" for note in notes]
+    return lines
+
+
+def claims_section(verdicts: Sequence[Verdict]) -> list[str]:
+    """The paper's claims, decided from the metrics (thresholds: params.yaml report.claims)."""
+    rows = [[v.claim, v.layer, f"**{v.verdict}**", v.evidence, v.threshold] for v in verdicts]
+    return [
+        "## The paper's claims, as measured here",
+        "",
+        "Each claim decided at every layer from the metrics files, against the thresholds in "
+        "params.yaml (`report.claims`); the numbers that decide it are shown. A set whose SSAE "
+        "grid has no usable cell counts against a claim about SSAE.",
+        "",
+        *table(["claim", "layer", "verdict", "numbers", "threshold"], rows),
+    ]
+
+
+def overview_section(identifiability: Mapping, steering: Mapping) -> list[str]:
+    """One table: every layer x set x method, identifiability next to steering."""
+    rows = []
+    for key, llm in identifiability["layers"].items():
+        in_dist = steering["layers"][key]["in_distribution"]
+        for name, methods in llm["sets"].items():
+            for method in STEER_METHODS:
+                scores = methods.get(method, {}) if method != "md" else {}
+                probe = (in_dist.get(name, {}).get(method) or {}).get("probe") or {}
+                status = scores.get("status")
+                rows.append(
+                    [
+                        key,
+                        name,
+                        method,
+                        status or _udr(scores),
+                        _state_mcc(scores),
+                        pm((probe.get("common") or {}).get("flip_rate")),
+                        pm((probe.get("common") or {}).get("selectivity")),
+                        pm((probe.get("common") or {}).get("cosine_gain")),
+                    ]
+                )
+    header = ["layer", "set", "method", "decoder UDR", "MCC vs full-rank coding"]
+    header += ["flip rate (common)", "selectivity", "cosine gain (common)"]
+    return [
+        "## Overview: every layer, set and method",
+        "",
+        "Identifiability (held-out, selected SSAE cell vs aff; MD has no codes) next to steering "
+        "measured by held-out probes on the same concepts. Details per layer below.",
+        "",
+        *table(header, rows),
+    ]
 
 
 def timing_section(timings: Mapping[str, float]) -> list[str]:
@@ -462,30 +625,44 @@ def load_metrics(layout: StudyLayout) -> dict[str, dict]:
 
 
 def build_report(
-    study: StudyConfig, model_name: str, metrics: Mapping[str, dict], timings: Mapping[str, float]
+    study: StudyConfig,
+    config: ReportConfig,
+    model_name: str,
+    metrics: Mapping[str, dict],
+    timings: Mapping[str, float],
 ) -> str:
     """metrics/REPORT.md: every table of the study, from the metrics files."""
+    identifiability, steering = metrics["identifiability"], metrics["steering"]
     lines = [
         "# SSAE study report",
         "",
         "Generated by `dvc repro report` (stages/report.py) from the metrics files; do not edit.",
-        f"Language model: `{model_name}`; embeddings: params `embed`. LLM study: "
+        f"Language model: `{model_name}`; layers {', '.join(identifiability['layers'])} "
+        "(params `embed`). LLM study: "
         f"seeds {list(study.seeds)}, m = {study.latent_factor} x (number of concepts), "
-        f"{study.optim.steps} steps per run, grid budget ratios "
-        f"{list(study.grid.budget_ratio)} x lr {list(study.grid.lr)}.",
+        f"{study.optim.steps} steps per run; SSAE budgets = ratio x the held-out L1 of aff on "
+        f"the same data and m, grid ratios {list(study.grid.budget_ratio)} x lr "
+        f"{list(study.grid.lr)}; an SSAE run is usable only if its multiplier is positive and "
+        f"its held-out L1 is within {study.usable_tolerance:.0%} of its budget.",
         "",
-        *synthetic_section(metrics["identifiability"]["synthetic"]),
+        *claims_section(decide_claims(config.claims, identifiability, steering)),
+        "",
+        *overview_section(identifiability, steering),
+        "",
+        *synthetic_section(identifiability["synthetic"]),
     ]
     for key in metrics["udr"]["layers"]:
         lines += [
             "",
             f"# Layer {key}",
             "",
-            *llm_section(metrics["identifiability"]["layers"][key]),
+            *llm_section(identifiability["layers"][key]),
             "",
             *selection_section(metrics["udr"]["layers"][key]),
             "",
-            *steering_section(metrics["steering"]["layers"][key]),
+            *probe_section(steering["layers"][key]),
+            "",
+            *steering_section(steering["layers"][key]),
         ]
         if key in metrics["behaviour"]["layers"]:
             lines += ["", *behaviour_section(metrics["behaviour"]["layers"][key])]
