@@ -745,7 +745,8 @@ metrics/udr.json: its run folder and L1 budget):
   ssae inspect runs/synth --pairs data.parquet --out inspect/synth           # no LM: no steering
 
 Writes OUT/index.html (open it in a browser; it loads nothing from the network), OUT/summary.md
-(one row per latent) and OUT/inspection.json (everything both show).
+(one row per latent) and OUT/inspection.json (everything both show). A list of multipliers that
+starts with a negative one needs the = form: --multipliers=-4,-2,2,4,8.
 """
 
 

@@ -583,6 +583,32 @@ def _reference_index(members: Sequence[ShiftAutoencoder], seed: int | None) -> i
     return seeds.index(seed)
 
 
+def _checked_layer(
+    members: Sequence[ShiftAutoencoder],
+    table: EmbeddingTable,
+    texts: Mapping[int, tuple[str, str]] | None,
+    steer: bool,
+) -> str | None:
+    """Refuse inputs that do not belong together; the layer to steer (:func:`steering_layer`)."""
+    if not members:
+        raise InputError("the run has no members; train it first")
+    for m in members:
+        if int(m.config.get("dim", table.dim)) != table.dim:
+            raise InputError(
+                f"seed {m.config.get('seed')}: model width {m.config['dim']} != embedding width "
+                f"{table.dim}; inspect a run with the embeddings it was trained on"
+            )
+    if texts is not None:
+        check_texts(table, texts, "texts")
+    layer = steering_layer(members, table)
+    if steer and layer is None:
+        raise InputError(
+            "the embeddings record no LM layer (synthetic data?), so there is nothing to steer; "
+            "inspect without a language model"
+        )
+    return layer
+
+
 def inspect_run(
     members: Sequence[ShiftAutoencoder],
     table: EmbeddingTable,
@@ -601,22 +627,7 @@ def inspect_run(
     the embeddings and the texts came from (``run``, ``embeddings``, ``texts``), for the page.
     """
     config = config or InspectConfig()
-    if not members:
-        raise InputError("the run has no members; train it first")
-    for m in members:
-        if int(m.config.get("dim", table.dim)) != table.dim:
-            raise InputError(
-                f"seed {m.config.get('seed')}: model width {m.config['dim']} != embedding width "
-                f"{table.dim}; inspect a run with the embeddings it was trained on"
-            )
-    if texts is not None:
-        check_texts(table, texts, "texts")
-    layer = steering_layer(members, table)
-    if lm is not None and layer is None:
-        raise InputError(
-            "the embeddings record no LM layer (synthetic data?), so there is nothing to steer; "
-            "inspect without a language model"
-        )
+    layer = _checked_layer(members, table, texts, lm is not None)
     is_train_N = _training_rows(members, table)
     stability = cross_seed_stability(
         [m.steering_vectors for m in members], _reference_index(members, config.reference_seed)
