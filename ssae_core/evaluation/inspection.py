@@ -53,6 +53,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pyarrow as pa
 
+from ssae_core.config import check_multipliers, check_ranges
 from ssae_core.errors import InputError
 from ssae_core.evaluation.behaviour.evaluate import check_same_model
 from ssae_core.evaluation.behaviour.language import (
@@ -118,22 +119,17 @@ class InspectConfig:
     """Seed of the member whose latents are shown; null: the most stable member."""
 
     def __post_init__(self) -> None:
+        check_multipliers(list(self.multipliers), "multipliers")
         self.multipliers = tuple(float(m) for m in self.multipliers)
-        if not all(math.isfinite(m) for m in self.multipliers):
-            raise InputError(f"multipliers {list(self.multipliers)}: give finite numbers")
-        if len(set(self.multipliers)) != len(self.multipliers):
-            raise InputError(f"multipliers {list(self.multipliers)}: a value is repeated")
-        limits = {
-            "top_k": (self.top_k, 1, None),
-            "prompts": (self.prompts, 1, len(NEUTRAL_PROMPTS)),
-            "max_new_tokens": (self.max_new_tokens, 1, None),
-            "batch_size": (self.batch_size, 1, None),
-            "steered_latents": (self.steered_latents, 0, None),
-        }
-        for name, (value, low, high) in limits.items():
-            if value is not None and (value < low or (high is not None and value > high)):
-                span = f"{low}..{high}" if high is not None else f">= {low}"
-                raise InputError(f"{name} {value!r}: must be {span}")
+        check_ranges(
+            {
+                "top_k": (self.top_k, 1, None),
+                "prompts": (self.prompts, 1, len(NEUTRAL_PROMPTS)),
+                "max_new_tokens": (self.max_new_tokens, 1, None),
+                "batch_size": (self.batch_size, 1, None),
+                "steered_latents": (self.steered_latents, 0, None),
+            }
+        )
         if not 0.0 < self.duplicate_threshold <= 1.0:
             raise InputError(f"duplicate_threshold {self.duplicate_threshold}: must be in (0, 1]")
         if self.positions not in POSITIONS:
