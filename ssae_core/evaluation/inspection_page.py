@@ -55,7 +55,7 @@ section.latent > details > summary { cursor: pointer; font-size: 1.15em; font-we
   gap: 4px 24px; }
 .cont td { max-width: 260px; } .cont td.base { background: #f3f6f9; }
 .cont th.base { background: #dde3ea; }
-.muted { color: #777; } .small { font-size: 0.85em; }
+.muted { color: #777; } .small { font-size: 0.85em; } .nowrap { white-space: nowrap; }
 """
 
 
@@ -231,8 +231,8 @@ def _pairs_table(title: str, pairs: Sequence[dict]) -> str:
     labelled = any(p.get("changes") is not None for p in pairs)
     rows = "".join(
         f'<tr><td class="num">{_num(p["code"], signed=True)}</td><td>{_pair_html(p)}</td>'
-        + (f'<td class="small">{_e(_changes(p))}</td>' if labelled else "")
-        + f'<td class="small muted">{_e(p["split"])} #{p["pair_id"]}'
+        + (f'<td class="small nowrap">{_e(_changes(p))}</td>' if labelled else "")
+        + f'<td class="small muted nowrap">{_e(p["split"])} #{p["pair_id"]}'
         f"{' (backwards)' if p['reversed'] else ''}</td></tr>"
         for p in pairs
     )
