@@ -120,7 +120,7 @@ class InspectConfig:
     """Seed of the member whose latents are shown; null: the most stable member."""
     threads: int = 1
     """torch intra-op threads on CPU while steering (0: torch's default); 1 is fastest on a busy
-    2-core CPU (16 times faster than 2 there)."""
+    2-core CPU."""
 
     def __post_init__(self) -> None:
         check_multipliers(list(self.multipliers), "multipliers")
@@ -147,12 +147,8 @@ class InspectConfig:
 
 def pair_texts(pairs: pa.Table) -> dict[int, tuple[str, str]]:
     """``{pair_id: (x, x_tilde)}`` of a pair table."""
-    ids = pairs.column("pair_id").to_pylist()
-    return dict(
-        zip(
-            ids, zip(pairs["x"].to_pylist(), pairs["x_tilde"].to_pylist(), strict=True), strict=True
-        )
-    )
+    columns = (pairs.column(name).to_pylist() for name in ("pair_id", "x", "x_tilde"))
+    return {int(i): (x, x_tilde) for i, x, x_tilde in zip(*columns, strict=True)}
 
 
 def check_texts(table: EmbeddingTable, texts: Mapping[int, tuple[str, str]], where: str) -> None:
