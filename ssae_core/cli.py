@@ -1,4 +1,4 @@
-"""The ``ssae`` command-line tool: train, encode, embed, steer, vector, synth.
+"""The ``ssae`` command-line tool: train, encode, embed, steer, vector, inspect, synth.
 
 Every subcommand reports bad input as one line ``error: ...`` and exits with status 2, leaving no
 partial output behind.
@@ -736,12 +736,113 @@ def _run_vector_md(args: argparse.Namespace) -> None:
     )
 
 
+INSPECT_EXAMPLE = """\
+examples (after `dvc repro`, from the repository root; the selected cell of a set is in
+metrics/udr.json: its run folder and L1 budget):
+  ssae inspect models/study/binary/grid/lr-0.003 --sparsity 0.5 --pairs data/embeddings/binary \\
+      --texts data/pairs/binary.parquet --lm models/lm --out inspect/binary
+  ssae inspect runs/demo --pairs data/pairs/lang.parquet --out inspect/lang   # embeds the pairs
+  ssae inspect runs/synth --pairs data.parquet --out inspect/synth           # no LM: no steering
+
+Writes OUT/index.html (open it in a browser; it loads nothing from the network), OUT/summary.md
+(one row per latent) and OUT/inspection.json (everything both show). A list of multipliers that
+starts with a negative one needs the = form: --multipliers=-4,-2,2,4,8.
+"""
+
+
+def _numbers(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give numbers like -4,-2,2,4,8") from None
+    if not values:
+        raise argparse.ArgumentTypeError("give at least one number, e.g. -4,-2,2,4,8")
+    return values
+
+
+def _add_inspect(sub: argparse._SubParsersAction) -> None:
+    from ssae_core.evaluation.inspection import InspectConfig
+    from ssae_core.lm.steer import POSITIONS
+
+    p = sub.add_parser(
+        "inspect",
+        help="a page that shows what each latent of a run does (pairs, concepts, steering)",
+        description="For every latent of a trained run: its stability across seeds, the pairs "
+        "that move it most in each direction, the labelled concept it matches best, and greedy "
+        "continuations of neutral prompts steered at several multiples of its fitted alpha. "
+        "Writes a self-contained HTML page and a Markdown summary into --out.",
+        epilog=INSPECT_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("run", help="a run folder written by `ssae train` (all its seed members)")
+    p.add_argument(
+        "--pairs",
+        required=True,
+        help="the pairs to show: the embedding table the run was trained on (file or shards), "
+        "or a pair table, which is embedded first as the run's embeddings were (model, layer, "
+        "template, BOS)",
+    )
+    p.add_argument("--out", required=True, help="output folder (new, or an earlier inspect)")
+    p.add_argument(
+        "--texts",
+        default=None,
+        help="with an embedding table: the pair table it was embedded from, for the texts "
+        "(joined on pair_id; without it pairs are shown by id)",
+    )
+    p.add_argument(
+        "--lm",
+        default=None,
+        help="the language model to steer: hub id, local folder or 'embedded' (default: the "
+        "one the run records)",
+    )
+    p.add_argument("--no-lm", action="store_true", help="no steering, no language model")
+    p.add_argument(
+        "--sparsity",
+        type=float,
+        default=None,
+        help="the L1 budget of the members to inspect, for a run that stacks several",
+    )
+    add_config_options(
+        p,
+        InspectConfig,
+        types={"multipliers": _numbers},
+        choices={"positions": POSITIONS},
+    )
+    add_device_arguments(p)
+    p.add_argument("--quiet", action="store_true", help="no progress")
+    p.set_defaults(func=_run_inspect)
+
+
+def _run_inspect(args: argparse.Namespace) -> None:
+    from ssae_core.evaluation.inspection import InspectConfig, inspect_files
+
+    result = inspect_files(
+        args.run,
+        args.pairs,
+        args.out,
+        texts=args.texts,
+        lm=args.lm,
+        steer=not args.no_lm,
+        sparsity=args.sparsity,
+        config=config_from_args(InspectConfig, args),
+        device=args.device,
+        dtype=args.dtype,
+        progress=not args.quiet,
+    )
+    steered = "with" if result["unsteered"] is not None else "without"
+    print(
+        f"inspected {len(result['latents'])} latents of seed {result['run']['reference_seed']} "
+        f"({steered} steering): {args.out}/index.html"
+    )
+
+
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_train,
     _add_encode,
     _add_embed,
     _add_steer,
     _add_vector,
+    _add_inspect,
     _add_synth,
 )
 

@@ -180,3 +180,21 @@ def field_docs(cls: type) -> dict[str, str]:
         ):
             docs[node.target.id] = " ".join(after.value.value.split())
     return docs
+
+
+def check_ranges(limits: Mapping[str, tuple[float | None, float, float | None]]) -> None:
+    """``{name: (value, low, high)}``: every value that is set (not None) must lie in low..high
+    (``high`` None: no upper bound); the first that does not is a one-line :class:`InputError`."""
+    for name, (value, low, high) in limits.items():
+        if value is not None and (value < low or (high is not None and value > high)):
+            span = f"{low}..{high}" if high is not None else f">= {low}"
+            raise InputError(f"{name} {value!r}: must be {span}")
+
+
+def check_multipliers(values: object, name: str) -> None:
+    """A list of steering multipliers: finite numbers, at least one, none repeated."""
+    items = list(values) if isinstance(values, list | tuple) else []
+    if not items or not all(math.isfinite(float(m)) for m in items):
+        raise InputError(f"{name} {values!r}: give finite numbers")
+    if len(set(items)) != len(items):
+        raise InputError(f"{name} {values!r}: a value is repeated")

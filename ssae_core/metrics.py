@@ -52,6 +52,31 @@ def match_columns(a_NK: np.ndarray, b_NL: np.ndarray) -> Matching:
     return Matching(float(np.abs(matched).mean()), rows, cols, matched)
 
 
+def cosine_matrix(a_MD: np.ndarray, b_LD: np.ndarray) -> np.ndarray:
+    """Cosine between every row of ``a`` and every row of ``b``: [M, L] (a zero row: 0)."""
+    a = np.asarray(a_MD, dtype=np.float64)
+    b = np.asarray(b_LD, dtype=np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(
+            f"need two matrices with the same number of columns; got {a.shape}, {b.shape}"
+        )
+    a_norm = np.linalg.norm(a, axis=1, keepdims=True)
+    b_norm = np.linalg.norm(b, axis=1, keepdims=True)
+    a = np.divide(a, a_norm, out=np.zeros_like(a), where=a_norm > 1e-12)
+    b = np.divide(b, b_norm, out=np.zeros_like(b), where=b_norm > 1e-12)
+    return a @ b.T
+
+
+def match_vectors(a_MD: np.ndarray, b_LD: np.ndarray) -> Matching:
+    """Match min(M, L) rows (vectors, e.g. decoder rows of two seeds) one-to-one maximising the
+    summed |cosine|, as :func:`match_columns` does with correlations; ``corr`` holds the signed
+    cosine of each matched pair and ``mcc`` their mean |cosine|."""
+    cos = cosine_matrix(a_MD, b_LD)
+    rows, cols = linear_sum_assignment(-np.abs(cos))
+    matched = cos[rows, cols]
+    return Matching(float(np.abs(matched).mean()), rows, cols, matched)
+
+
 def mcc(a_NK: np.ndarray, b_NL: np.ndarray) -> float:
     """Mean correlation coefficient: mean |Pearson| of optimally matched columns of a and b.
 

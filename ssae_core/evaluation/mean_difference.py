@@ -139,6 +139,7 @@ def load_or_embed(
     layer: object = None,
     split: str = "train",
     template: str | None = None,
+    bos: object = "auto",
     batch_size: int = 32,
     device: str = "auto",
     dtype: str = "auto",
@@ -146,8 +147,9 @@ def load_or_embed(
 ) -> Embedded:
     """An embedding table read from ``path``, or, for a pair table, its ``split`` pairs embedded
     by ``lm`` (default: the embedded model) at ``layer`` (default: the final normed state; a
-    negative block counts from the end). ``lm`` and the embedding settings apply to pair
-    tables only."""
+    negative block counts from the end), with ``template`` and the ``bos`` rule
+    (:func:`~ssae_core.lm.tokens.prefix_token_ids`). ``lm`` and the embedding settings apply to
+    pair tables only."""
     if table_kind(path) == EMBEDDINGS:
         return Embedded(load_embeddings(path), None)
     source = loading.resolve_model(lm, revision=revision, verbose=progress)
@@ -170,6 +172,7 @@ def load_or_embed(
             device=device,
             dtype=dtype,
             template=template,
+            bos=bos,
             progress=progress,
         )
         return Embedded(load_embeddings(shards), config)

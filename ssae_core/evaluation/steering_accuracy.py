@@ -225,6 +225,31 @@ class ConceptMatching(NamedTuple):
     groups: LatentGroups
 
 
+def concept_scores(
+    codes_NM: np.ndarray,
+    shift_NK: np.ndarray,
+    vectors_MD: np.ndarray,
+    *,
+    delta_ND: np.ndarray | None = None,
+) -> tuple[np.ndarray, list[str]]:
+    """How well each latent (code column, with its unit vector) matches each concept [K, M],
+    and how each concept is scored: the Pearson correlation of the codes with the concept's
+    labels (``correlation``), or, for a concept whose label is constant and non-zero and when
+    ``delta_ND`` (the same pairs' shifts) is given, the cosine of each vector with the mean
+    signed shift of its pairs (``mean_shift_cosine``). A concept that never changes scores 0."""
+    shift = np.asarray(shift_NK, dtype=np.float64)
+    score_KM = correlation_matrix(shift, np.asarray(codes_NM, dtype=np.float64))
+    by = [MATCH_BY_CORRELATION] * shift.shape[1]
+    constant_K = (shift != 0).any(axis=0) & (np.ptp(shift, axis=0) == 0)
+    if delta_ND is not None and constant_K.any():
+        signs = np.sign(shift[:, constant_K])
+        mean_shift = unit_rows((signs.T @ np.asarray(delta_ND, np.float64)) / len(shift))
+        score_KM[constant_K] = mean_shift @ unit_rows(vectors_MD).T
+        for k in np.flatnonzero(constant_K):
+            by[k] = MATCH_BY_MEAN_SHIFT
+    return score_KM, by
+
+
 def match_concepts(
     codes_NM: np.ndarray,
     shift_NK: np.ndarray,
@@ -256,16 +281,10 @@ def match_concepts(
         )
     groups = merge_duplicate_latents(vectors_MD, merge_threshold)
     num_concepts = shift.shape[1]
-    score_KG = correlation_matrix(shift, codes @ groups.assign_MG)
-    by = [MATCH_BY_CORRELATION] * num_concepts
+    score_KG, by = concept_scores(
+        codes @ groups.assign_MG, shift, groups.vectors_GD, delta_ND=delta_ND
+    )
     changes_K = (shift != 0).any(axis=0)
-    constant_K = changes_K & (np.ptp(shift, axis=0) == 0)
-    if delta_ND is not None and constant_K.any():
-        signs = np.sign(shift[:, constant_K])
-        mean_shift = unit_rows((signs.T @ np.asarray(delta_ND, np.float64)) / len(shift))
-        score_KG[constant_K] = mean_shift @ groups.vectors_GD.T
-        for k in np.flatnonzero(constant_K):
-            by[k] = MATCH_BY_MEAN_SHIFT
     candidates = np.flatnonzero(changes_K)
     rows, cols = linear_sum_assignment(-np.abs(score_KG[candidates]))
     concepts = candidates[rows]

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
-from ssae_core.config import load_config
+from ssae_core.config import check_multipliers, check_ranges, load_config
 from ssae_core.errors import InputError
 from ssae_core.evaluation.behaviour.language import NEUTRAL_PROMPTS, check_language
 from ssae_core.lm.steer import POSITIONS
@@ -43,25 +42,19 @@ class BehaviourConfig:
     """torch intra-op threads on CPU (0: torch's default); 1 is fastest on a busy 2-core CPU."""
 
     def __post_init__(self) -> None:
-        multipliers = self.alpha_multipliers
-        if not multipliers or not all(math.isfinite(float(m)) for m in multipliers):
-            raise InputError(f"alpha_multipliers {multipliers!r}: give finite numbers")
-        if len(set(multipliers)) != len(multipliers):
-            raise InputError(f"alpha_multipliers {multipliers!r}: a value is repeated")
+        check_multipliers(self.alpha_multipliers, "alpha_multipliers")
         if self.seeds is not None and (not self.seeds or len(set(self.seeds)) < len(self.seeds)):
             raise InputError(f"seeds {self.seeds!r}: give distinct seeds, or null for all")
-        limits = {
-            "questions": (self.questions, 1, None),
-            "prompts": (self.prompts, 1, len(NEUTRAL_PROMPTS)),
-            "max_new_tokens": (self.max_new_tokens, 1, None),
-            "batch_size": (self.batch_size, 1, None),
-            "samples": (self.samples, 0, None),
-            "threads": (self.threads, 0, None),
-        }
-        for name, (value, low, high) in limits.items():
-            if value is not None and (value < low or (high is not None and value > high)):
-                span = f"{low}..{high}" if high is not None else f">= {low}"
-                raise InputError(f"{name} {value!r}: must be {span}")
+        check_ranges(
+            {
+                "questions": (self.questions, 1, None),
+                "prompts": (self.prompts, 1, len(NEUTRAL_PROMPTS)),
+                "max_new_tokens": (self.max_new_tokens, 1, None),
+                "batch_size": (self.batch_size, 1, None),
+                "samples": (self.samples, 0, None),
+                "threads": (self.threads, 0, None),
+            }
+        )
         if self.positions not in POSITIONS:
             raise InputError(f"positions {self.positions!r}: use one of {', '.join(POSITIONS)}")
         check_language(self.language, "language")

@@ -15,7 +15,7 @@ import contextlib
 import functools
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from torch import nn
@@ -162,6 +162,55 @@ def _continuation_logprobs(
     return logprob, count
 
 
+class Continuations(NamedTuple):
+    """Greedy continuations of the same prompts under several steering conditions, with their
+    languages and their log-probabilities under the unsteered model ([C][P] / [C, P])."""
+
+    texts: list[list[str]]
+    languages: list[list[str]]
+    """py3langid code of every continuation ('' for one without letters)."""
+    logprob_CP: np.ndarray
+    count_CP: np.ndarray
+    """Tokens of every continuation (re-tokenised from its text)."""
+
+    def share(self, condition: int, language: str) -> float:
+        """Share of the condition's continuations identified as ``language``."""
+        return float(np.mean([code == language for code in self.languages[condition]]))
+
+    def perplexity(self, condition: int) -> float | None:
+        """Perplexity of the condition's continuations under the unsteered model."""
+        return perplexity(self.logprob_CP[condition], self.count_CP[condition])
+
+    def n_empty(self, condition: int) -> int:
+        """Continuations of the condition without any token."""
+        return int((self.count_CP[condition] == 0).sum())
+
+
+def steered_continuations(
+    model: nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    vectors: Sequence[SteeringVector | None],
+    *,
+    identifier: Any = None,
+    max_new_tokens: int = 16,
+    batch_size: int = 16,
+    positions: str = "all",
+    progress: bool = True,
+) -> Continuations:
+    """Continue ``prompts`` under every condition of ``vectors`` (``None``: unsteered), identify
+    the language of each continuation and score it under the unsteered model."""
+    identifier = identifier if identifier is not None else language_identifier()
+    settings = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "positions": positions}
+    texts = [
+        continue_prompts(model, tokenizer, prompts, vector, **settings)
+        for vector in show_progress(vectors, desc="continuations", disable=not progress)
+    ]
+    logprob, count = _continuation_logprobs(model, tokenizer, prompts, texts, batch_size, progress)
+    found = [identify_languages(outputs, identifier) for outputs in texts]
+    return Continuations(texts, found, logprob, count)
+
+
 def evaluate_language(
     model: nn.Module,
     tokenizer: Any,
@@ -179,26 +228,24 @@ def evaluate_language(
 ) -> dict:
     """Share of continuations in ``language`` and their perplexity under the unsteered model,
     unsteered and with every vector at every multiplier (JSON-ready)."""
-    identifier = identifier if identifier is not None else language_identifier()
     check_language(language, "language")
     conditions = sweep_conditions(vectors, multipliers)
     reference = (vectors.get(MEAN_DIFFERENCE) or [None])[0]
-    settings = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "positions": positions}
-    texts = []
-    bar = show_progress(
-        [None, *(c.vector for c in conditions)], desc="language", disable=not progress
+    runs = steered_continuations(
+        model,
+        tokenizer,
+        prompts,
+        [None, *(c.vector for c in conditions)],
+        identifier=identifier,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        positions=positions,
+        progress=progress,
     )
-    for vector in bar:
-        texts.append(continue_prompts(model, tokenizer, prompts, vector, **settings))
-    logprob, count = _continuation_logprobs(model, tokenizer, prompts, texts, batch_size, progress)
-    found = [identify_languages(outputs, identifier) for outputs in texts]
+    texts, found = runs.texts, runs.languages
 
     def measures(i: int) -> tuple[float, float | None, int]:
-        return (
-            float(np.mean([code == language for code in found[i]])),
-            perplexity(logprob[i], count[i]),
-            int((count[i] == 0).sum()),
-        )
+        return runs.share(i, language), runs.perplexity(i), runs.n_empty(i)
 
     base_fraction, base_ppl, base_empty = measures(0)
     index = {(c.method, c.member, c.multiplier): i + 1 for i, c in enumerate(conditions)}

@@ -1,0 +1,157 @@
+"""Plots to PNG and SVG without a browser or a network (ssae_core.figures): every kind from a
+small CSV, what each spec draws, and that no URL can be loaded."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from pathlib import Path
+
+import pytest
+
+from ssae_core.errors import InputError
+from ssae_core.figures import (
+    KINDS,
+    PlotDefinition,
+    read_plot_table,
+    render_csv_plot,
+    render_plot,
+    render_spec,
+    vega_lite_spec,
+)
+from ssae_core.io import write_csv
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+TABLES = {
+    "bars": [
+        {"cell": "synth_3_2 m=3", "ssae": 0.99, "aff": 0.6},
+        {"cell": "synth_4_3 m=4", "ssae": 0.97, "aff": 0.5},
+    ],
+    "grouped_bars": [
+        {"evaluation": "lang", "identity": 0.77, "ssae": 0.79, "aff": 0.80, "md": 0.80},
+        {"evaluation": "OOD corr->lang", "identity": 0.76, "ssae": 0.77, "aff": "", "md": 0.79},
+    ],
+    "heatmap": [
+        {"set": s, "budget_ratio": r, "lr": lr, "decoder_udr": u, "active": a, "selected": int(c)}
+        for s in ("lang", "binary")
+        for (r, lr, u, a, c) in [
+            (0.25, 0.001, 0.9, 1, False), (0.5, 0.001, 0.8, 1, False),
+            (0.25, 0.003, 0.95, 1, s == "lang"), (0.5, 0.003, 0.97, 0, s == "binary"),
+        ]
+    ],
+    "lines": [
+        {"alpha_multiplier": m, "unsteered_fraction": 0.0, "ssae_fraction": f,
+         "ssae_fraction_std": 0.1, "md_fraction": f / 2}
+        for m, f in ((-4, 0.0), (0, 0.0), (2, 0.4), (8, 0.9))
+    ],
+}  # fmt: skip
+PLOTS = {
+    "bars": {"x": "ssae", "y": "cell"},
+    "grouped_bars": {"x": "evaluation", "y": ["ssae", "aff", "md", "identity"]},
+    "heatmap": {"x": "budget_ratio", "y": "lr"},
+    "lines": {"x": "alpha_multiplier", "y": ["ssae_fraction", "md_fraction", "unsteered_fraction"]},
+}
+
+
+@pytest.fixture()
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any Python-level connection attempt fails the test."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a plot tried to open a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def urls(value: object) -> list[str]:
+    """Every ``url`` entry anywhere in a spec."""
+    if isinstance(value, dict):
+        found = [str(v) for k, v in value.items() if k == "url"]
+        return found + [u for v in value.values() for u in urls(v)]
+    if isinstance(value, list):
+        return [u for v in value for u in urls(v)]
+    return []
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_kind_renders_a_png_from_a_csv(kind: str, tmp_path: Path, no_network):
+    write_csv(TABLES[kind], tmp_path / "table.csv")
+    out = render_csv_plot(
+        tmp_path / "table.csv", tmp_path / "plot.png", title=f"a {kind} plot", kind=kind,
+        x_label="the x", y_label="the y", **PLOTS[kind],
+    )  # fmt: skip
+    width, height = png_size(out.read_bytes())
+    assert width > 200 and height > 100
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # written atomically
+    spec = vega_lite_spec(PlotDefinition(f"a {kind} plot", kind, rows=TABLES[kind], **PLOTS[kind]))
+    assert urls({k: v for k, v in spec.items() if k != "$schema"}) == []  # data inline
+
+
+def test_svg_by_suffix_and_other_suffixes_refused(tmp_path: Path, no_network):
+    plot = PlotDefinition("lines", "lines", rows=TABLES["lines"], **PLOTS["lines"])
+    text = render_plot(plot, tmp_path / "plot.svg").read_text()
+    assert text.lstrip().startswith("<svg") and "ssae" in text
+    with pytest.raises(InputError, match=r"\.png or an \.svg"):
+        render_plot(plot, tmp_path / "plot.jpg")
+
+
+def test_no_url_is_ever_loaded(tmp_path: Path):
+    spec = {
+        "data": {"url": "https://example.com/plot.csv"},
+        "mark": "bar",
+        "encoding": {"x": {"field": "a", "type": "quantitative"}},
+    }
+    with pytest.raises(ValueError, match="not allowed"):
+        render_spec(spec, tmp_path / "remote.png")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_grouped_bars_start_at_the_baseline():
+    plot = PlotDefinition("s", "grouped_bars", rows=TABLES["grouped_bars"], **PLOTS["grouped_bars"])
+    values = vega_lite_spec(plot)["data"]["values"]
+    lang = {v["series"]: v for v in values if v["category"] == "lang"}
+    assert lang["ssae"]["start"] == 0.77 and lang["identity"]["is_baseline"]
+    ood = {v["series"] for v in values if v["category"] == "OOD corr->lang"}
+    assert ood == {"ssae", "md", "identity"}  # the empty aff value is left out
+    no_baseline = PlotDefinition(
+        "s", "grouped_bars", rows=TABLES["bars"], x="cell", y=["ssae", "aff"]
+    )
+    assert {v["start"] for v in vega_lite_spec(no_baseline)["data"]["values"]} == {0.0}
+
+
+def test_lines_carry_their_std_and_series_names():
+    plot = PlotDefinition("l", "lines", rows=TABLES["lines"], **PLOTS["lines"])
+    values = vega_lite_spec(plot)["data"]["values"]
+    ssae = [v for v in values if v["series"] == "ssae"]
+    assert [(v["lo"], v["hi"]) for v in ssae][-1] == pytest.approx((0.8, 1.0))
+    assert {v["series"] for v in values} == {"ssae", "md", "unsteered"}
+    assert all(v["is_baseline"] == (v["series"] == "unsteered") for v in values)
+
+
+def test_heatmap_frames_the_selected_cell_and_stars_inactive_ones():
+    plot = PlotDefinition("h", "heatmap", rows=TABLES["heatmap"], **PLOTS["heatmap"])
+    spec = vega_lite_spec(plot)
+    cells = spec["data"]["values"]
+    assert spec["facet"]["sort"] == ["lang", "binary"]
+    selected = [(c["panel"], c["x"], c["y"]) for c in cells if c["selected"]]
+    assert selected == [("lang", 0.25, 0.003), ("binary", 0.5, 0.003)]
+    assert [c["label"] for c in cells if c["label"].endswith("*")] == ["0.970 *", "0.970 *"]
+
+
+def test_a_missing_column_or_kind_is_one_clear_error(tmp_path: Path):
+    write_csv(TABLES["heatmap"], tmp_path / "grid.csv")
+    with pytest.raises(InputError, match=r"column\(s\) sparsity not in its table \(has set, "):
+        render_csv_plot(tmp_path / "grid.csv", tmp_path / "g.png", title="g", kind="heatmap",
+                        x="sparsity", y="lr")  # fmt: skip
+    with pytest.raises(InputError, match="kind 'pie'"):
+        vega_lite_spec(PlotDefinition("p", "pie", rows=TABLES["bars"], x="ssae", y="cell"))
+    with pytest.raises(InputError, match="cannot read it"):
+        read_plot_table(tmp_path / "missing.csv")
+    assert not (tmp_path / "g.png").exists()
