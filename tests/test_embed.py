@@ -440,8 +440,8 @@ def test_stages_wire_params_to_the_library(tiny_lm_dir, pairs_file, tmp_path, mo
     prepare_stage.main()
     monkeypatch.setattr(sys, "argv", ["extract_embeddings", "toy"])
     extract_stage.main()
-    table = load_embeddings(tmp_path / "data" / "embeddings" / "toy")
-    assert len(list(entries(tmp_path / "data" / "embeddings" / "toy"))) == 3
+    table = load_embeddings(tmp_path / "data" / "embeddings" / "toy" / "layer-1")
+    assert len(list(entries(tmp_path / "data" / "embeddings" / "toy" / "layer-1"))) == 3
     assert (table.metadata["layer"], table.metadata["model"]) == ("1", str(tiny_lm_dir.resolve()))
 
 
