@@ -846,26 +846,29 @@ def pair_table(
     x: list[str],
     x_tilde: list[str],
     split: list[str],
-    shift: np.ndarray,
-    concepts: list[str],
+    shift: np.ndarray | None,
+    concepts: list[str] | None,
     metadata: Mapping[str, object] | None = None,
     pair_id: np.ndarray | None = None,
     labels: PairLabels | None = None,
 ) -> pa.Table:
-    """Build a pair table in the project's format (with per-text ``labels`` where known)."""
+    """Build a pair table in the project's format (with per-text ``labels`` where known).
+
+    ``shift`` None (pairs whose concept shifts are unknown): the table has no ``shift`` column,
+    and no concept names unless ``concepts`` are given.
+    """
     n = len(x)
-    shift = np.asarray(shift, dtype=np.float32).reshape(n, len(concepts))
     ids = np.arange(n, dtype=np.int64) if pair_id is None else np.asarray(pair_id, np.int64)
-    table = pa.table(
-        {
-            "pair_id": pa.array(ids, pa.int64()),
-            "x": pa.array(x, pa.string()),
-            "x_tilde": pa.array(x_tilde, pa.string()),
-            "split": pa.array(split, pa.string()),
-            "shift": pa.array(list(shift), pa.list_(pa.float32())),
-            **(labels.columns() if labels is not None else {}),
-        }
-    )
+    columns = {
+        "pair_id": pa.array(ids, pa.int64()),
+        "x": pa.array(x, pa.string()),
+        "x_tilde": pa.array(x_tilde, pa.string()),
+        "split": pa.array(split, pa.string()),
+    }
+    if shift is not None:
+        shift = np.asarray(shift, dtype=np.float32).reshape(n, len(concepts or ()))
+        columns["shift"] = pa.array(list(shift), pa.list_(pa.float32()))
+    table = pa.table({**columns, **(labels.columns() if labels is not None else {})})
     extra = {**(metadata or {}), **(labels.metadata() if labels is not None else {})}
     return table.replace_schema_metadata(encode_metadata(concepts, extra))
 

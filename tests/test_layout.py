@@ -26,6 +26,7 @@ ORDER = [
     "ssae_core.synthetic",
     "ssae_core.datasets.semisynthetic",
     "ssae_core.datasets.truthfulqa",
+    "ssae_core.datasets.custom",
     "ssae_core.datasets",
     "ssae_core.train",
     "ssae_core.runs",
