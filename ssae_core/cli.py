@@ -138,7 +138,7 @@ def _sparsities(text: str) -> float | tuple[float, ...]:
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     from ssae_core.model import NORMALIZATIONS
-    from ssae_core.train import METHODS, TrainConfig
+    from ssae_core.train import LOADINGS, METHODS, TrainConfig
 
     p = sub.add_parser(
         "train",
@@ -160,7 +160,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         p,
         TrainConfig,
         types={"seeds": _seeds, "sparsity": _sparsities},
-        choices={"method": METHODS, "normalize": NORMALIZATIONS},
+        choices={"method": METHODS, "normalize": NORMALIZATIONS, "loading": LOADINGS},
     )
     p.add_argument(
         "--split",

@@ -23,6 +23,7 @@ import socket
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -778,8 +779,36 @@ def load_embeddings(path: str | os.PathLike) -> EmbeddingTable:
     _require_columns(table, EMBEDDING_COLUMNS, path, "an embedding table")
     if table.num_rows == 0:
         raise InputError(f"{path}: embedding table has no rows; re-run the step that wrote it")
+    rows = embedding_rows(table, path)
+    shift = _matrix(table.column("shift"), path, "shift") if "shift" in table.column_names else None
+    concepts, metadata = decode_metadata(table.schema)
+    return EmbeddingTable(
+        pair_id=rows.pair_id,
+        split=rows.split,
+        z=rows.z,
+        z_tilde=rows.z_tilde,
+        shift=shift,
+        concepts=concepts,
+        metadata={k: v for k, v in metadata.items() if k not in LABEL_KEYS},
+        labels=PairLabels.from_arrow(table, path),
+    )
+
+
+class EmbeddingRows(NamedTuple):
+    """The validated columns of embedding-table rows that training reads."""
+
+    pair_id: np.ndarray  # int64 [N]
+    split: np.ndarray  # object (str) [N]
+    z: np.ndarray  # float32 [N, d]
+    z_tilde: np.ndarray  # float32 [N, d]
+
+
+def embedding_rows(table: pa.Table, path: object) -> EmbeddingRows:
+    """``pair_id``, ``split``, ``z`` and ``z_tilde`` of an embedding table (or of one block of its
+    rows), checked: integer ids and text splits without nulls, equal widths, finite values and a
+    finite ``z_tilde - z``; each problem is an :class:`InputError` naming ``path`` and the pairs."""
     pair_id = _column_values(table, "pair_id", pa.types.is_integer, "integers", path)
-    split = _column_values(table, "split", _is_text, "strings (train, test, ...)", path)
+    split = _column_values(table, "split", is_text, "strings (train, test, ...)", path)
     z = _matrix(table.column("z"), path, "z")
     z_tilde = _matrix(table.column("z_tilde"), path, "z_tilde")
     if z.shape[1] != z_tilde.shape[1]:
@@ -801,21 +830,11 @@ def load_embeddings(path: str | os.PathLike) -> EmbeddingTable:
             f"{path}: z_tilde - z overflows float32 in {int(overflow.sum())} row(s) "
             f"({pair_ids(pair_id, overflow)}); drop them or rescale the embeddings"
         )
-    shift = _matrix(table.column("shift"), path, "shift") if "shift" in table.column_names else None
-    concepts, metadata = decode_metadata(table.schema)
-    return EmbeddingTable(
-        pair_id=pair_id.astype(np.int64),
-        split=split.astype(object),
-        z=z,
-        z_tilde=z_tilde,
-        shift=shift,
-        concepts=concepts,
-        metadata={k: v for k, v in metadata.items() if k not in LABEL_KEYS},
-        labels=PairLabels.from_arrow(table, path),
-    )
+    return EmbeddingRows(pair_id.astype(np.int64), split.astype(object), z, z_tilde)
 
 
-def _is_text(kind: pa.DataType) -> bool:
+def is_text(kind: pa.DataType) -> bool:
+    """A string column type (of either offset width)."""
     return pa.types.is_string(kind) or pa.types.is_large_string(kind)
 
 

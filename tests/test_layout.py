@@ -23,6 +23,7 @@ ORDER = [
     "ssae_core.config",
     "ssae_core.io",
     "ssae_core.model",
+    "ssae_core.streaming",
     "ssae_core.synthetic",
     "ssae_core.datasets.semisynthetic",
     "ssae_core.datasets.truthfulqa",

@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 
 from ssae_core.datasets.semisynthetic import DATASETS, split_entities
 from ssae_core.errors import InputError
-from ssae_core.io import PairLabels, pair_table, safe_output, stamped
+from ssae_core.io import PairLabels, is_text, pair_table, safe_output, stamped
 
 PAIRS_COMMAND = "pairs"
 FORMATS = ("auto", "csv", "tsv", "jsonl", "parquet", "hf")
@@ -330,7 +330,7 @@ def _rows_text(rows: np.ndarray) -> str:
 def _texts(table: pa.Table, name: str, path: Path) -> np.ndarray:
     """A text column as an object array; null or blank texts are an error naming the rows."""
     column = table.column(name)
-    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+    if not is_text(column.type):
         raise InputError(
             f"{path}: column {name!r} holds {column.type} values, not texts; give a text column"
         )
@@ -351,8 +351,7 @@ def _values(table: pa.Table, name: str, path: Path) -> np.ndarray:
     if pa.types.is_dictionary(kind):
         column, kind = column.cast(kind.value_type), kind.value_type
     if not (
-        pa.types.is_string(kind)
-        or pa.types.is_large_string(kind)
+        is_text(kind)
         or pa.types.is_integer(kind)
         or pa.types.is_boolean(kind)
         or pa.types.is_floating(kind)
