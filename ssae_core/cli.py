@@ -145,7 +145,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="train SSAE (or the aff baseline) on an embedding table, all seeds stacked",
         description="Train a sparse shift autoencoder on the shifts z_tilde - z of an embedding "
         "table. All seeds train together as one stacked model; one folder per seed "
-        "(model.safetensors + config.json) is written under --out, with history.csv and run.json.",
+        "(model.safetensors + config.json) is written under --out, with history.csv and run.json. "
+        "A table whose z and z_tilde take more than --memory-budget GiB is streamed from its "
+        "shards instead of loaded (memory then does not grow with the number of pairs; "
+        "--loading forces either way).",
         epilog="example:\n  ssae train data.parquet --out runs/demo --latent-dim 5 --seeds 0,1,2",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -557,7 +557,7 @@ def _require_columns(table: pa.Table, columns: tuple[str, ...], path: object, wh
         )
 
 
-def _matrix(column: pa.ChunkedArray, path: object, name: str) -> np.ndarray:
+def float_matrix(column: pa.ChunkedArray, path: object, name: str) -> np.ndarray:
     """A list or fixed_size_list column as a float32 [N, d] array; ragged rows are an error."""
     arr = column.combine_chunks()
     if len(arr) == 0:
@@ -780,7 +780,11 @@ def load_embeddings(path: str | os.PathLike) -> EmbeddingTable:
     if table.num_rows == 0:
         raise InputError(f"{path}: embedding table has no rows; re-run the step that wrote it")
     rows = embedding_rows(table, path)
-    shift = _matrix(table.column("shift"), path, "shift") if "shift" in table.column_names else None
+    shift = (
+        float_matrix(table.column("shift"), path, "shift")
+        if "shift" in table.column_names
+        else None
+    )
     concepts, metadata = decode_metadata(table.schema)
     return EmbeddingTable(
         pair_id=rows.pair_id,
@@ -809,8 +813,8 @@ def embedding_rows(table: pa.Table, path: object) -> EmbeddingRows:
     finite ``z_tilde - z``; each problem is an :class:`InputError` naming ``path`` and the pairs."""
     pair_id = _column_values(table, "pair_id", pa.types.is_integer, "integers", path)
     split = _column_values(table, "split", is_text, "strings (train, test, ...)", path)
-    z = _matrix(table.column("z"), path, "z")
-    z_tilde = _matrix(table.column("z_tilde"), path, "z_tilde")
+    z = float_matrix(table.column("z"), path, "z")
+    z_tilde = float_matrix(table.column("z_tilde"), path, "z_tilde")
     if z.shape[1] != z_tilde.shape[1]:
         raise InputError(
             f"{path}: z has width {z.shape[1]} but z_tilde has width {z_tilde.shape[1]}; "

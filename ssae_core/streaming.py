@@ -14,13 +14,18 @@ around it (merged block by block), from which the normaliser and x_rms follow as
 - Order: epoch ``e`` reads the blocks in a permutation seeded by ``e`` alone and cuts the training
   rows, in that order, into buffers of ``buffer_rows`` rows (a multiple of the batch size; the
   last buffer takes the remainder); the trainer permutes each buffer with every member's own
-  generator. While one buffer trains, a background thread reads the next, so at most two buffers
-  and one block are in memory. If the whole training set fits in one buffer, every epoch is a
-  full shuffle, as in memory.
+  generator. While one buffer trains, a background thread fills the next (reading the blocks
+  READ_AHEAD at a time), so two buffers and a few blocks are in memory at most. If the whole
+  training set fits in one buffer, every epoch is a full shuffle, as in memory. Shuffling is
+  only as wide as a buffer: a table stored sorted (by topic, by source) trains on batches that
+  mix a few blocks; give it small row groups (``ssae embed``'s shards) or shuffle its rows.
+- Every epoch reads the blocks again without the checks of the first pass (Parquet decoding
+  is then most of its cost).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -45,6 +50,7 @@ from ssae_core.io import (
     check_shards,
     decode_metadata,
     embedding_rows,
+    float_matrix,
     parquet_files,
 )
 from ssae_core.model import Normalizer, check_shifts
@@ -108,7 +114,9 @@ def buffer_sizes(num_train: int, rows: int, batch_size: int) -> list[int]:
     return [rows] * (full - 1) + [rows + rest]
 
 
-def _cut(chunks: Iterator[np.ndarray], sizes: list[int], dim: int) -> Iterator[np.ndarray]:
+def _cut(
+    chunks: Iterator[np.ndarray], sizes: list[int], dim: int, path: object
+) -> Iterator[np.ndarray]:
     """The rows of ``chunks``, in order, cut into buffers of ``sizes`` rows (a chunk that
     straddles two buffers is split between them)."""
     carry: np.ndarray | None = None
@@ -116,7 +124,12 @@ def _cut(chunks: Iterator[np.ndarray], sizes: list[int], dim: int) -> Iterator[n
         buffer = np.empty((size, dim), dtype=np.float32)
         filled = 0
         while filled < size:
-            chunk = carry if carry is not None else next(chunks)
+            chunk = carry if carry is not None else next(chunks, None)
+            if chunk is None:
+                raise InputError(
+                    f"{path}: has fewer rows than when training started (was it rewritten?); "
+                    "train again on the finished table"
+                )
             take = min(size - filled, len(chunk))
             buffer[filled : filled + take] = chunk[:take]
             carry = chunk[take:] if take < len(chunk) else None
@@ -210,7 +223,7 @@ class StreamedShifts:
         caller that drops each buffer before asking for the next holds at most two."""
         order = np.random.default_rng([ORDER_SEED, epoch]).permutation(len(self.source.blocks))
         chunks = self._training_rows(order)
-        raw = _cut(chunks, self.buffer_sizes(), self.dim)
+        raw = _cut(chunks, self.buffer_sizes(), self.dim, self.source.path)
 
         def next_buffer() -> torch.Tensor:
             return self.normalizer.apply_(torch.from_numpy(next(raw)))
@@ -232,10 +245,21 @@ class StreamedShifts:
 
     def _training_rows(self, order: np.ndarray) -> Iterator[np.ndarray]:
         blocks = [self.source.blocks[k] for k in order]
-        for rows in _read_ahead(blocks, self.source.read_rows):
-            pair_id, delta = self.source.selected(rows)
+        read = functools.partial(self.source.training_shifts, fraction=self.holdout_fraction)
+        for delta in _read_ahead(blocks, read):
             if len(delta):
-                yield delta[~held_out(pair_id, self.holdout_fraction)]
+                yield delta
+
+
+def _floats(table: pa.Table, name: str, block: Block) -> np.ndarray:
+    """A z column as float32 [n, D]: a view of Arrow's memory for fixed-size lists, else the
+    checked copy :func:`ssae_core.io.embedding_rows` makes."""
+    column = table.column(name)
+    array = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    if pa.types.is_fixed_size_list(array.type) and not array.null_count:
+        values = array.flatten().to_numpy(zero_copy_only=False)
+        return values.astype(np.float32, copy=False).reshape(len(array), array.type.list_size)
+    return float_matrix(column, block.file, name)
 
 
 def _read_metadata(files: list[Path], path: object) -> list[pa.Schema]:
@@ -342,6 +366,19 @@ class ShardSource:
     def read_rows(self, block: Block) -> EmbeddingRows:
         """The rows of one block, checked as :func:`ssae_core.io.load_embeddings` checks them."""
         return embedding_rows(self._read(block, READ_COLUMNS), block.file)
+
+    def training_shifts(self, block: Block, fraction: float) -> np.ndarray:
+        """The raw training shifts of one block (its selected rows that are not held out at
+        ``fraction``), without the checks :meth:`prepare` made: the fast read of every epoch."""
+        table = self._read(block, READ_COLUMNS)
+        pair_id = table.column("pair_id").to_numpy()
+        keep = ~held_out(pair_id, fraction)
+        if self.split != "all":
+            keep &= pc.equal(table.column("split"), self.split).to_numpy(zero_copy_only=False)
+        delta = (_floats(table, "z_tilde", block) - _floats(table, "z", block))[keep]
+        if self.reverse is not None:
+            delta[self._flips()[pair_id[keep]]] *= -1
+        return delta
 
     def selected(self, rows: EmbeddingRows) -> tuple[np.ndarray, np.ndarray]:
         """The pair ids and raw shifts [n, D] (float32; reversed pairs negated) of the rows that

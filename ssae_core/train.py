@@ -86,8 +86,9 @@ class TrainConfig:
     """How a table on disk is read: memory (load it whole), stream (read its shards in shuffled
     buffers, so memory does not grow with the number of pairs; held-out pairs chosen by pair id)
     or auto (stream when its z and z_tilde columns take more than memory_budget GiB)."""
-    memory_budget: float = 2.0
-    """GiB of z and z_tilde above which loading=auto streams (loading them takes about 4x that)."""
+    memory_budget: float = 1.0
+    """GiB of z and z_tilde above which loading=auto streams (loading a table takes about 5x
+    that in memory)."""
     buffer_mb: float = 256.0
     """Streaming only: MiB of shifts per shuffle buffer (two are in memory at a time); the
     held-out shifts take at most one buffer too."""
