@@ -10,7 +10,9 @@ shards of --shard-rows rows (the `ssae embed` default) into a temporary folder u
 subprocess, as a user would, and reads its peak resident memory from the operating system
 (wait4's ru_maxrss: the child's own high-water mark). pairs/s counts training pairs x epochs:
 "training" over the run's train_seconds (run.json: the preparing pass and the epochs), "end to
-end" over the whole command (start-up and, in memory, loading the table included).
+end" over the whole command (start-up and, in memory, loading the table included), and "per CPU
+second" over the command's user + system CPU time (what a machine shared with other work
+measures most steadily).
 """
 
 from __future__ import annotations
@@ -87,6 +89,8 @@ def run_train(table: Path, out: Path, loading: str, args: argparse.Namespace, ep
         "train_s": run["train_seconds"],
         "pairs_per_s_training": trained / run["train_seconds"],
         "pairs_per_s_end_to_end": trained / wall,
+        "pairs_per_cpu_s": trained / (usage.ru_utime + usage.ru_stime),
+        "cpu_s": usage.ru_utime + usage.ru_stime,
         "train_pairs": member["num_train_shifts"],
         "epochs": run["epochs_run"],
     }
@@ -96,9 +100,11 @@ def show(label: str, result: dict) -> None:
     print(
         f"{label}: {result['loading']:6s} peak RSS {result['peak_rss_gib']:.2f} GiB, "
         f"{result['pairs_per_s_training']:,.0f} pairs/s training, "
-        f"{result['pairs_per_s_end_to_end']:,.0f} pairs/s end to end "
+        f"{result['pairs_per_s_end_to_end']:,.0f} pairs/s end to end, "
+        f"{result['pairs_per_cpu_s']:,.0f} pairs per CPU second "
         f"({result['train_pairs']:,} training pairs x {result['epochs']} epoch(s), "
-        f"train {result['train_s']:.1f} s, wall {result['wall_s']:.1f} s)"
+        f"train {result['train_s']:.1f} s, wall {result['wall_s']:.1f} s, "
+        f"CPU {result['cpu_s']:.1f} s)"
     )
 
 
@@ -144,10 +150,10 @@ def main() -> None:
                     run_train(work / "small", out, loading, args, args.compare_epochs)
                 )
                 show(f"{compare:,} pairs", results[loading][-1])
-        for measure in ("pairs_per_s_training", "pairs_per_s_end_to_end"):
+        for measure in ("pairs_per_s_training", "pairs_per_s_end_to_end", "pairs_per_cpu_s"):
             best = {k: max(r[measure] for r in v) for k, v in results.items()}
             print(
-                f"streaming / in memory ({measure.removeprefix('pairs_per_s_')}, best of "
+                f"streaming / in memory ({measure.removeprefix('pairs_')}, best of "
                 f"{args.repeats}): {best['stream'] / best['memory']:.2f}"
             )
         print(

@@ -820,16 +820,16 @@ def embedding_rows(table: pa.Table, path: object) -> EmbeddingRows:
             f"{path}: z has width {z.shape[1]} but z_tilde has width {z_tilde.shape[1]}; "
             "both must come from the same model and layer"
         )
-    for name, values in (("z", z), ("z_tilde", z_tilde)):
-        bad = ~np.isfinite(values).all(axis=1)
-        if bad.any():
-            raise InputError(
-                f"{path}: column {name} has NaN or inf in {int(bad.sum())} row(s) "
-                f"({pair_ids(pair_id, bad)}); drop or re-extract them"
-            )
     with np.errstate(over="ignore", invalid="ignore"):
-        overflow = ~np.isfinite(z_tilde - z).all(axis=1)
+        overflow = ~np.isfinite(z_tilde - z).all(axis=1)  # also where z or z_tilde is not finite
     if overflow.any():
+        for name, values in (("z", z), ("z_tilde", z_tilde)):
+            bad = ~np.isfinite(values).all(axis=1)
+            if bad.any():
+                raise InputError(
+                    f"{path}: column {name} has NaN or inf in {int(bad.sum())} row(s) "
+                    f"({pair_ids(pair_id, bad)}); drop or re-extract them"
+                )
         raise InputError(
             f"{path}: z_tilde - z overflows float32 in {int(overflow.sum())} row(s) "
             f"({pair_ids(pair_id, overflow)}); drop them or rescale the embeddings"

@@ -418,7 +418,9 @@ class ShardSource:
         normalizer = Normalizer.from_moments(
             normalize, moments.mean, moments.sq_deviation, moments.count
         )
-        x_val, _ = normalizer(torch.from_numpy(np.concatenate(held)))
+        val = np.concatenate(held)
+        del held  # the held-out shifts are in memory once, normalised where they lie
+        x_val = normalizer.apply_(torch.from_numpy(val))
         return StreamedShifts(
             self, normalizer, x_val, moments.x_rms(normalizer), moments.count, int(dim), rows,
             batch_size, fraction, digest.hexdigest(),
