@@ -303,11 +303,12 @@ def _unknown_format(folder: Path) -> str:
     return "pairs posts.xlsx --x post --x-tilde reply --out out.parquet"
 
 
+def _every_row_with(path: Path, **values: str) -> None:
+    write_rows([{**row, **values} for row in user_rows()], path)
+
+
 def _bad_split_values(folder: Path) -> str:
-    rows = user_rows()
-    for row in rows:
-        row["part"] = "validation"
-    write_rows(rows, folder / "posts.jsonl")
+    _every_row_with(folder / "posts.jsonl", part="validation")
     return "pairs posts.jsonl --x post --x-tilde reply --split part --out out.parquet"
 
 
@@ -317,10 +318,7 @@ def _bad_label(folder: Path) -> str:
 
 
 def _one_group(folder: Path) -> str:
-    rows = user_rows()
-    for row in rows:
-        row["thread"] = "same"
-    write_rows(rows, folder / "posts.csv")
+    _every_row_with(folder / "posts.csv", thread="same")
     return "pairs posts.csv --x post --x-tilde reply --group thread --out out.parquet"
 
 

@@ -334,11 +334,15 @@ def _texts(table: pa.Table, name: str, path: Path) -> np.ndarray:
         raise InputError(
             f"{path}: column {name!r} holds {column.type} values, not texts; give a text column"
         )
-    values = np.asarray(column.to_pylist(), dtype=object)
+    return _filled(np.asarray(column.to_pylist(), dtype=object), name, path, "text(s)")
+
+
+def _filled(values: np.ndarray, name: str, path: Path, what: str) -> np.ndarray:
+    """``values`` of column ``name``; null or blank ones are an error naming the rows."""
     empty = np.flatnonzero([v is None or not v.strip() for v in values])
     if len(empty):
         raise InputError(
-            f"{path}: column {name!r} has {len(empty)} empty text(s) ({_rows_text(empty)}); "
+            f"{path}: column {name!r} has {len(empty)} empty {what} ({_rows_text(empty)}); "
             "fill or drop those rows"
         )
     return values
@@ -358,13 +362,7 @@ def _values(table: pa.Table, name: str, path: Path) -> np.ndarray:
     ):
         raise InputError(f"{path}: column {name!r} holds {kind} values; give a column of names")
     values = np.asarray(column.cast(pa.string()).to_pylist(), dtype=object)
-    empty = np.flatnonzero([v is None or not v.strip() for v in values])
-    if len(empty):
-        raise InputError(
-            f"{path}: column {name!r} has {len(empty)} empty value(s) ({_rows_text(empty)}); "
-            "fill or drop those rows"
-        )
-    return values
+    return _filled(values, name, path, "value(s)")
 
 
 def _kept_rows(x: np.ndarray, x_tilde: np.ndarray) -> tuple[np.ndarray, int, int]:
