@@ -21,6 +21,8 @@ around it (merged block by block), from which the normaliser and x_rms follow as
   mix a few blocks; give it small row groups (``ssae embed``'s shards) or shuffle its rows.
 - Every epoch reads the blocks again without the checks of the first pass (Parquet decoding
   is then most of its cost).
+- Reading pairs backwards (``reverse``, as the study does) keeps one flag per pair id in memory
+  (1 byte per pair: 1 MB per million), drawn as :meth:`EmbeddingTable.reoriented` draws them.
 """
 
 from __future__ import annotations
