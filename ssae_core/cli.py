@@ -1,4 +1,4 @@
-"""The ``ssae`` command-line tool: train, encode, embed, steer, vector, inspect, synth.
+"""The ``ssae`` command-line tool: pairs, embed, train, encode, steer, vector, inspect, synth.
 
 Every subcommand reports bad input as one line ``error: ...`` and exits with status 2, leaving no
 partial output behind.
@@ -19,6 +19,7 @@ from ssae_core.errors import InputError
 
 EXAMPLES = """\
 examples:
+  ssae pairs replies.csv --x post --x-tilde reply --group thread --out pairs.parquet
   ssae synth data.parquet --concepts 5 --max-changes 3
   ssae train data.parquet --out runs/demo --latent-dim 5 --seeds 0,1,2
   ssae encode runs/demo/seed-0 data.parquet --out codes.parquet
@@ -34,7 +35,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 def _default_text(value: object) -> str:
     if isinstance(value, tuple | list):
-        return ",".join(str(v) for v in value)
+        return ",".join(str(v) for v in value) or "none"
     return "none" if value is None else str(value)
 
 
@@ -47,10 +48,13 @@ def add_config_options(
     types: Mapping[str, Callable[[str], object]] | None = None,
     choices: Mapping[str, Sequence[str]] | None = None,
     defaults: Mapping[str, object] | None = None,
+    repeated: Sequence[str] = (),
+    metavars: Mapping[str, str] | None = None,
 ) -> None:
     """One ``--option`` per field of config dataclass ``cls`` (all of them, or ``only``): the flag
     is the field name with dashes (``flags`` renames), the help text the field's docstring and the
-    default the dataclass's, so the command line and the config share one definition."""
+    default the dataclass's, so the command line and the config share one definition. A field in
+    ``repeated`` (a tuple) is an option given once per value (``--label A --label B``)."""
     docs = field_docs(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for name in only or list(fields):
@@ -74,10 +78,12 @@ def add_config_options(
             (flags or {}).get(name, f"--{name.replace('_', '-')}"),
             dest=name,
             type=kind,
-            default=default,
+            default=list(default) if name in repeated else default,
             required=required,
             choices=(choices or {}).get(name),
             help=help_text.replace("%", "%%"),
+            metavar=(metavars or {}).get(name),
+            **({"action": "append"} if name in repeated else {}),
         )
 
 
@@ -132,14 +138,17 @@ def _sparsities(text: str) -> float | tuple[float, ...]:
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     from ssae_core.model import NORMALIZATIONS
-    from ssae_core.train import METHODS, TrainConfig
+    from ssae_core.train import LOADINGS, METHODS, TrainConfig
 
     p = sub.add_parser(
         "train",
         help="train SSAE (or the aff baseline) on an embedding table, all seeds stacked",
         description="Train a sparse shift autoencoder on the shifts z_tilde - z of an embedding "
         "table. All seeds train together as one stacked model; one folder per seed "
-        "(model.safetensors + config.json) is written under --out, with history.csv and run.json.",
+        "(model.safetensors + config.json) is written under --out, with history.csv and run.json. "
+        "A table whose z and z_tilde take more than --memory-budget GiB is streamed from its "
+        "shards instead of loaded (memory then does not grow with the number of pairs; "
+        "--loading forces either way).",
         epilog="example:\n  ssae train data.parquet --out runs/demo --latent-dim 5 --seeds 0,1,2",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -154,7 +163,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         p,
         TrainConfig,
         types={"seeds": _seeds, "sparsity": _sparsities},
-        choices={"method": METHODS, "normalize": NORMALIZATIONS},
+        choices={"method": METHODS, "normalize": NORMALIZATIONS, "loading": LOADINGS},
     )
     p.add_argument(
         "--split",
@@ -218,6 +227,68 @@ def _run_encode(args: argparse.Namespace) -> None:
 
     count = encode_table(args.model_dir, args.embeddings, args.out, rescale=args.rescale)
     print(f"wrote codes of {count} pairs to {args.out}")
+
+
+PAIRS_EXAMPLE = """\
+examples:
+  ssae pairs replies.csv --x post --x-tilde reply --group thread --out data/pairs/replies.parquet
+  ssae pairs europarl.jsonl --x source --x-tilde target --split split \\
+      --label language=source_lang:target_lang --label topic --out pairs.parquet
+  ssae pairs hf_folder --x before --x-tilde after --split split --out edits.parquet
+
+--label forms (repeat the option for several labels):
+  NAME=COL_X:COL_X_TILDE  the state of each text: column COL_X for x, COL_X_TILDE for x_tilde
+                          (e.g. language=lang_x:lang_x_tilde). Every pair of values that some
+                          pair changes between becomes a concept NAME:a->b (a sorts first), with
+                          shift +1 for a pair from a to b and -1 back; the table then has the
+                          'shift' column that identifiability and steering scores need.
+  NAME=COL, or COL        one value per pair, the same state for both texts (a topic, a
+                          source): kept with the pair, never a concept.
+Without per-text labels the pairs are unlabelled (no 'shift'): SSAE trains on them all the same.
+
+pair_id is the row's position in FILE (0 = the first data row). Rows with an empty text are an
+error; pairs whose texts are identical and repeats of an earlier (x, x_tilde) are dropped and
+counted. Without --split, a seeded --test-fraction of the groups of --group (or of the pairs,
+without --group) is the test split; every group stays on one side.
+"""
+
+
+def _add_pairs(sub: argparse._SubParsersAction) -> None:
+    from ssae_core.datasets.custom import FORMATS, CustomPairsConfig
+
+    p = sub.add_parser(
+        "pairs",
+        help="turn your own file of text pairs into a pair table",
+        description="Read pairs of texts (CSV, TSV, JSON Lines, Parquet, or a Hugging Face "
+        "datasets folder written by save_to_disk) and write a pair table for `ssae embed`: "
+        "pair_id, x, x_tilde, split, the labels as per-text states and, where labels give each "
+        "text's state, the concept shifts.",
+        epilog=PAIRS_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("path", metavar="FILE", help=field_docs(CustomPairsConfig)["path"])
+    add_config_options(
+        p,
+        CustomPairsConfig,
+        only=("x", "x_tilde", "split", "group", "test_fraction", "labels", "seed", "format"),
+        flags={"labels": "--label"},
+        choices={"format": FORMATS},
+        repeated=("labels",),
+        metavars={"labels": "SPEC", "x": "COL", "x_tilde": "COL", "split": "COL", "group": "COL"},
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        help="pair table to write (.parquet): a new file, or an earlier `ssae pairs` output",
+    )
+    p.set_defaults(func=_run_pairs)
+
+
+def _run_pairs(args: argparse.Namespace) -> None:
+    from ssae_core.datasets.custom import CustomPairsConfig, write_custom_pairs
+
+    pairs = write_custom_pairs(config_from_args(CustomPairsConfig, args), args.out)
+    print(pairs.summary(args.out))
 
 
 def _add_synth(sub: argparse._SubParsersAction) -> None:
@@ -844,6 +915,7 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_vector,
     _add_inspect,
     _add_synth,
+    _add_pairs,
 )
 
 

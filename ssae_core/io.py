@@ -23,6 +23,7 @@ import socket
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -556,7 +557,7 @@ def _require_columns(table: pa.Table, columns: tuple[str, ...], path: object, wh
         )
 
 
-def _matrix(column: pa.ChunkedArray, path: object, name: str) -> np.ndarray:
+def float_matrix(column: pa.ChunkedArray, path: object, name: str) -> np.ndarray:
     """A list or fixed_size_list column as a float32 [N, d] array; ragged rows are an error."""
     arr = column.combine_chunks()
     if len(arr) == 0:
@@ -789,36 +790,18 @@ def load_embeddings(path: str | os.PathLike) -> EmbeddingTable:
     _require_columns(table, EMBEDDING_COLUMNS, path, "an embedding table")
     if table.num_rows == 0:
         raise InputError(f"{path}: embedding table has no rows; re-run the step that wrote it")
-    pair_id = _column_values(table, "pair_id", pa.types.is_integer, "integers", path)
-    split = _column_values(table, "split", _is_text, "strings (train, test, ...)", path)
-    z = _matrix(table.column("z"), path, "z")
-    z_tilde = _matrix(table.column("z_tilde"), path, "z_tilde")
-    if z.shape[1] != z_tilde.shape[1]:
-        raise InputError(
-            f"{path}: z has width {z.shape[1]} but z_tilde has width {z_tilde.shape[1]}; "
-            "both must come from the same model and layer"
-        )
-    for name, values in (("z", z), ("z_tilde", z_tilde)):
-        bad = ~np.isfinite(values).all(axis=1)
-        if bad.any():
-            raise InputError(
-                f"{path}: column {name} has NaN or inf in {int(bad.sum())} row(s) "
-                f"({pair_ids(pair_id, bad)}); drop or re-extract them"
-            )
-    with np.errstate(over="ignore", invalid="ignore"):
-        overflow = ~np.isfinite(z_tilde - z).all(axis=1)
-    if overflow.any():
-        raise InputError(
-            f"{path}: z_tilde - z overflows float32 in {int(overflow.sum())} row(s) "
-            f"({pair_ids(pair_id, overflow)}); drop them or rescale the embeddings"
-        )
-    shift = _matrix(table.column("shift"), path, "shift") if "shift" in table.column_names else None
+    rows = embedding_rows(table, path)
+    shift = (
+        float_matrix(table.column("shift"), path, "shift")
+        if "shift" in table.column_names
+        else None
+    )
     concepts, metadata = decode_metadata(table.schema)
     return EmbeddingTable(
-        pair_id=pair_id.astype(np.int64),
-        split=split.astype(object),
-        z=z,
-        z_tilde=z_tilde,
+        pair_id=rows.pair_id,
+        split=rows.split,
+        z=rows.z,
+        z_tilde=rows.z_tilde,
         shift=shift,
         concepts=concepts,
         metadata={k: v for k, v in metadata.items() if k not in LABEL_KEYS},
@@ -826,7 +809,47 @@ def load_embeddings(path: str | os.PathLike) -> EmbeddingTable:
     )
 
 
-def _is_text(kind: pa.DataType) -> bool:
+class EmbeddingRows(NamedTuple):
+    """The validated columns of embedding-table rows that training reads."""
+
+    pair_id: np.ndarray  # int64 [N]
+    split: np.ndarray  # object (str) [N]
+    z: np.ndarray  # float32 [N, d]
+    z_tilde: np.ndarray  # float32 [N, d]
+
+
+def embedding_rows(table: pa.Table, path: object) -> EmbeddingRows:
+    """``pair_id``, ``split``, ``z`` and ``z_tilde`` of an embedding table (or of one block of its
+    rows), checked: integer ids and text splits without nulls, equal widths, finite values and a
+    finite ``z_tilde - z``; each problem is an :class:`InputError` naming ``path`` and the pairs."""
+    pair_id = _column_values(table, "pair_id", pa.types.is_integer, "integers", path)
+    split = _column_values(table, "split", is_text, "strings (train, test, ...)", path)
+    z = float_matrix(table.column("z"), path, "z")
+    z_tilde = float_matrix(table.column("z_tilde"), path, "z_tilde")
+    if z.shape[1] != z_tilde.shape[1]:
+        raise InputError(
+            f"{path}: z has width {z.shape[1]} but z_tilde has width {z_tilde.shape[1]}; "
+            "both must come from the same model and layer"
+        )
+    with np.errstate(over="ignore", invalid="ignore"):
+        overflow = ~np.isfinite(z_tilde - z).all(axis=1)  # also where z or z_tilde is not finite
+    if overflow.any():
+        for name, values in (("z", z), ("z_tilde", z_tilde)):
+            bad = ~np.isfinite(values).all(axis=1)
+            if bad.any():
+                raise InputError(
+                    f"{path}: column {name} has NaN or inf in {int(bad.sum())} row(s) "
+                    f"({pair_ids(pair_id, bad)}); drop or re-extract them"
+                )
+        raise InputError(
+            f"{path}: z_tilde - z overflows float32 in {int(overflow.sum())} row(s) "
+            f"({pair_ids(pair_id, overflow)}); drop them or rescale the embeddings"
+        )
+    return EmbeddingRows(pair_id.astype(np.int64), split.astype(object), z, z_tilde)
+
+
+def is_text(kind: pa.DataType) -> bool:
+    """A string column type (of either offset width)."""
     return pa.types.is_string(kind) or pa.types.is_large_string(kind)
 
 
@@ -857,26 +880,29 @@ def pair_table(
     x: list[str],
     x_tilde: list[str],
     split: list[str],
-    shift: np.ndarray,
-    concepts: list[str],
+    shift: np.ndarray | None,
+    concepts: list[str] | None,
     metadata: Mapping[str, object] | None = None,
     pair_id: np.ndarray | None = None,
     labels: PairLabels | None = None,
 ) -> pa.Table:
-    """Build a pair table in the project's format (with per-text ``labels`` where known)."""
+    """Build a pair table in the project's format (with per-text ``labels`` where known).
+
+    ``shift`` None (pairs whose concept shifts are unknown): the table has no ``shift`` column,
+    and no concept names unless ``concepts`` are given.
+    """
     n = len(x)
-    shift = np.asarray(shift, dtype=np.float32).reshape(n, len(concepts))
     ids = np.arange(n, dtype=np.int64) if pair_id is None else np.asarray(pair_id, np.int64)
-    table = pa.table(
-        {
-            "pair_id": pa.array(ids, pa.int64()),
-            "x": pa.array(x, pa.string()),
-            "x_tilde": pa.array(x_tilde, pa.string()),
-            "split": pa.array(split, pa.string()),
-            "shift": pa.array(list(shift), pa.list_(pa.float32())),
-            **(labels.columns() if labels is not None else {}),
-        }
-    )
+    columns = {
+        "pair_id": pa.array(ids, pa.int64()),
+        "x": pa.array(x, pa.string()),
+        "x_tilde": pa.array(x_tilde, pa.string()),
+        "split": pa.array(split, pa.string()),
+    }
+    if shift is not None:
+        shift = np.asarray(shift, dtype=np.float32).reshape(n, len(concepts or ()))
+        columns["shift"] = pa.array(list(shift), pa.list_(pa.float32()))
+    table = pa.table({**columns, **(labels.columns() if labels is not None else {})})
     extra = {**(metadata or {}), **(labels.metadata() if labels is not None else {})}
     return table.replace_schema_metadata(encode_metadata(concepts, extra))
 

@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ssae_core.errors import InputError
-from ssae_core.io import read_json
+from ssae_core.io import pair_ids, read_json
 
 NORMALIZATIONS = ("global", "layer", "none")
 MODEL_FILE = "model.safetensors"
@@ -67,6 +67,22 @@ class Normalizer:
         rms = math.sqrt(float((centred.astype(np.float64) ** 2).sum(axis=1).mean()) / dim)
         return cls(mode, mean.astype(np.float32), rms if rms > 0 else 1.0)
 
+    @classmethod
+    def from_moments(
+        cls, mode: str, mean_D: np.ndarray, sq_deviation: float, count: int
+    ) -> Normalizer:
+        """The normaliser :meth:`fit` gives, from streamed statistics of the shifts: their mean
+        (float64) and the sum over shifts of ||delta - mean||^2 (float64), over ``count`` shifts."""
+        if mode not in NORMALIZATIONS:
+            raise InputError(
+                f"normalize={mode!r} is unknown; use one of {', '.join(NORMALIZATIONS)}"
+            )
+        dim = len(mean_D)
+        if mode != "global":
+            return cls(mode, np.zeros(dim, np.float32), 1.0)
+        rms = math.sqrt(sq_deviation / count / dim)
+        return cls(mode, np.asarray(mean_D, np.float64).astype(np.float32), rms if rms > 0 else 1.0)
+
     def __call__(self, delta_BD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised shifts and each sample's scale (to multiply codes back into raw units)."""
         if self.mode == "layer":
@@ -77,8 +93,32 @@ class Normalizer:
         x = (delta_BD - mean) / self.scale
         return x, torch.full(x.shape[:-1], self.scale, dtype=x.dtype, device=x.device)
 
+    def apply_(self, delta_BD: torch.Tensor) -> torch.Tensor:
+        """The normalised shifts of :meth:`__call__` (the same values), computed in the memory
+        of ``delta_BD`` where the mode allows it (global, none), so that a large buffer of
+        shifts is not copied."""
+        if self.mode == "layer":
+            return self(delta_BD)[0]
+        mean = torch.as_tensor(self.mean, dtype=delta_BD.dtype, device=delta_BD.device)
+        return delta_BD.sub_(mean).div_(self.scale)
+
     def to_dict(self) -> dict:
         return {"mode": self.mode, "scale": self.scale}
+
+
+def check_shifts(delta_ND: np.ndarray, pair_id: np.ndarray, normalize: str, path: object) -> None:
+    """Refuse shifts that ``normalize`` cannot handle: with ``layer``, each shift is divided by
+    the spread of its own entries, so a shift whose entries are all equal (up to float32
+    rounding; z_tilde == z, say) has no direction; the error names those pairs."""
+    if normalize != "layer":
+        return
+    flat = delta_ND.std(axis=1) <= 1e-6 * np.abs(delta_ND).max(axis=1)  # float32 rounding only
+    if flat.any():
+        raise InputError(
+            f"{path}: {int(flat.sum())} shift(s) have all entries equal "
+            f"({pair_ids(pair_id, flat)}, e.g. z_tilde == z), which --normalize layer "
+            "cannot scale; drop those pairs or use --normalize global"
+        )
 
 
 # --------------------------------------------------------------------------- the stacked module

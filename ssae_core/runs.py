@@ -15,6 +15,7 @@ import json
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -25,12 +26,13 @@ from ssae_core.io import (
     EmbeddingTable,
     check_output,
     load_embeddings,
-    pair_ids,
     read_json,
     safe_output,
     stamped,
 )
-from ssae_core.model import ShiftAutoencoder
+from ssae_core.model import ShiftAutoencoder, check_shifts
+from ssae_core.progress import show_message
+from ssae_core.streaming import Reversal, ShardSource
 from ssae_core.train import TrainConfig, TrainResult, check_constraint_active, train
 
 RUN_FILE = "run.json"
@@ -57,23 +59,9 @@ def training_rows(table: EmbeddingTable, split: str, path: object) -> EmbeddingT
     return rows
 
 
-def check_shifts(rows: EmbeddingTable, normalize: str, path: object) -> None:
-    """Refuse shifts that ``normalize`` cannot handle: with ``layer``, each shift is divided by
-    the spread of its own entries, so a shift whose entries are all equal (up to float32
-    rounding; z_tilde == z, say) has no direction; the error names those pairs."""
-    if normalize != "layer":
-        return
-    delta = rows.delta
-    flat = delta.std(axis=1) <= 1e-6 * np.abs(delta).max(axis=1)  # float32 rounding only
-    if flat.any():
-        raise InputError(
-            f"{path}: {int(flat.sum())} shift(s) have all entries equal "
-            f"({pair_ids(rows.pair_id, flat)}, e.g. z_tilde == z), which --normalize layer "
-            "cannot scale; drop those pairs or use --normalize global"
-        )
-
-
-def resolve_latent_dim(cfg: TrainConfig, table: EmbeddingTable, overcomplete: float = 1.0) -> int:
+def resolve_latent_dim(
+    cfg: TrainConfig, table: EmbeddingTable | ShardSource, overcomplete: float = 1.0
+) -> int:
     """``cfg.latent_dim``, or (when 0) the number of concepts in the table x ``overcomplete``."""
     if cfg.latent_dim > 0:
         return cfg.latent_dim
@@ -82,6 +70,56 @@ def resolve_latent_dim(cfg: TrainConfig, table: EmbeddingTable, overcomplete: fl
             "latent_dim=0 means 'number of concepts', but the table names none; give --latent-dim"
         )
     return max(1, round(len(table.concepts) * overcomplete))
+
+
+def choose_loading(path: str | Path, cfg: TrainConfig) -> str:
+    """``memory`` or ``stream`` for the table at ``path``: ``cfg.loading``, or for ``auto``,
+    stream when its z and z_tilde columns take more than ``cfg.memory_budget`` GiB
+    (uncompressed, from the Parquet metadata alone)."""
+    if cfg.loading != "auto":
+        return cfg.loading
+    try:
+        size = ShardSource.open(path).embedding_bytes
+    except InputError:  # the in-memory reader reports the problem in its own words
+        return "memory"
+    return "stream" if size > cfg.memory_budget * 2**30 else "memory"
+
+
+class TrainingData(NamedTuple):
+    """What :func:`train_run` trains on: raw shifts in memory or a source to stream, and what is
+    recorded about them."""
+
+    shifts: np.ndarray | ShardSource
+    table: EmbeddingTable | ShardSource  # for its concepts and metadata
+    source: str
+
+
+def training_data(
+    embeddings: str | Path | EmbeddingTable,
+    cfg: TrainConfig,
+    split: str = "train",
+    reverse: Reversal | None = None,
+) -> TrainingData:
+    """The shifts to train ``cfg`` on: a table in memory, or one on disk loaded or streamed
+    (:func:`choose_loading`); ``reverse`` reads a seeded fraction of the pairs backwards, as
+    :meth:`EmbeddingTable.reoriented` does."""
+    if isinstance(embeddings, EmbeddingTable):
+        if cfg.loading == "stream":
+            raise InputError(
+                "loading=stream reads an embedding table from disk: give its path, not a table"
+            )
+        table, source = embeddings, embeddings.metadata.get("path", "<table>")
+    elif choose_loading(embeddings, cfg) == "stream":
+        stream = ShardSource.open(embeddings, split=split, reverse=reverse)
+        stream.metadata["loading"] = "stream"
+        return TrainingData(stream, stream, str(embeddings))
+    else:
+        table, source = load_embeddings(embeddings), str(embeddings)
+    if reverse is not None:
+        table = table.reoriented(reverse.fraction, reverse.seed)
+    rows = training_rows(table, split, source)
+    check_shifts(rows.delta, rows.pair_id, cfg.normalize, source)
+    return TrainingData(rows.delta, table, source)
 
 
 def train_run(
@@ -93,39 +131,51 @@ def train_run(
     require_active: bool = True,
     progress: bool = True,
     checkpoint: str | Path | None = None,
+    reverse: Reversal | None = None,
 ) -> TrainResult:
     """Train ``cfg`` on one embedding table and write the run folder atomically.
 
-    ``out_dir`` must be new, empty or an earlier run folder (see :func:`ssae_core.io.check_output`);
-    it is replaced only once the new run is complete. ``checkpoint`` (default: a hidden file
-    beside ``out_dir``) lets an interrupted run resume.
+    ``embeddings``: a table in memory, or the path of one, which is loaded or streamed from disk
+    as ``cfg.loading`` says (:func:`choose_loading`; streamed runs record ``loading: stream`` in
+    their provenance). ``reverse``: read a seeded fraction of the pairs backwards (as the study
+    does; see :meth:`EmbeddingTable.reoriented`). ``out_dir`` must be new, empty or an earlier
+    run folder (see :func:`ssae_core.io.check_output`); it is replaced only once the new run is
+    complete. ``checkpoint`` (default: a hidden file beside ``out_dir``) lets an interrupted run
+    resume.
     """
-    if isinstance(embeddings, EmbeddingTable):
-        table, source = embeddings, embeddings.metadata.get("path", "<table>")
-    else:
-        table, source = load_embeddings(embeddings), str(embeddings)
-    rows = training_rows(table, split, source)
-    check_shifts(rows, cfg.normalize, source)
-    cfg = replace(cfg, latent_dim=resolve_latent_dim(cfg, table))
-    inputs = [source] if source != "<table>" else []
+    data = training_data(embeddings, cfg, split, reverse)
+    cfg = replace(cfg, latent_dim=resolve_latent_dim(cfg, data.table))
+    inputs = [data.source] if data.source != "<table>" else []
     out_dir = check_output(out_dir, TRAIN_COMMAND, kind="folder", inputs=inputs)
     if checkpoint is None:
         checkpoint = out_dir.parent / f".{out_dir.name}.checkpoint"
+    if progress and isinstance(data.shifts, ShardSource):
+        show_message(stream_note(data.shifts))
     with safe_output(out_dir, TRAIN_COMMAND, kind="folder", inputs=inputs) as tmp:
         started = time.perf_counter()
         result = train(
-            rows.delta,
+            data.shifts,
             cfg,
             checkpoint=checkpoint,
             progress=progress,
-            provenance={"embeddings": source, "split": split, **table.metadata},
+            provenance={"embeddings": data.source, "split": split, **data.table.metadata},
         )
         seconds = time.perf_counter() - started
         problems = check_constraint_active(result, where=str(out_dir))
         if problems and require_active:
             raise InputError(problems[0])
-        write_run(result, cfg, tmp, seconds=seconds, concepts=table.concepts)
+        write_run(result, cfg, tmp, seconds=seconds, concepts=data.table.concepts)
     return result
+
+
+def stream_note(source: ShardSource) -> str:
+    """One line on what streaming reads (and how large a block is read whole)."""
+    largest = max(b.rows for b in source.blocks)
+    return (
+        f"{source.path}: streaming {source.num_rows} pairs from {len(source.files)} file(s) "
+        f"({source.embedding_bytes / 2**30:.2f} GiB of z and z_tilde; largest block "
+        f"{largest} rows, read whole: files written by `ssae embed` keep it small)"
+    )
 
 
 def write_run(

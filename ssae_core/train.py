@@ -28,9 +28,11 @@ from ssae_core.errors import InputError, require_finite, require_memory
 from ssae_core.io import atomic_file
 from ssae_core.model import NORMALIZATIONS, Normalizer, ShiftAutoencoder, StackedSSAE
 from ssae_core.progress import show_message, show_progress
+from ssae_core.streaming import ShardSource, StreamedShifts, buffer_rows
 
 METHODS = ("ssae", "aff")
 DUAL_OPTIMIZERS = ("adam", "sgd")
+LOADINGS = ("auto", "memory", "stream")
 VAL_SPLIT_SEED = 12345
 GENERATOR_OFFSET = 10_000  # member k shuffles with torch.Generator().manual_seed(offset + seed)
 MAX_SEED = 2**32 - 1
@@ -80,8 +82,26 @@ class TrainConfig:
     """Fraction of the final optimiser steps (of the epoch cap) over which the primal and the
     multiplier learning rates fall linearly to 0, so that the Lagrangian settles onto the budget
     instead of oscillating around it (0: constant learning rates)."""
+    loading: str = "auto"
+    """How a table on disk is read: memory (load it whole), stream (read its shards in shuffled
+    buffers, so memory does not grow with the number of pairs; held-out pairs chosen by pair id)
+    or auto (stream when its z and z_tilde columns take more than memory_budget GiB)."""
+    memory_budget: float = 1.0
+    """GiB of z and z_tilde above which loading=auto streams (loading a table takes about 5x
+    that in memory)."""
+    buffer_mb: float = 256.0
+    """Streaming only: MiB of shifts per shuffle buffer (two are in memory at a time); the
+    held-out shifts take at most one buffer too."""
 
     def __post_init__(self) -> None:
+        if self.loading not in LOADINGS:
+            raise InputError(f"loading={self.loading!r}: use one of {', '.join(LOADINGS)}")
+        require_finite("", memory_budget=self.memory_budget, buffer_mb=self.buffer_mb)
+        if self.memory_budget < 0 or self.buffer_mb <= 0:
+            raise InputError(
+                f"memory_budget={self.memory_budget}, buffer_mb={self.buffer_mb}: must be >= 0 "
+                "and > 0"
+            )
         if self.dual_optimizer not in DUAL_OPTIMIZERS:
             raise InputError(
                 f"dual_optimizer={self.dual_optimizer!r}: use one of {', '.join(DUAL_OPTIMIZERS)}"
@@ -228,16 +248,22 @@ CHECKPOINT_KEY = "ssae.checkpoint"
 CHECKPOINT_FORMAT = 1
 
 
-def run_fingerprint(delta_ND: np.ndarray, cfg: TrainConfig) -> dict[str, str]:
+def run_fingerprint(data: np.ndarray | StreamedShifts, cfg: TrainConfig) -> dict[str, str]:
     """What a checkpoint must match to be resumed: the configuration (every field: even the thread
-    count can change float results), the training shifts' bytes, and the package version."""
+    count can change float results), the training shifts' bytes (in memory: the array; streamed:
+    the pair ids and shifts of every block, hashed by the preparing pass), and the package
+    version."""
     config = json.dumps(asdict(cfg), sort_keys=True)
-    data = hashlib.sha256(str(delta_ND.shape).encode())
-    data.update(memoryview(np.ascontiguousarray(delta_ND, dtype="<f4")).cast("B"))
+    if isinstance(data, StreamedShifts):
+        data_sha256 = f"stream:{data.data_sha256}"
+    else:
+        digest = hashlib.sha256(str(data.shape).encode())
+        digest.update(memoryview(np.ascontiguousarray(data, dtype="<f4")).cast("B"))
+        data_sha256 = digest.hexdigest()
     return {
         "format": str(CHECKPOINT_FORMAT),
         "config_sha256": hashlib.sha256(config.encode()).hexdigest(),
-        "data_sha256": data.hexdigest(),
+        "data_sha256": data_sha256,
         "version": __version__,
     }
 
@@ -409,15 +435,42 @@ def _evaluate(net: StackedSSAE, x_SND: torch.Tensor) -> tuple[torch.Tensor, torc
     return loss_S, l1_S
 
 
+def _held_out_values(
+    net: StackedSSAE, x_val: torch.Tensor, chunk: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Held-out loss and L1 of every member [S]: at once, or (``chunk`` rows at a time, for a
+    large streamed held-out set) as the row-weighted mean of the chunks."""
+    num = net.num_members
+    if chunk is None or len(x_val) <= chunk:
+        return _evaluate(net, x_val.expand(num, -1, -1))
+    totals = torch.zeros(2, num, dtype=torch.float64)
+    for start in range(0, len(x_val), chunk):
+        part = x_val[start : start + chunk]
+        loss_S, l1_S = _evaluate(net, part.expand(num, -1, -1))
+        totals += torch.stack([loss_S, l1_S]).double() * len(part)
+    loss_S, l1_S = (totals / len(x_val)).float().unbind(0)
+    return loss_S, l1_S
+
+
+def batch_count(num: int, batch_size: int) -> int:
+    """How many batches :func:`_epoch_batches` gives for ``num`` rows (a last batch smaller than
+    half a batch is dropped)."""
+    size = min(batch_size, num)
+    full, rest = divmod(num, size)
+    return full + int(rest >= max(2, size // 2))
+
+
 def train(
-    delta_ND: np.ndarray,
+    delta_ND: np.ndarray | ShardSource,
     cfg: TrainConfig,
     *,
     checkpoint: str | Path | None = None,
     progress: bool = True,
     provenance: dict | None = None,
 ) -> TrainResult:
-    """Train every member of ``cfg`` on raw shifts ``delta_ND`` as one stacked model.
+    """Train every member of ``cfg`` on raw shifts ``delta_ND`` as one stacked model; given a
+    :class:`ssae_core.streaming.ShardSource`, the shifts are streamed from its files instead
+    (see :mod:`ssae_core.streaming`: memory does not grow with the number of pairs).
 
     ``checkpoint``: a file written at the end of an epoch, at most every CHECKPOINT_SECONDS; a run
     interrupted and started again with the same configuration and shifts resumes from the last one
@@ -488,12 +541,75 @@ def _non_finite(
 
 @dataclass
 class _Shifts:
-    """The normalised training and held-out shifts of one run."""
+    """The normalised training and held-out shifts of one run, in memory. Training reads any
+    data through what this class offers (:class:`ssae_core.streaming.StreamedShifts` offers the
+    same for shifts streamed from disk)."""
 
     normalizer: Normalizer
     x_train: torch.Tensor
     x_val: torch.Tensor
     x_rms: float
+    eval_rows: int | None = None  # the held-out shifts are evaluated at once
+
+    @property
+    def dim(self) -> int:
+        return int(self.x_train.shape[1])
+
+    @property
+    def num_train(self) -> int:
+        return len(self.x_train)
+
+    def buffer_sizes(self) -> list[int]:
+        return [len(self.x_train)]
+
+    def buffers(self, epoch: int) -> Iterator[torch.Tensor]:
+        """Every epoch is one buffer: all training shifts."""
+        yield self.x_train
+
+
+Shifts = _Shifts | StreamedShifts
+
+
+def _prepare_stream(source: ShardSource, cfg: TrainConfig) -> StreamedShifts:
+    """The streaming pass over ``source`` (checks, statistics, held-out shifts), after the same
+    memory check as in memory (for one batch and one chunk of held-out shifts)."""
+    if cfg.latent_dim < 1:
+        raise InputError(f"latent_dim={cfg.latent_dim}: must be at least 1")
+    shifts = source.prepare(
+        cfg.normalize,
+        cfg.val_fraction,
+        buffer_rows(cfg.buffer_mb, _source_dim(source), cfg.batch_size),
+        cfg.batch_size,
+    )
+    num_members = len(cfg.members())
+    batch = min(cfg.batch_size, shifts.num_train)
+    require_memory(
+        training_bytes(shifts.dim, cfg.latent_dim, num_members, batch, shifts.eval_rows)
+        + 3 * 4 * shifts.rows_per_buffer * shifts.dim,
+        f"training latent_dim={cfg.latent_dim} x {num_members} member(s) on shifts of width "
+        f"{shifts.dim}",
+        "lower --latent-dim, --batch-size or --buffer-mb, or train fewer seeds at once",
+    )
+    _check_x_rms(shifts.x_rms, cfg.normalize)
+    return shifts
+
+
+def _source_dim(source: ShardSource) -> int:
+    """The embedding width of ``source``, from the first block with rows."""
+    block = next(b for b in source.blocks if b.rows)
+    return int(source.read_rows(block).z.shape[1])
+
+
+def _check_x_rms(x_rms: float, normalize: str) -> None:
+    if not math.isfinite(x_rms) or x_rms <= 0:
+        raise InputError(
+            f"the normalised training shifts have RMS norm {x_rms} (normalize={normalize}): "
+            + (
+                "they are all equal, so nothing varies to learn; check the pairs"
+                if math.isfinite(x_rms)
+                else "too large for float32; use --normalize global"
+            )
+        )
 
 
 def _prepare(delta_ND: np.ndarray, cfg: TrainConfig) -> _Shifts:
@@ -512,15 +628,7 @@ def _prepare(delta_ND: np.ndarray, cfg: TrainConfig) -> _Shifts:
     x_ND, _ = normalizer(torch.from_numpy(delta_ND))
     x_train, x_val = x_ND[torch.from_numpy(~held)], x_ND[torch.from_numpy(held)]
     x_rms = float(x_train.pow(2).sum(-1).mean().sqrt())
-    if not math.isfinite(x_rms) or x_rms <= 0:
-        raise InputError(
-            f"the normalised training shifts have RMS norm {x_rms} (normalize={cfg.normalize}): "
-            + (
-                "they are all equal, so nothing varies to learn; check the pairs"
-                if math.isfinite(x_rms)
-                else "too large for float32; use --normalize global"
-            )
-        )
+    _check_x_rms(x_rms, cfg.normalize)
     return _Shifts(normalizer, x_train, x_val, x_rms)
 
 
@@ -574,9 +682,9 @@ def _budgets(cfg: TrainConfig) -> torch.Tensor:
     return torch.tensor([eps for _, eps in cfg.members()], dtype=torch.float32)
 
 
-def _resumed(cfg: TrainConfig, shifts: _Shifts, ckpt: _Checkpoint) -> _Run:
+def _resumed(cfg: TrainConfig, shifts: Shifts, ckpt: _Checkpoint) -> _Run:
     """A fresh run, or the checkpointed one where it belongs to this very run."""
-    dim = shifts.x_train.shape[1]
+    dim = shifts.dim
     run = _Run.start(cfg, dim, shifts.x_rms)
     if (state := ckpt.load()) is not None:
         try:
@@ -588,22 +696,25 @@ def _resumed(cfg: TrainConfig, shifts: _Shifts, ckpt: _Checkpoint) -> _Run:
 
 
 def _epoch(
-    run: _Run, cfg: TrainConfig, shifts: _Shifts, first_step: int, total_steps: int
+    run: _Run, cfg: TrainConfig, shifts: Shifts, first_step: int, total_steps: int
 ) -> dict[str, torch.Tensor]:
-    """One pass over the training shifts; the epoch's per-member values, by name."""
+    """One pass over the training shifts (buffer by buffer: each member shuffles each buffer
+    with its own generator); the epoch's per-member values, by name."""
     num = run.net.num_members
     run.net.train()
     sums = torch.zeros(2, num)
     steps = 0
-    for idx_SB in _epoch_batches(run.generators, len(shifts.x_train), cfg.batch_size):
-        if cfg.lr_decay:
-            factor = decay_factor(first_step + steps, total_steps, cfg.lr_decay)
-            _set_learning_rates(run.opt, cfg, factor)
-        sums += _step(run.net, run.opt, run.cmp, shifts.x_train[idx_SB])
-        steps += 1
+    for buffer in shifts.buffers(run.epoch):
+        for idx_SB in _epoch_batches(run.generators, len(buffer), cfg.batch_size):
+            if cfg.lr_decay:
+                factor = decay_factor(first_step + steps, total_steps, cfg.lr_decay)
+                _set_learning_rates(run.opt, cfg, factor)
+            sums += _step(run.net, run.opt, run.cmp, buffer[idx_SB])
+            steps += 1
+        del buffer  # a streamed buffer is freed before the next one is read
     train_loss, train_l1 = (sums / max(steps, 1)).unbind(0)
     if len(shifts.x_val):
-        val_loss, val_l1 = _evaluate(run.net, shifts.x_val.expand(num, -1, -1))
+        val_loss, val_l1 = _held_out_values(run.net, shifts.x_val, shifts.eval_rows)
     else:
         val_loss, val_l1 = train_loss, train_l1
     return {
@@ -655,23 +766,25 @@ def _diverged(cfg: TrainConfig, epoch: int, values: dict[str, torch.Tensor]) -> 
 
 
 def _train(
-    delta_ND: np.ndarray,
+    delta_ND: np.ndarray | ShardSource,
     cfg: TrainConfig,
     *,
     checkpoint: str | Path | None,
     progress: bool,
     provenance: dict | None,
 ) -> TrainResult:
-    delta_ND = _checked_shifts(delta_ND)
-    shifts = _prepare(delta_ND, cfg)
+    if isinstance(delta_ND, ShardSource):
+        shifts: Shifts = _prepare_stream(delta_ND, cfg)
+        data: np.ndarray | StreamedShifts = shifts
+    else:
+        data = delta_ND = _checked_shifts(delta_ND)
+        shifts = _prepare(delta_ND, cfg)
     ckpt = _Checkpoint(
         Path(checkpoint) if checkpoint else None,
-        run_fingerprint(delta_ND, cfg) if checkpoint else {},
+        run_fingerprint(data, cfg) if checkpoint else {},
     )
     run = _resumed(cfg, shifts, ckpt)
-    steps_per_epoch = sum(
-        1 for _ in _epoch_batches([torch.Generator()], len(shifts.x_train), cfg.batch_size)
-    )
+    steps_per_epoch = sum(batch_count(n, cfg.batch_size) for n in shifts.buffer_sizes())
     max_epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))
     bar = show_progress(
         total=max_epochs,
@@ -705,7 +818,7 @@ def _train(
 
 
 def _members(
-    run: _Run, cfg: TrainConfig, shifts: _Shifts, provenance: dict | None
+    run: _Run, cfg: TrainConfig, shifts: Shifts, provenance: dict | None
 ) -> list[ShiftAutoencoder]:
     """One stand-alone model per member, with its config.json content."""
     members = cfg.members()
@@ -714,7 +827,7 @@ def _members(
     for k, (seed, eps) in enumerate(members):
         config = {
             "method": cfg.method,
-            "dim": int(shifts.x_train.shape[1]),
+            "dim": shifts.dim,
             "latent_dim": cfg.latent_dim,
             "seed": seed,
             "sparsity": eps if cfg.method == "ssae" else None,
@@ -736,7 +849,7 @@ def _members(
                 key: final[k][key]
                 for key in ("train_loss", "val_loss", "l1", "val_l1", "multiplier")
             },
-            "num_train_shifts": len(shifts.x_train),
+            "num_train_shifts": shifts.num_train,
             "provenance": provenance or {},
             "package_version": __version__,
         }

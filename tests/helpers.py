@@ -93,3 +93,32 @@ def copy_workspace(template: Path, dest: Path, monkeypatch: pytest.MonkeyPatch) 
     shutil.copytree(template, dest, symlinks=True)
     monkeypatch.chdir(dest)
     return dest
+
+
+def assert_identical(a, b) -> None:
+    """Two training results with bit-identical weights, final values and history length."""
+    import torch
+
+    for ma, mb in zip(a.models, b.models, strict=True):
+        wb = mb.net.state_dict()
+        for name, value in ma.net.state_dict().items():
+            assert torch.equal(value, wb[name]), name
+    assert [m.config["final"] for m in a.models] == [m.config["final"] for m in b.models]
+    assert len(a.history) == len(b.history)
+
+
+def interrupt_after_epochs(monkeypatch: pytest.MonkeyPatch, epochs: int) -> None:
+    """Checkpoint after every epoch and raise KeyboardInterrupt in epoch ``epochs + 1`` (at its
+    held-out evaluation)."""
+    from ssae_core import train as train_mod
+
+    real, count = train_mod._held_out_values, {"n": 0}
+
+    def evaluate(*args):
+        count["n"] += 1
+        if count["n"] > epochs:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(train_mod, "CHECKPOINT_SECONDS", 0.0)
+    monkeypatch.setattr(train_mod, "_held_out_values", evaluate)

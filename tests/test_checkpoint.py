@@ -14,6 +14,7 @@ from safetensors.torch import save_file
 from ssae_core import train as train_mod
 from ssae_core.synthetic import SynthConfig, make_synthetic
 from ssae_core.train import TrainConfig, train
+from tests.helpers import assert_identical, interrupt_after_epochs
 
 PACKAGE = Path(__file__).resolve().parent.parent / "ssae_core"
 BASE = {"latent_dim": 3, "seeds": (0, 1), "epochs": 4, "min_steps": 0, "patience": 0}
@@ -23,32 +24,6 @@ BASE = {"latent_dim": 3, "seeds": (0, 1), "epochs": 4, "min_steps": 0, "patience
 def delta():
     table = make_synthetic(SynthConfig(num_concepts=3, max_changes=2, dim=12, num_pairs=800))
     return table.subset("train").delta
-
-
-def weights(result) -> list[dict[str, torch.Tensor]]:
-    return [dict(m.net.state_dict()) for m in result.models]
-
-
-def assert_identical(a, b) -> None:
-    for wa, wb in zip(weights(a), weights(b), strict=True):
-        for name, value in wa.items():
-            assert torch.equal(value, wb[name]), name
-    assert [m.config["final"] for m in a.models] == [m.config["final"] for m in b.models]
-    assert len(a.history) == len(b.history)
-
-
-def interrupt_after_epochs(monkeypatch, epochs: int) -> None:
-    """Checkpoint after every epoch and raise KeyboardInterrupt in epoch ``epochs + 1``."""
-    real, count = train_mod._evaluate, {"n": 0}
-
-    def evaluate(*args):
-        count["n"] += 1
-        if count["n"] > epochs:
-            raise KeyboardInterrupt
-        return real(*args)
-
-    monkeypatch.setattr(train_mod, "CHECKPOINT_SECONDS", 0.0)
-    monkeypatch.setattr(train_mod, "_evaluate", evaluate)
 
 
 @pytest.mark.parametrize(
