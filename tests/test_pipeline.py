@@ -7,14 +7,32 @@ import json
 import sys
 
 import pytest
+import yaml
 
 from tests.project import TRUTHFULQA, make_project, run
+
+
+def add_custom_set(project) -> None:
+    """A pair set of one's own, configured only in params.yaml: unlabelled CSV pairs."""
+    rows = ["post,reply,thread"] + [
+        f"the {w} {i} is here,the {w} {i} was there,t{i % 7}"
+        for i, w in enumerate(["cat", "dog", "house", "tree", "car", "boat", "king", "door"] * 5)
+    ]
+    (project / "mine.csv").write_text("\n".join(rows) + "\n")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["pairs"]["custom"] = {
+        "mine": {"path": "mine.csv", "x": "post", "x_tilde": "reply", "group": "thread"}
+    }
+    params["study"]["sets"].append("mine")
+    params["study"]["latent_dims"] = {"mine": 2}
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not TRUTHFULQA.exists(), reason="needs ../shared/data/truthfulqa")
 def test_dvc_repro_end_to_end(tmp_path):
     project = make_project(tmp_path)
+    add_custom_set(project)
 
     first = run([sys.executable, "-m", "dvc", "repro"], project)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
@@ -27,7 +45,7 @@ def test_dvc_repro_end_to_end(tmp_path):
     assert set(results["synth_4_3"]) == {"ssae", "aff"}
     assert set(results["synth_4_3"]["ssae"]) == {"m4", "m8"}
     assert len(results["synth_4_3"]["ssae"]["m4"]["mcc"]["values"]) == 2
-    sets = {"lang", "gender", "binary", "corr", "cat", "truthfulqa"}
+    sets = {"lang", "gender", "binary", "corr", "cat", "truthfulqa", "mine"}
     layers = {"1", "final"}
     llm = json.loads((metrics / "identifiability.json").read_text())["layers"]
     assert set(llm) == layers
@@ -39,7 +57,9 @@ def test_dvc_repro_end_to_end(tmp_path):
     assert {len(udr[key]["sets"][name]["cells"]) for key in layers for name in sets} == {2}
     steering = json.loads((metrics / "steering.json").read_text())["layers"]
     for key in layers:
-        assert set(steering[key]["in_distribution"]) == sets
+        assert set(steering[key]["in_distribution"]) == sets - {"mine"}  # no labels, no steering
+        assert "mcc" not in llm[key]["sets"]["mine"]["aff"]
+        assert len(llm[key]["sets"]["mine"]["aff"]["decoder_mcc"]["values"]) == 1  # 2 seeds
         ood = set(steering[key]["out_of_distribution"])
         assert ood == {"binary->gender", "binary->lang", "corr->lang"}
     assert set(json.loads((metrics / "behaviour.json").read_text())["layers"]) == layers

@@ -72,6 +72,9 @@ class PairsConfig:
     """Share of entities (words, professions, phrases) held out for the test split."""
     cat: CatConfig = field(default_factory=CatConfig)
     """Settings of the ``cat`` set."""
+    custom: dict = field(default_factory=dict)
+    """Pair sets of your own, ``{name: {path, x, x_tilde, ...}}``: see
+    :class:`ssae_core.datasets.custom.CustomPairsConfig` (read by the ``custom_pairs`` stage)."""
 
     def __post_init__(self) -> None:
         if self.seed < 0:

@@ -84,6 +84,8 @@ class StudyConfig:
     """Seeds of every run, trained stacked."""
     latent_factor: int = 1
     """m = latent_factor x (number of concepts of the set): the overcompleteness of every run."""
+    latent_dims: dict[str, int] = field(default_factory=dict)
+    """m of sets whose pairs name no concepts (unlabelled pair sets of your own): {set: m}."""
     budget_ratio: float = 0.5
     """The budget ratio of the entangled and overcompleteness runs (the grid has its own list)."""
     usable_tolerance: float = 0.05
@@ -115,6 +117,17 @@ class StudyConfig:
                 "the ratio must be > 0 and the tolerance in (0, 1)"
             )
         self.train_config("aff", lr=self.lr)  # validates optim
+
+    def latent_dim(self, name: str, concepts: Sequence[str] | None, factor: int = 1) -> int:
+        """m of set ``name``: ``latent_dims[name]``, else factor x its number of concepts."""
+        if name in self.latent_dims:
+            return factor * self.latent_dims[name]
+        if not concepts:
+            raise InputError(
+                f"study.latent_dims: set {name!r} names no concepts; give its number of latents "
+                f"(study.latent_dims: {{{name}: M}})"
+            )
+        return factor * len(concepts)
 
     @property
     def overcomplete_seeds(self) -> tuple[int, ...]:

@@ -92,7 +92,7 @@ def score_study(study: StudyConfig, at: LayerLayout) -> dict:
         out["entangled"][name] = _aff_and_ssae(study, at.entangled_models(name), entangled_test)
     name = study.overcomplete.set
     test = load_set(study, at, name).subset("test")
-    base = len(test.concepts or [])
+    base = study.latent_dim(name, test.concepts)
     out["overcomplete"][name] = {
         StudyLayout.latent_folder(m): _aff_and_ssae(
             study, at.overcomplete_models(name) / StudyLayout.latent_folder(m), test
@@ -157,6 +157,8 @@ def score_steering(study: StudyConfig, at: LayerLayout) -> tuple[dict, dict]:
     runs = {name: selected_runs(at, name) for name in study.sets}
     details: dict = {"in_distribution": {}, "out_of_distribution": {}}
     for name in study.sets:
+        if tables[name].shift is None:  # unlabelled pairs: no concept to steer towards
+            continue
         result = _evaluate(study, tables[name], runs[name])
         cell = selected_cell(at, name)
         result["ssae_cell"] = None if cell is None else {k: cell[k] for k in CELL_KEYS}

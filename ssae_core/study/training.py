@@ -96,7 +96,7 @@ def _train_aff_then_ssae(
 def train_grid(study: StudyConfig, at: LayerLayout, name: str) -> None:
     """aff, then the SSAE grid (one stacked run per lr, every budget ratio) of one pair set."""
     table = load_set(study, at, name)
-    latent = resolve_latent_dim(TrainConfig(), table, study.latent_factor)
+    latent = study.latent_dim(name, table.concepts, study.latent_factor)
     out_dir = at.study_models(name)
     runs = [
         (at.grid_run(name, lr).relative_to(out_dir).as_posix(), lr, study.grid.budget_ratio)
@@ -111,7 +111,7 @@ def train_grid(study: StudyConfig, at: LayerLayout, name: str) -> None:
 def train_entangled(study: StudyConfig, at: LayerLayout, name: str) -> None:
     """aff, then SSAE at study.budget_ratio, on the entangled table of one set."""
     table = load_set(study, at, name, entangled=True)
-    latent = resolve_latent_dim(TrainConfig(), table, study.latent_factor)
+    latent = study.latent_dim(name, table.concepts, study.latent_factor)
     out_dir = at.entangled_models(name)
     with atomic_dir(out_dir) as tmp:
         runs = [("ssae", study.lr, (study.budget_ratio,))]
@@ -125,7 +125,7 @@ def train_overcomplete(study: StudyConfig, at: LayerLayout, name: str) -> None:
     if name != study.overcomplete.set:
         raise InputError(f"params.yaml:study.overcomplete.set is {study.overcomplete.set!r}")
     table = load_set(study, at, name)
-    base = resolve_latent_dim(TrainConfig(), table)
+    base = study.latent_dim(name, table.concepts)
     out_dir = at.overcomplete_models(name)
     with atomic_dir(out_dir) as tmp:
         for factor in study.overcomplete.factors:
