@@ -13,7 +13,7 @@ same purpose draws for one revision (``dvc plots show`` keeps using the template
   the other bars start (``.dvc/plots/bars_grouped.json``);
 - ``heatmap``: ``x`` and ``y`` as ordinal axes, colour and number = the ``value`` column, one
   panel per value of ``facet``; the row whose ``selected`` column is 1 is framed in black and
-  rows whose ``active`` column is 0 are starred (``.dvc/plots/udr_heatmap.json``);
+  rows whose ``usable`` column is 0 are starred (``.dvc/plots/udr_heatmap.json``);
 - ``lines``: one line per column of ``y`` against a numeric ``x``, +-1 std error bars from the
   column ``NAME_std`` where it exists; series are named without a ``_fraction``,
   ``_perplexity`` or ``_accuracy`` suffix and the baseline is dashed
@@ -68,7 +68,7 @@ class PlotDefinition:
     y_label: str | None = None
     options: Mapping[str, str] = field(default_factory=dict)
     """Heatmap columns other than x and y: ``value`` (default ``decoder_udr``), ``facet``
-    (``set``), ``selected`` (``selected``), ``active`` (``active``)."""
+    (``set``), ``selected`` (``selected``), ``active`` (``usable``)."""
 
     @property
     def y_columns(self) -> list[str]:
@@ -79,7 +79,7 @@ HEATMAP_DEFAULTS = {
     "value": "decoder_udr",
     "facet": "set",
     "selected": "selected",
-    "active": "active",
+    "active": "usable",
 }
 
 

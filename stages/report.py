@@ -8,9 +8,10 @@ from ssae_core.io import atomic_file, write_json
 from ssae_core.lm.embed import EmbedConfig
 from ssae_core.lm.loading import ModelConfig
 from ssae_core.study.config import ReportConfig, StudyConfig
+from ssae_core.study.plots import render_figures
 from ssae_core.study.report import build_report, load_metrics, training_times
 from ssae_core.study.summary import headline_metrics
-from stages.common import LAYOUT, load_section, run_stage
+from stages.common import LAYOUT, ROOT, load_section, run_stage
 
 
 def main() -> None:
@@ -18,7 +19,9 @@ def main() -> None:
     model = load_section(ModelConfig, "model")
     timings = training_times(study, LAYOUT, load_section(EmbedConfig, "embed").layer_list)
     metrics = load_metrics(LAYOUT)
-    text = build_report(study, config, model.name_or_path, metrics, timings)
+    figures = render_figures(LAYOUT, ROOT / "dvc.yaml")
+    shown = [(title, path.relative_to(LAYOUT.report.parent).as_posix()) for title, path in figures]
+    text = build_report(study, config, model.name_or_path, metrics, timings, shown)
     with atomic_file(LAYOUT.report) as tmp:
         tmp.write_text(text)
     write_json(headline_metrics(config, metrics), LAYOUT.metrics("summary"))

@@ -33,7 +33,7 @@ TABLES = {
         {"evaluation": "OOD corr->lang", "identity": 0.76, "ssae": 0.77, "aff": "", "md": 0.79},
     ],
     "heatmap": [
-        {"set": s, "budget_ratio": r, "lr": lr, "decoder_udr": u, "active": a, "selected": int(c)}
+        {"set": s, "budget_ratio": r, "lr": lr, "decoder_udr": u, "usable": a, "selected": int(c)}
         for s in ("lang", "binary")
         for (r, lr, u, a, c) in [
             (0.25, 0.001, 0.9, 1, False), (0.5, 0.001, 0.8, 1, False),

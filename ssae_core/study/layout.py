@@ -98,6 +98,9 @@ class StudyLayout:
     def plot(self, name: str) -> Path:
         return self.root / "metrics" / "plots" / f"{name}.csv"
 
+    def figure(self, name: str) -> Path:
+        return self.root / "metrics" / "figures" / f"{name}.png"
+
     @property
     def report(self) -> Path:
         return self.root / "metrics" / "REPORT.md"

@@ -6,9 +6,14 @@ Each function turns one metrics structure into rows (dicts, in column order) for
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from pathlib import Path
+
+import yaml
 
 from ssae_core.evaluation.steering_accuracy import MEAN_DIFFERENCE
+from ssae_core.figures import render_csv_plot
 from ssae_core.io import write_csv
 from ssae_core.study.layout import StudyLayout
 
@@ -141,3 +146,51 @@ def behaviour_tables(layers: Mapping[str, dict]) -> dict[str, list[dict]]:
         for key, results in layers.items()
         for part in BEHAVIOUR_PARTS
     }
+
+
+TEMPLATE_KINDS = {
+    "bar_horizontal": "bars",
+    "bars_grouped": "grouped_bars",
+    "udr_heatmap": "heatmap",
+    "lines_std": "lines",
+}
+"""The figure kind (:mod:`ssae_core.figures`) that draws what each dvc.yaml template draws."""
+
+
+def _columns_of(value: object) -> tuple[str | None, object]:
+    """(file, column(s)) of a dvc.yaml plot's ``x`` or ``y``: ``{file: columns}`` or ``columns``."""
+    if isinstance(value, Mapping):
+        ((path, columns),) = value.items()
+        return path, columns
+    return None, value
+
+
+def declared_plots(dvc_yaml: Path) -> list[tuple[str, Path, dict]]:
+    """Every plot dvc.yaml declares that a figure kind can draw: (name, its CSV table, the
+    :func:`ssae_core.figures.render_csv_plot` arguments)."""
+    plots = []
+    for entry in yaml.safe_load(dvc_yaml.read_text()).get("plots") or []:
+        ((name, spec),) = entry.items()
+        kind = TEMPLATE_KINDS.get((spec or {}).get("template", ""))
+        if kind is None:
+            continue
+        x_file, x = _columns_of(spec.get("x"))
+        y_file, y = _columns_of(spec.get("y"))
+        table = Path(x_file or y_file or name)
+        arguments = {"title": spec.get("title", name), "kind": kind, "x": x, "y": y}
+        arguments |= {k: spec[k] for k in ("x_label", "y_label") if k in spec}
+        plots.append((name, table, arguments))
+    return plots
+
+
+def render_figures(layout: StudyLayout, dvc_yaml: Path) -> list[tuple[str, Path]]:
+    """Every declared plot whose table exists, as metrics/figures/NAME.png: (title, path)."""
+    written = []
+    for name, table, arguments in declared_plots(dvc_yaml):
+        if not (layout.root / table).is_file():
+            continue
+        slug = re.sub(r"[^A-Za-z0-9]+", "_", Path(name).stem if name == str(table) else name)
+        path = layout.figure(slug.strip("_").lower())
+        render_csv_plot(layout.root / table, path, **arguments)
+        written.append((arguments["title"], path))
+    return written

@@ -630,8 +630,10 @@ def build_report(
     model_name: str,
     metrics: Mapping[str, dict],
     timings: Mapping[str, float],
+    figures: Sequence[tuple[str, str]] = (),
 ) -> str:
-    """metrics/REPORT.md: every table of the study, from the metrics files."""
+    """metrics/REPORT.md: every table of the study, from the metrics files; ``figures``: the
+    (title, path relative to the report) of every rendered plot."""
     identifiability, steering = metrics["identifiability"], metrics["steering"]
     lines = [
         "# SSAE study report",
@@ -667,4 +669,7 @@ def build_report(
         if key in metrics["behaviour"]["layers"]:
             lines += ["", *behaviour_section(metrics["behaviour"]["layers"][key])]
     lines += ["", *timing_section(timings)]
-    return "\n".join(lines) + "\n"
+    if figures:
+        lines += ["", "## Figures", "", "The plots dvc.yaml declares, rendered offline.", ""]
+        lines += [f"![{title}]({path})\n" for title, path in figures]
+    return "\n".join(lines).rstrip("\n") + "\n"
