@@ -73,6 +73,7 @@ def tiny_params(project: Path, model_dir: Path) -> None:
     params["behaviour"].update(
         seeds=[0, 1], questions=4, prompts=2, max_new_tokens=3, alpha_multipliers=[0, 2]
     )
+    params["inspect"].update(layers=["final"], prompts=1, multipliers=[2], max_new_tokens=3)
     params["model"]["name_or_path"] = str(model_dir)
     params["embed"].update(batch_size=16, layers=[1, "final"])
     params["truthfulqa"]["source"] = str(TRUTHFULQA)

@@ -61,6 +61,7 @@ ORDER = [
     "ssae_core.study.training",
     "ssae_core.study.selection",
     "ssae_core.study.scores",
+    "ssae_core.study.inspection",
     "ssae_core.study.summary",
     "ssae_core.study.report",
     "ssae_core.study.plots",

@@ -69,7 +69,14 @@ def test_dvc_repro_end_to_end(tmp_path):
         "truthfulqa_1.csv",
         "truthfulqa_final.csv",
     ]
+    usable = udr["final"]["sets"]["binary"]["selected"] is not None
+    page = metrics / "inspect" / "binary_layer-final" / "index.html"
+    assert page.is_file() == usable
     report = (metrics / "REPORT.md").read_text()
+    assert "## The paper's claims, as measured here" in report and "## Figures" in report
+    assert list((metrics / "figures").glob("*.png"))
+    summary = json.loads((metrics / "summary.json").read_text())
+    assert summary["layer"] == "final" and set(summary) >= sets
     for heading in ("synthetic data", "LLM embeddings", "Model selection", "Steering accuracy"):
         assert heading in report
     assert "# Layer 1" in report and "# Layer final" in report

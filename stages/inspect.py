@@ -1,0 +1,21 @@
+"""Stage `inspect`: the inspection page (what each latent does; ssae_core/evaluation/inspection.py)
+of the selected SSAE run of each set of params.yaml `inspect.sets`, at each of `inspect.layers`
+-> metrics/inspect/SET_layer-L/{index.html,summary.md,inspection.json}."""
+
+from __future__ import annotations
+
+from ssae_core.study.config import StudyConfig
+from ssae_core.study.inspection import inspect_selected, load_inspect_config
+from stages.common import LAYOUT, load_params, load_section, run_stage
+
+
+def main() -> None:
+    config = load_inspect_config(load_params("inspect"))
+    study = load_section(StudyConfig, "study")
+    for name in config.sets:
+        for out in inspect_selected(study, LAYOUT, config, name):
+            print(f"inspect: wrote {LAYOUT.relative(out)}/index.html")
+
+
+if __name__ == "__main__":
+    run_stage(main)
