@@ -51,11 +51,11 @@ def headline_metrics(config: ReportConfig, metrics: Mapping[str, Mapping]) -> di
     llm, steering = layers[key], metrics["steering"]["layers"][key]["in_distribution"]
     out: dict = {"layer": key}
     for name, methods in llm["sets"].items():
-        out[name] = {
-            "ssae_udr": _udr(methods["ssae"]),
-            "aff_udr": _udr(methods["aff"]),
-            **{f"{m}_flip": _flip(steering.get(name, {}), m) for m in STEER_METHODS},
-        }
+        if config.headline_sets is not None and name not in config.headline_sets:
+            continue
+        out[name] = {"ssae_udr": _udr(methods["ssae"]), "aff_udr": _udr(methods["aff"])}
+        if name in steering:  # sets without labels have no steering scores
+            out[name] |= {f"{m}_flip": _flip(steering[name], m) for m in STEER_METHODS}
     behaviour = metrics["behaviour"]["layers"].get(key)
     if behaviour is not None:
         multiplier = config.behaviour_multiplier
@@ -63,5 +63,8 @@ def headline_metrics(config: ReportConfig, metrics: Mapping[str, Mapping]) -> di
         out["target_language"] = _behaviour(behaviour["language"], "language_fraction", multiplier)
     numbers = sum(len(v) for v in out.values() if isinstance(v, dict))
     if numbers > MAX_KEYS:
-        raise InputError(f"summary: {numbers} numbers > {MAX_KEYS}; shorten study.sets")
+        raise InputError(
+            f"report: metrics/summary.json would hold {numbers} numbers (> {MAX_KEYS}); list "
+            "the sets it shows in report.headline_sets"
+        )
     return out
