@@ -72,6 +72,7 @@ def test_dvc_repro_end_to_end(tmp_path):
     usable = udr["final"]["sets"]["binary"]["selected"] is not None
     page = metrics / "inspect" / "binary_layer-final" / "index.html"
     assert page.is_file() == usable
+    assert (metrics / "inspect" / "README.md").is_file()  # written even when no cell is usable
     report = (metrics / "REPORT.md").read_text()
     assert "## The paper's claims, as measured here" in report and "## Figures" in report
     assert list((metrics / "figures").glob("*.png"))

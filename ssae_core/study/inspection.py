@@ -44,22 +44,38 @@ def load_inspect_config(values: Mapping | None) -> StudyInspectConfig:
     return load_config(StudyInspectConfig, {**mine, "page": page}, where)
 
 
+def inspect_study(study: StudyConfig, layout: StudyLayout, config: StudyInspectConfig) -> Path:
+    """Every page of ``config`` under metrics/inspect/, and its README.md: which set and layer
+    got a page and which had no usable SSAE cell to inspect. Returns the folder."""
+    root = layout.root / "metrics" / "inspect"
+    root.mkdir(parents=True, exist_ok=True)
+    lines = ["# Inspection pages of the selected SSAE runs", ""]
+    for name in config.sets:
+        lines += inspect_selected(study, layout, config, name)
+    (root / "README.md").write_text("\n".join(lines) + "\n")
+    return root
+
+
 def inspect_selected(
     study: StudyConfig, layout: StudyLayout, config: StudyInspectConfig, name: str
-) -> list[Path]:
-    """The page of set ``name``'s selected SSAE run at every layer of ``config.layers``."""
+) -> list[str]:
+    """The page of set ``name``'s selected SSAE run at every layer of ``config.layers``, in
+    metrics/inspect/NAME_layer-L/; returns one README line per layer."""
     if name not in study.sets:
         raise InputError(f"inspect.sets: {name!r} is not in study.sets")
     source = lm.resolve_model(str(layout.lm), verbose=False)
     model = (lm.load_model(source), lm.load_tokenizer(source))
     texts = pair_texts(load_pairs(layout.pairs(name)))
-    written = []
+    lines = []
     for layer in parse_layers(list(config.layers)):
         at = layout.at(layer)
         cell = selected_cell(at, name)
         out = layout.root / "metrics" / "inspect" / f"{name}_layer-{at.key}"
         if cell is None:
             print(f"inspect: {name} at layer {at.key} has no usable SSAE cell; no page")
+            lines.append(
+                f"- {name}, layer {at.key}: no usable SSAE cell (metrics/udr.json); no page"
+            )
             continue
         members = cell_members(load_run(at.root / cell["run"]), cell["sparsity"])
         paths = {"run": cell["run"], "embeddings": at.relative(at.embeddings(name))}
@@ -71,5 +87,10 @@ def inspect_selected(
             config=config.page,
             paths={**paths, "texts": at.relative(layout.pairs(name))},
         )
-        written.append(write_inspection(result, out))
-    return written
+        write_inspection(result, out)
+        print(f"inspect: wrote {layout.relative(out)}/index.html")
+        lines.append(
+            f"- {name}, layer {at.key}: [{out.name}/index.html]({out.name}/index.html)"
+            f" (run {cell['run']})"
+        )
+    return lines
