@@ -71,7 +71,12 @@ def tiny_params(project: Path, model_dir: Path) -> None:
     )
     params["study"]["optim"].update(steps=10, batch_size=32, threads=1)
     params["behaviour"].update(
-        seeds=[0, 1], questions=4, prompts=2, max_new_tokens=3, alpha_multipliers=[0, 2]
+        seeds=[0, 1],
+        questions=4,
+        prompts=2,
+        max_new_tokens=3,
+        alpha_multipliers=[0, 2],
+        layers=None,  # both layers: the stage's loop over layers
     )
     params["inspect"].update(layers=["final"], prompts=1, multipliers=[2], max_new_tokens=3)
     params["model"]["name_or_path"] = str(model_dir)

@@ -19,7 +19,7 @@ from ssae_core.datasets.truthfulqa import MC1Question, MCQuestion, mc_table
 from ssae_core.errors import InputError
 from ssae_core.evaluation.behaviour import evaluate, language, logprobs, mc1
 from ssae_core.evaluation.behaviour import vectors as bvec
-from ssae_core.evaluation.behaviour.config import BehaviourConfig
+from ssae_core.evaluation.behaviour.config import BehaviourConfig, behaviour_layers
 from ssae_core.io import EmbeddingTable, load_embeddings, write_json, write_parquet
 from ssae_core.lm import loading as lm
 from ssae_core.lm.tokens import pad_token_id, tokenize
@@ -394,3 +394,14 @@ def test_bad_templates_and_mc_tables_are_refused(tmp_path):
     write_parquet(table.drop(["mc1_labels"]), tmp_path / "bad.parquet")
     with pytest.raises(InputError, match="mc1_labels"):
         mc1.load_mc_questions(tmp_path / "bad.parquet")
+
+
+def test_behaviour_layers_pick_study_layers_and_name_a_missing_one():
+    study = [15, None]  # embed.layers [15, final]
+    assert behaviour_layers(BehaviourConfig(), study) == [15, None]
+    assert behaviour_layers(BehaviourConfig(layers=["final"]), study) == [None]
+    with pytest.raises(InputError) as caught:
+        behaviour_layers(BehaviourConfig(layers=[3, "final"]), study)
+    message = str(caught.value)
+    assert message.startswith("behaviour.layers: 3 not in embed.layers (15, final)")
+    assert "\n" not in message

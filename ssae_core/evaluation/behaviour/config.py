@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ssae_core.config import check_multipliers, check_ranges, load_config
 from ssae_core.errors import InputError
 from ssae_core.evaluation.behaviour.language import NEUTRAL_PROMPTS, check_language
+from ssae_core.lm.layers import Layer, layer_name, parse_layers
 from ssae_core.lm.steer import POSITIONS
 
 
@@ -14,6 +16,8 @@ from ssae_core.lm.steer import POSITIONS
 class BehaviourConfig:
     """The ``behaviour`` section of params.yaml: what is steered, how hard, on how much data."""
 
+    layers: list[int | str] | None = None
+    """The layers of embed.layers at which the LM is steered (e.g. [final]); null: every one."""
     alpha_multipliers: list[float] = field(default_factory=lambda: [-4.0, 0.0, 1.0, 2.0, 4.0, 8.0])
     """Steering strengths as multiples of each vector's fitted alpha; 0 is the unsteered model."""
     seeds: list[int] | None = None
@@ -63,3 +67,18 @@ class BehaviourConfig:
 def load_behaviour_config(values: object, where: str = "params.yaml:behaviour") -> BehaviourConfig:
     """Validated :class:`BehaviourConfig`; a bad value raises a one-line InputError naming it."""
     return load_config(BehaviourConfig, values, where)  # type: ignore[arg-type]
+
+
+def behaviour_layers(config: BehaviourConfig, study_layers: Sequence[Layer]) -> list[Layer]:
+    """The layers of ``study_layers`` that ``config.layers`` names (all of them when null)."""
+    if config.layers is None:
+        return list(study_layers)
+    wanted = parse_layers(list(config.layers))
+    missing = [layer_name(x) for x in wanted if x not in study_layers]
+    if missing:
+        shown = ", ".join(layer_name(x) for x in study_layers)
+        raise InputError(
+            f"behaviour.layers: {', '.join(missing)} not in embed.layers ({shown}); "
+            "name layers the study reads, or null for all"
+        )
+    return wanted
