@@ -155,3 +155,19 @@ def test_a_missing_column_or_kind_is_one_clear_error(tmp_path: Path):
     with pytest.raises(InputError, match="cannot read it"):
         read_plot_table(tmp_path / "missing.csv")
     assert not (tmp_path / "g.png").exists()
+
+
+def test_the_udr_grid_table_has_every_column_its_plot_and_template_read():
+    import yaml
+
+    from ssae_core.study.plots import UDR_GRID_COLUMNS
+
+    root = Path(__file__).resolve().parents[1]
+    plots = yaml.safe_load((root / "dvc.yaml").read_text())["plots"]
+    (grid,) = [p["UDR grid per pair set"] for p in plots if "UDR grid per pair set" in p]
+    read = {*grid["x"].values(), *grid["y"].values()}
+    template = (root / ".dvc" / "plots" / "udr_heatmap.json").read_text()
+    read |= {
+        c for c in ("usable", "selected", "decoder_udr", "codes_udr") if f"datum.{c}" in template
+    }
+    assert read <= set(UDR_GRID_COLUMNS), read - set(UDR_GRID_COLUMNS)

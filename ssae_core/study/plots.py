@@ -20,12 +20,12 @@ from ssae_core.study.layout import StudyLayout
 STEERING_METHODS = ("ssae", "aff", MEAN_DIFFERENCE)
 UDR_GRID_COLUMNS = (
     "set",
-    "sparsity",
+    "budget_ratio",
     "lr",
     "decoder_udr",
     "codes_udr",
     "mcc",
-    "active",
+    "usable",
     "selected",
 )
 
