@@ -108,7 +108,9 @@ def steering_rows(summary: Mapping) -> list[dict]:
 def behaviour_rows(results: dict, part: str) -> list[dict]:
     """Rows of a wide plot table, one per multiplier: ``alpha_multiplier``, the unsteered value
     and, per method, the mean over seeds and its std. ``part``: ``truthfulqa`` (MC1 accuracy) or
-    ``language`` (``*_fraction``: share in the target language, ``*_perplexity``)."""
+    ``language`` (``*_fraction``: share in the target language, ``*_perplexity``). A method
+    without a model (a set with no usable SSAE cell) has empty cells, so every plot's columns
+    exist."""
     section = results[part]
     measures = (
         {"accuracy": "accuracy"}
@@ -122,8 +124,9 @@ def behaviour_rows(results: dict, part: str) -> list[dict]:
         for suffix, key in measures.items():
             name = "" if part == "truthfulqa" else f"_{suffix}"
             row[f"unsteered{name}"] = section["unsteered"][key]
-            for method, report in section["methods"].items():
-                entry = report["sweep"][i][key]
+            for method in dict.fromkeys([*STEERING_METHODS, *section["methods"]]):
+                report = section["methods"].get(method)  # None: no model (no usable SSAE cell)
+                entry = report["sweep"][i][key] if report else {"mean": "", "std_seeds": ""}
                 row[f"{method}{name}"] = entry["mean"]
                 row[f"{method}{name}_std"] = entry["std_seeds"]
         rows.append(row)
