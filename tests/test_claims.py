@@ -100,3 +100,16 @@ def test_headline_metrics_are_few_and_name_the_layer():
     assert sum(len(v) for v in summary.values() if isinstance(v, dict)) <= MAX_KEYS
     with pytest.raises(InputError, match="headline_layer"):
         headline_metrics(ReportConfig(headline_layer="7"), _metrics())
+
+
+def test_unusable_overcomplete_or_entangled_runs_never_count_for_ssae():
+    metrics = _metrics()
+    llm = metrics["identifiability"]["layers"]["final"]
+    llm["overcomplete"]["cat"]["m270"]["ssae"] = _scores(0.9, 0.8)  # no drop: reproduced ...
+    assert _verdicts(metrics)["robustness to an overcomplete m"] == REPRODUCED
+    llm["overcomplete"]["cat"]["m135"]["ssae"]["usable"] = False  # ... unless m = n is unusable
+    assert _verdicts(metrics)["robustness to an overcomplete m"] == NOT_REPRODUCED
+    tested = _metrics(aff_drop=0.2)  # the map costs aff 0.2: testable, SSAE loses 0.01
+    assert _verdicts(tested)["robustness to entanglement"] == REPRODUCED
+    tested["identifiability"]["layers"]["final"]["entangled"]["cat"]["ssae"]["usable"] = False
+    assert _verdicts(tested)["robustness to entanglement"] == NOT_REPRODUCED

@@ -3,7 +3,8 @@
 Each claim is checked at every layer of the study from the numbers the pipeline wrote, against
 thresholds kept in params.yaml (``report.claims``, :class:`ClaimsConfig`); a claim's verdict
 lists the numbers that decide it. A set whose SSAE grid has no usable cell counts against a claim
-about SSAE (it is never replaced by an unusable run).
+about SSAE (it is never replaced by an unusable run); so does an unusable entangled or
+overcomplete SSAE run (shown as –).
 
 1. Cross-seed consistency: SSAE's decoder UDR is at least ``udr_min`` on every multi-concept set.
 2. Identifiability: SSAE's held-out MCC against the full-rank coding of the labels exceeds aff's
@@ -61,6 +62,11 @@ def _mean(entry: Mapping | None, key: str) -> float | None:
     return None if not part else part.get("mean")
 
 
+def _usable_mean(entry: Mapping | None, key: str) -> float | None:
+    """The mean of an SSAE entry's score, None where the run is unusable (it never counts)."""
+    return None if (entry or {}).get("usable") is False else _mean(entry, key)
+
+
 def _fmt(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
@@ -108,8 +114,8 @@ def _entanglement(config: ClaimsConfig, llm: Mapping, key: str) -> Verdict:
         drops = {}
         for method in ("ssae", "aff"):
             before, after = (
-                _mean(plain.get(method), "state_mcc"),
-                _mean(mixed.get(method), "state_mcc"),
+                _usable_mean(plain.get(method), "state_mcc"),
+                _usable_mean(mixed.get(method), "state_mcc"),
             )
             drops[method] = None if before is None or after is None else before - after
         shown.append(f"{name} drop aff {_fmt(drops['aff'])}, SSAE {_fmt(drops['ssae'])}")
@@ -131,7 +137,7 @@ def _overcompleteness(config: ClaimsConfig, llm: Mapping, key: str) -> Verdict:
     shown, checks = [], []
     for name, sizes in llm["overcomplete"].items():
         ordered = sorted(sizes, key=lambda m: int(m[1:]))
-        values = [_mean(sizes[m].get("ssae"), "state_mcc") for m in ordered]
+        values = [_usable_mean(sizes[m].get("ssae"), "state_mcc") for m in ordered]
         pairs = zip(ordered, values, strict=True)
         shown.append(f"{name} " + ", ".join(f"{m} {_fmt(v)}" for m, v in pairs))
         ok = None not in (values[0], values[-1]) and values[0] - values[-1] <= (
