@@ -1,0 +1,233 @@
+"""Where extraction runs: in this process (``local``) or on a pool of Ray actors (``ray``).
+
+:mod:`.embed` decides what is computed: forward-pass batches of tokenised texts (each a shard's
+new texts, longest first), and which shard files they fill. An engine only runs the batches:
+
+- ``local``: in this process, one shard after another.
+- ``ray``: Ray Data streams the batches (rows of a dataset built from the pair table's token
+  ids) through ``map_batches`` to an actor pool. Each actor loads the model once and keeps it:
+  one actor per GPU (``num_gpus=1``) when the cluster has GPUs, else ``num_actors`` (default:
+  the cluster's CPUs // ``actor_threads``) CPU actors of ``actor_threads`` torch threads each.
+  States come back to this process as batches complete, and :mod:`.embed` writes each shard
+  with the local engine's writer (atomically) as soon as all its texts are in, so an interrupted
+  run keeps every completed shard. An actor that dies is restarted and its batch run again, and
+  a batch whose task raised is retried, up to ``MAX_RETRIES`` times each.
+
+The batches, the model and the dtype are the local engine's, so on CPU the shards are the same
+bit for bit. Ray is imported only when engine ``ray`` runs. A process already connected to Ray
+(``ray.init``) uses that connection; otherwise ``address`` names a running cluster (``HOST:PORT``
+of its head, ``ray://HOST:PORT`` or ``auto``; a host that does not answer within
+``CONNECT_TIMEOUT_S`` is a one-line error), or, when it is null, a local Ray instance is started
+for the run and shut down after it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ssae_core.errors import InputError
+from ssae_core.lm.loading import reachable
+
+ENGINES = ("local", "ray")
+MAX_RETRIES = 3
+CONNECT_TIMEOUT_S = 3.0
+RAY_INSTALL = "pip install 'ssae[ray]'"
+
+BatchEmbedder = Callable[[list[list[int]]], np.ndarray]
+"""Token ids of one batch -> float32 states [L, B, d]."""
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """The Ray cluster a run uses: what it offers actors."""
+
+    cpus: int
+    gpus: int
+
+
+def check_engine(
+    engine: object, num_actors: object, actor_threads: object, address: object
+) -> None:
+    """One-line errors for the engine settings (``engine``, ``num_actors``, ``actor_threads``,
+    ``address``), before anything runs."""
+    if engine not in ENGINES:
+        raise InputError(f"engine: {engine!r} is not local or ray; use local or ray")
+    for name, value in (("num_actors", num_actors), ("actor_threads", actor_threads)):
+        if value is None and name == "num_actors":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InputError(f"{name}: {value!r} is not an integer >= 1; give one (or null)")
+    if address is not None and (not isinstance(address, str) or not address.strip()):
+        raise InputError(f"address: {address!r} is not HOST:PORT of a Ray head; give one or null")
+    if engine == "local":
+        for name, value in (("num_actors", num_actors), ("address", address)):
+            if value is not None:
+                raise InputError(f"{name}: only engine ray uses it; set engine: ray or null")
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise InputError(f"engine ray: the ray package is not installed; {RAY_INSTALL}") from None
+    return ray
+
+
+@contextlib.contextmanager
+def engine_session(engine: str, address: str | None) -> Iterator[Cluster | None]:
+    """The Ray cluster of an engine ``ray`` run (connected or started here, and let go after);
+    None for ``local``."""
+    if engine == "local":
+        yield None
+        return
+    ray = _import_ray()
+    if ray.is_initialized():
+        yield _cluster(ray)
+        return
+    _connect(ray, address)
+    try:
+        yield _cluster(ray)
+    finally:
+        ray.shutdown()
+
+
+def _connect(ray: Any, address: str | None) -> None:
+    quiet = {"logging_level": logging.ERROR, "log_to_driver": False}
+    if address is None:
+        ray.init(include_dashboard=False, **quiet)
+        return
+    host = address.strip().removeprefix("ray://")
+    if host != "auto" and not reachable(f"tcp://{host}", timeout=CONNECT_TIMEOUT_S):
+        raise InputError(
+            f"address: no Ray cluster answers at {address} within {CONNECT_TIMEOUT_S:g} s; "
+            "start one with `ray start --head` or fix the address"
+        )
+    try:
+        ray.init(address=address, **quiet)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"address: cannot connect to Ray at {address} ({first})") from None
+
+
+def _cluster(ray: Any) -> Cluster:
+    resources = ray.cluster_resources()
+    return Cluster(cpus=int(resources.get("CPU", 0)), gpus=int(resources.get("GPU", 0)))
+
+
+def ray_device(device: str, cluster: Cluster) -> torch.device:
+    """Where the actors run the model: ``auto`` -> CUDA when the cluster has GPUs, else CPU (the
+    driver's own devices do not matter); each actor sees its one GPU as ``cuda``."""
+    if device == "auto":
+        return torch.device("cuda" if cluster.gpus else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"device {device!r}: unknown; use auto, cpu or cuda") from None
+    if resolved.type == "cuda" and not cluster.gpus:
+        raise InputError(f"device {device!r}: the Ray cluster has no GPU; use auto or cpu")
+    return torch.device(resolved.type)
+
+
+def actor_count(
+    cluster: Cluster, device: torch.device, num_actors: int | None, threads: int
+) -> int:
+    """How many actors a run starts: one per GPU (or ``num_actors``), else ``num_actors`` or
+    the cluster's CPUs // ``threads``; more than the cluster can place is an error (they would
+    wait forever)."""
+    if device.type == "cuda":
+        room, needs = cluster.gpus, "GPU"
+    else:
+        room, needs = cluster.cpus // threads, f"{threads} CPU(s)"
+    count = room if num_actors is None else num_actors
+    if count < 1 or count > room:
+        raise InputError(
+            f"num_actors: {count} actor(s) of {needs} each do not fit the Ray cluster's "
+            f"{cluster.gpus if device.type == 'cuda' else cluster.cpus}; lower num_actors or "
+            "actor_threads"
+        )
+    return count
+
+
+class _ActorEmbedder:
+    """What each actor of the pool runs: the model is loaded once, in ``__init__``."""
+
+    def __init__(self, make_embedder: Callable[[], BatchEmbedder], threads: int) -> None:
+        torch.set_num_threads(threads)
+        self.embed = make_embedder()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        states = [
+            np.ascontiguousarray(self.embed([[int(t) for t in ids] for ids in row]), np.float32)
+            for row in batch["ids"]
+        ]
+        return {"job": batch["job"], "states": np.array([s.tobytes() for s in states], object)}
+
+
+def run_on_actors(
+    jobs: Sequence[Sequence[Sequence[int]]],
+    make_embedder: Callable[[], BatchEmbedder],
+    *,
+    actors: int,
+    threads: int,
+    gpu: bool,
+    num_layers: int,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """``(job index, states [L, B, d])`` of every batch of token ids in ``jobs``, in the order
+    they complete, computed by ``actors`` Ray actors that each call ``make_embedder()`` once."""
+    ray = _import_ray()
+    rows = [{"job": i, "ids": [list(ids) for ids in job]} for i, job in enumerate(jobs)]
+    with _data_context(ray):
+        dataset = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
+        with warnings.catch_warnings():
+            # Finite retries are only reachable through the remote arguments Ray 2.60
+            # deprecates; its default (retry forever) would hang a run on a batch that always
+            # kills its actor.
+            warnings.simplefilter("ignore", category=DeprecationWarning)
+            dataset = dataset.map_batches(
+                _ActorEmbedder,
+                fn_constructor_args=(make_embedder, threads),
+                batch_size=1,
+                batch_format="numpy",
+                compute=ray.data.ActorPoolStrategy(size=actors),
+                num_cpus=threads,
+                num_gpus=1 if gpu else None,
+                max_restarts=MAX_RETRIES,
+                max_task_retries=MAX_RETRIES,
+            )
+        for row in dataset.iter_rows():
+            index = int(row["job"])
+            flat = np.frombuffer(row["states"], dtype=np.float32)
+            yield index, flat.reshape(num_layers, len(jobs[index]), -1)
+
+
+@contextlib.contextmanager
+def _data_context(ray: Any) -> Iterator[None]:
+    """Ray Data settings for the datasets made inside (each keeps a copy): no progress bars or
+    banners (the extraction has its own), application errors retried; restored after."""
+    context = ray.data.DataContext.get_current()
+    wanted = {
+        "enable_progress_bars": False,
+        "print_on_execution_start": False,
+        "actor_task_retry_on_errors": True,
+    }
+    before = {name: getattr(context, name) for name in wanted}
+    logger = logging.getLogger("ray.data")
+    level = logger.level
+    for name, value in wanted.items():
+        setattr(context, name, value)
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            setattr(context, name, value)
+        logger.setLevel(level)
