@@ -144,15 +144,14 @@ def actor_count(
     the cluster's CPUs // ``threads``; more than the cluster can place is an error (they would
     wait forever)."""
     if device.type == "cuda":
-        room, needs = cluster.gpus, "GPU"
+        room, each, offered = cluster.gpus, "1 GPU", f"{cluster.gpus} GPU(s)"
     else:
-        room, needs = cluster.cpus // threads, f"{threads} CPU(s)"
+        room, each, offered = cluster.cpus // threads, f"{threads} CPU(s)", f"{cluster.cpus} CPUs"
     count = room if num_actors is None else num_actors
     if count < 1 or count > room:
         raise InputError(
-            f"num_actors: {count} actor(s) of {needs} each do not fit the Ray cluster's "
-            f"{cluster.gpus if device.type == 'cuda' else cluster.cpus}; lower num_actors or "
-            "actor_threads"
+            f"num_actors: {count} actor(s) of {each} each do not fit the Ray cluster's "
+            f"{offered}; lower num_actors or actor_threads"
         )
     return count
 
@@ -183,6 +182,8 @@ def run_on_actors(
 ) -> Iterator[tuple[int, np.ndarray]]:
     """``(job index, states [L, B, d])`` of every batch of token ids in ``jobs``, in the order
     they complete, computed by ``actors`` Ray actors that each call ``make_embedder()`` once."""
+    if not jobs:
+        return
     ray = _import_ray()
     rows = [{"job": i, "ids": [list(ids) for ids in job]} for i, job in enumerate(jobs)]
     with _data_context(ray):
