@@ -134,18 +134,19 @@ def test_a_killed_run_resumes_keeping_its_completed_shards(
 
 
 def flaky_embedder(marker: Path, *args):
-    """The real batch embedder, except that the first batch it gets kills its actor or raises
-    (``marker`` says which), once: the marker is gone after."""
+    """The real batch embedder, except that the first batch that claims ``marker`` (renames it:
+    one actor wins) kills its actor or raises, as the marker says: a failure planted once."""
     real = REAL_EMBEDDER(*args)
 
     def embed_once(token_ids):
-        if marker.exists():
-            how = marker.read_text()
-            marker.unlink()
-            if how == "die":
-                os._exit(1)
-            raise RuntimeError("planted failure")
-        return real(token_ids)
+        claimed = marker.with_name("claimed")
+        try:
+            marker.rename(claimed)
+        except FileNotFoundError:
+            return real(token_ids)
+        if claimed.read_text() == "die":
+            os._exit(1)
+        raise RuntimeError("planted failure")
 
     return embed_once
 
@@ -160,7 +161,7 @@ def test_a_failed_task_is_retried(
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the actors run this code
     monkeypatch.setattr(embed, "_model_embedder", functools.partial(flaky_embedder, marker))
     out = on_ray(pairs_file, tmp_path / "emb", tiny_lm_dir)
-    assert not marker.exists()  # the failure happened ...
+    assert (tmp_path / "claimed").exists() and not marker.exists()  # it failed once ...
     assert files(out) == files(reference)  # ... and the run finished with the same shards
 
 
@@ -181,8 +182,11 @@ def test_an_unreachable_address_fails_fast_in_one_line(pairs_file, tiny_lm_dir, 
     [
         ({"engine": "spark"}, "params.yaml:embed.engine: 'spark' is not local or ray"),
         ({"engine": "ray", "num_actors": 0}, "params.yaml:embed.num_actors: 0 is not an integer"),
-        ({"engine": "ray", "actor_threads": 0}, "embed.actor_threads: 0 is not an integer"),
-        ({"engine": "ray", "address": " "}, "params.yaml:embed.address: ' ' is not HOST:PORT"),
+        ({"engine": "ray", "actor_threads": 0}, "params.yaml:embed.actor_threads: 0 is not an"),
+        (
+            {"engine": "ray", "address": "head"},
+            "params.yaml:embed.address: 'head' is not HOST:PORT",
+        ),
         ({"address": "head:6379"}, "params.yaml:embed.address: only engine ray uses it"),
     ],
 )

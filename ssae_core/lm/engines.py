@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from ssae_core.lm.loading import reachable
 ENGINES = ("local", "ray")
 MAX_RETRIES = 3
 CONNECT_TIMEOUT_S = 3.0
+ADDRESS = re.compile(r"(ray://)?[^\s:/]+:\d+")
 RAY_INSTALL = "pip install 'ssae[ray]'"
 
 BatchEmbedder = Callable[[list[list[int]]], np.ndarray]
@@ -65,12 +67,17 @@ def check_engine(
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InputError(f"{name}: {value!r} is not an integer >= 1; give one (or null)")
-    if address is not None and (not isinstance(address, str) or not address.strip()):
-        raise InputError(f"address: {address!r} is not HOST:PORT of a Ray head; give one or null")
+    if address is not None and not (
+        address == "auto" or (isinstance(address, str) and ADDRESS.fullmatch(address))
+    ):
+        raise InputError(
+            f"address: {address!r} is not HOST:PORT of a Ray head (its port is 6379 unless "
+            "`ray start --head --port` said otherwise), ray://HOST:PORT or auto"
+        )
     if engine == "local":
         for name, value in (("num_actors", num_actors), ("address", address)):
             if value is not None:
-                raise InputError(f"{name}: only engine ray uses it; set engine: ray or null")
+                raise InputError(f"{name}: only engine ray uses it; set engine ray or {name} null")
 
 
 def _import_ray() -> Any:
@@ -105,7 +112,7 @@ def _connect(ray: Any, address: str | None) -> None:
     if address is None:
         ray.init(include_dashboard=False, **quiet)
         return
-    host = address.strip().removeprefix("ray://")
+    host = address.removeprefix("ray://")
     if host != "auto" and not reachable(f"tcp://{host}", timeout=CONNECT_TIMEOUT_S):
         raise InputError(
             f"address: no Ray cluster answers at {address} within {CONNECT_TIMEOUT_S:g} s; "
