@@ -25,7 +25,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import os
 import re
+import sys
+import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -35,12 +39,14 @@ import numpy as np
 import torch
 
 from ssae_core.errors import InputError
-from ssae_core.lm.loading import reachable
+from ssae_core.lm.loading import _first_line, reachable
 
 ENGINES = ("local", "ray")
 MAX_RETRIES = 3
 CONNECT_TIMEOUT_S = 3.0
 ADDRESS = re.compile(r"(ray://)?[^\s:/]+:\d+")
+RAY_LOG_LINE = re.compile(r"^\[[^]]*\] \S+:\d+: (.*)$")
+RAY_CONNECT_TRIES_ENV = "RAY_gcs_server_port_wait_time_s"
 RAY_INSTALL = "pip install 'ssae[ray]'"
 
 BatchEmbedder = Callable[[list[list[int]]], np.ndarray]
@@ -118,11 +124,56 @@ def _connect(ray: Any, address: str | None) -> None:
             f"address: no Ray cluster answers at {address} within {CONNECT_TIMEOUT_S:g} s; "
             "start one with `ray start --head` or fix the address"
         )
+    held: list[str] = []
     try:
-        ray.init(address=address, **quiet)
+        with _bounded_connect(), _held_stderr(held):
+            ray.init(address=address, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"address: cannot connect to Ray at {address} ({first})") from None
+        reasons = [m.group(1) for m in map(RAY_LOG_LINE.search, held) if m]
+        reason = (reasons[-1] if reasons else _first_line(exc))[:160]
+        raise InputError(
+            f"address: no Ray cluster at {address} ({reason}); start one with "
+            "`ray start --head` or fix the address"
+        ) from None
+
+
+@contextlib.contextmanager
+def _bounded_connect() -> Iterator[None]:
+    """Ray tries a head that answers but is not Ray's (another service on that port) for about
+    20 s; one try a second for ``CONNECT_TIMEOUT_S`` seconds is enough for a running cluster."""
+    before = os.environ.get(RAY_CONNECT_TRIES_ENV)
+    if before is None:
+        os.environ[RAY_CONNECT_TRIES_ENV] = str(math.ceil(CONNECT_TIMEOUT_S))
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(RAY_CONNECT_TRIES_ENV, None)
+
+
+@contextlib.contextmanager
+def _held_stderr(held: list[str]) -> Iterator[None]:
+    """Hold what the block writes to file descriptor 2 (Ray's C++ core logs there, one line per
+    failed try): written out after the block if it succeeds, else put in ``held``, so that a
+    failure is one line."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as buffer:
+        os.dup2(buffer.fileno(), 2)
+        succeeded = False
+        try:
+            yield
+            succeeded = True
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            buffer.seek(0)
+            text = buffer.read().decode(errors="replace")
+            if succeeded:
+                sys.stderr.write(text)
+            else:
+                held.extend(text.splitlines())
 
 
 def _cluster(ray: Any) -> Cluster:
