@@ -239,7 +239,8 @@ def run_on_actors(
     num_layers: int,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """``(job index, states [L, B, d])`` of every batch of token ids in ``jobs``, in the order
-    they complete, computed by ``actors`` Ray actors that each call ``make_embedder()`` once."""
+    they complete, computed by ``actors`` Ray actors (no more than there are batches) that each
+    call ``make_embedder()`` once."""
     if not jobs:
         return
     ray = _import_ray()
@@ -256,7 +257,7 @@ def run_on_actors(
                 fn_constructor_args=(make_embedder, threads),
                 batch_size=1,
                 batch_format="numpy",
-                compute=ray.data.ActorPoolStrategy(size=actors),
+                compute=ray.data.ActorPoolStrategy(size=min(actors, len(rows))),
                 num_cpus=threads,
                 num_gpus=1 if gpu else None,
                 max_restarts=MAX_RETRIES,
