@@ -335,6 +335,7 @@ def _layer_list(text: str) -> list[int | str]:
 
 def _add_embed(sub: argparse._SubParsersAction) -> None:
     from ssae_core.lm.embed import EmbedConfig
+    from ssae_core.lm.engines import ENGINES
     from ssae_core.lm.loading import DTYPES
     from ssae_core.lm.tokens import BOS_SETTINGS
 
@@ -346,7 +347,8 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
         "--layers, several layers come from one forward pass, one table per layer in "
         "OUT/layer-L/.",
         epilog="examples:\n  ssae embed data/pairs/lang.parquet --out data/embeddings/lang\n"
-        "  ssae embed data/pairs/lang.parquet --out emb/lang --layers 15,final --bos true",
+        "  ssae embed data/pairs/lang.parquet --out emb/lang --layers 15,final --bos true\n"
+        "  ssae embed data/pairs/lang.parquet --out emb/lang --engine ray --address HEAD:6379",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("pairs", help="pair table (Parquet with pair_id, x, x_tilde, split, shift)")
@@ -367,9 +369,12 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
         p,
         EmbedConfig,
         types={"layer": int, "layers": _layer_list, "bos": str},
-        choices={"dtype": ("auto", *DTYPES), "bos": BOS_SETTINGS},
-        only=("layer", "layers", "batch_size", "device", "dtype", "template", "bos", "shard_rows"),
-    )
+        choices={"dtype": ("auto", *DTYPES), "bos": BOS_SETTINGS, "engine": ENGINES},
+        only=(
+            "layer", "layers", "batch_size", "device", "dtype", "template", "bos", "shard_rows",
+            "engine", "num_actors", "actor_threads", "address",
+        ),
+    )  # fmt: skip
     p.add_argument(
         "--num-shards",
         type=int,

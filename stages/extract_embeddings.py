@@ -1,7 +1,7 @@
 """Stage `extract_embeddings`: data/pairs/NAME.parquet -> data/embeddings/NAME/layer-L/ (one table
 of shards per layer of params.yaml `embed.layers`, from one forward pass), with the model of
-models/lm. An interrupted run resumes from its completed shards (the output is `persist: true`
-in dvc.yaml so that DVC keeps them)."""
+models/lm, in this process or on Ray actors (`embed.engine`). An interrupted run resumes from its
+completed shards (the output is `persist: true` in dvc.yaml so that DVC keeps them)."""
 
 from __future__ import annotations
 

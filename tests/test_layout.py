@@ -35,6 +35,7 @@ ORDER = [
     "ssae_core.lm.layers",
     "ssae_core.lm.loading",
     "ssae_core.lm.tokens",
+    "ssae_core.lm.engines",
     "ssae_core.lm.embed",
     "ssae_core.lm.steer",
     "ssae_core.lm.vector_files",

@@ -4,6 +4,7 @@
   folder), GGUF conversion, devices and dtypes;
 - :mod:`~ssae_core.lm.layers`: the one meaning of "layer" (block ``L`` or ``final``);
 - :mod:`~ssae_core.lm.tokens`: prompt templates, tokenisation, left padding, greedy completion;
+- :mod:`~ssae_core.lm.engines`: where extraction runs: this process, or Ray Data actors;
 - :mod:`~ssae_core.lm.embed`: pair tables -> embedding shards;
 - :mod:`~ssae_core.lm.steer`: :class:`SteeringVector` (with arithmetic) and the hooks that steer
   the LM while it runs (add, project out, add keeping the norm);

@@ -37,7 +37,8 @@ import json
 import math
 import re
 import shutil
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,15 @@ from ssae_core.io import (
     write_parquet,
 )
 from ssae_core.lm import loading
+from ssae_core.lm.engines import (
+    BatchEmbedder,
+    Cluster,
+    actor_count,
+    check_engine,
+    engine_session,
+    ray_device,
+    run_on_actors,
+)
 from ssae_core.lm.layers import (
     Layer,
     check_layer,
@@ -126,10 +136,19 @@ class EmbedConfig:
     bos: bool | str = "auto"
     """Put the tokenizer's BOS token before each text: auto (when it has one and neither it nor
     the chat template adds it), true (the same; no BOS token is an error) or false."""
+    engine: str = "local"
+    """Where the model runs: local (this process) or ray (Ray Data actors, one model each)."""
+    num_actors: int | None = None
+    """Ray actors (engine ray); null: one per GPU of the cluster, else its CPUs // actor_threads."""
+    actor_threads: int = 1
+    """Torch threads of each CPU actor (engine ray)."""
+    address: str | None = None
+    """Ray cluster to run on, HOST:PORT of its head (engine ray); null: start a local Ray."""
 
     def __post_init__(self) -> None:
         self.bos = parse_bos(self.bos)
         _check_layer_choice(self.layer, self.layers)
+        check_engine(self.engine, self.num_actors, self.actor_threads, self.address)
 
     @property
     def layer_list(self) -> list[Layer]:
@@ -231,13 +250,9 @@ def embed_token_ids_at(
     Texts are batched longest first (ties in input order), so a batch pads little and the result
     depends only on the inputs and ``batch_size``.
     """
-    order = sorted(range(len(token_ids)), key=lambda i: -len(token_ids[i]))
     out_LND: np.ndarray | None = None
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        input_ids_BT, mask_BT = left_pad([token_ids[i] for i in rows], pad_id)
-        states = last_token_states_at(model, input_ids_BT, mask_BT, layers)
-        states_LBD = torch.stack(states).float().cpu().numpy()
+    for rows in batch_rows(token_ids, batch_size):
+        states_LBD = embed_batch(model, [token_ids[i] for i in rows], layers, pad_id)
         if out_LND is None:
             shape = (len(layers), len(token_ids), states_LBD.shape[2])
             out_LND = np.empty(shape, dtype=np.float32)
@@ -248,6 +263,23 @@ def embed_token_ids_at(
         hidden = text_config(model.config).hidden_size
         return np.zeros((len(layers), 0, hidden), dtype=np.float32)
     return out_LND
+
+
+def batch_rows(token_ids: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
+    """The batches :func:`embed_token_ids_at` runs, as row indices: longest text first (ties in
+    input order), ``batch_size`` rows each."""
+    order = sorted(range(len(token_ids)), key=lambda i: -len(token_ids[i]))
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def embed_batch(
+    model: torch.nn.Module, token_ids: Sequence[Sequence[int]], layers: Sequence[Layer], pad_id: int
+) -> np.ndarray:
+    """Last-token states of one batch of tokenised texts as float32 [L, B, d] (one forward pass
+    of the left-padded batch)."""
+    input_ids_BT, mask_BT = left_pad(list(token_ids), pad_id)
+    states = last_token_states_at(model, input_ids_BT, mask_BT, layers)
+    return torch.stack(states).float().cpu().numpy()
 
 
 def embed_token_ids(
@@ -540,6 +572,10 @@ def extract_embeddings(
     shard_rows: int = 2048,
     num_shards: int = 1,
     shard_index: int = 0,
+    engine: str = "local",
+    num_actors: int | None = None,
+    actor_threads: int = 1,
+    address: str | None = None,
     progress: bool = True,
 ) -> Path:
     """Embed every pair of a pair table into a folder of embedding-table shards; returns the folder.
@@ -549,16 +585,82 @@ def extract_embeddings(
     one table per layer in ``out_dir/layer-L`` (:func:`layer_tables` finds them); ``template``:
     ``"... {text} ..."``, ``"chat"`` or ``None``; ``bos``: ``auto``, ``true`` or ``false``
     (:func:`~ssae_core.lm.tokens.prefix_token_ids`). ``num_shards``/``shard_index``: run only
-    part ``shard_index``; all parts together write the same folder as one run. Bad input raises
-    :class:`InputError` before anything is written; an interrupted run resumes from its
-    completed shards.
+    part ``shard_index``; all parts together write the same folder as one run. ``engine``:
+    ``local`` (this process) or ``ray`` (``num_actors`` Ray actors of ``actor_threads`` threads,
+    on the cluster at ``address`` or a local Ray instance; :mod:`.engines`), same shards. Bad
+    input raises :class:`InputError` before anything is written; an interrupted run resumes from
+    its completed shards.
     """
     _check_arguments(batch_size, shard_rows, num_shards, shard_index, template, layer, layers)
+    check_engine(engine, num_actors, actor_threads, address)
     out = Path(out_dir)
     ours = functools.partial(_holds_only_shards, layered=layers is not None)
     _check_out_dir(out, layered=layers is not None)
     check_output(out, EMBED_COMMAND, kind="folder", inputs=[pairs], accept=ours)
     table = load_pairs(pairs)
+    with engine_session(engine, address) as cluster:
+        run = _prepare(
+            pairs, out, table, cluster, model=model, revision=revision, layer=layer,
+            layers=layers, device=device, dtype=dtype, template=template, bos=bos,
+            shard_rows=shard_rows, num_shards=num_shards, shard_index=shard_index,
+            progress=progress,
+        )  # fmt: skip
+        if not run.work.pending:
+            return out
+        with resumable_output(out, EMBED_COMMAND, inputs=[pairs], accept=ours):
+            if cluster is None:
+                _run_local(run, batch_size)
+            else:
+                _run_on_ray(run, cluster, batch_size, num_actors, actor_threads)
+    return out
+
+
+@dataclass
+class _Extraction:
+    """A run ready to compute: its shards, what is left to embed, and how."""
+
+    source: loading.ModelSource
+    layers: list[Layer]
+    device: torch.device
+    dtype: torch.dtype
+    pad_id: int
+    plan: _ShardPlan
+    done: set[int]
+    work: _Work
+    token_ids: dict[str, list[int]]
+    progress: bool
+
+    def announce(self, where: str) -> None:
+        _say(
+            f"embedding {len(self.work.to_compute)} distinct text(s) with {self.source.name} "
+            f"(layer(s) {', '.join(layer_name(x) for x in self.layers)}, {self.device.type} "
+            f"{loading.dtype_name(self.dtype)}{where}) into {len(self.work.pending)} shard(s) "
+            f"of {self.plan.out}",
+            self.progress,
+        )
+
+
+def _prepare(
+    pairs: object,
+    out: Path,
+    table: pa.Table,
+    cluster: Cluster | None,
+    *,
+    model: str | None,
+    revision: str | None,
+    layer: int | None,
+    layers: Sequence[object] | None,
+    device: str,
+    dtype: str,
+    template: str | None,
+    bos: object,
+    shard_rows: int,
+    num_shards: int,
+    shard_index: int,
+    progress: bool,
+) -> _Extraction:
+    """Resolve the model, plan the shards (keeping the completed ones) and tokenise what is
+    left; the device is this machine's (engine local) or the Ray cluster's actors'."""
     source = loading.resolve_model(model, revision=revision, verbose=progress)
     config = loading.load_config(source)
     n_layers = num_layers(config)
@@ -566,7 +668,10 @@ def extract_embeddings(
     for item in wanted:
         check_layer(item, n_layers, source.name)
     tokenizer = loading.load_tokenizer(source)
-    torch_device = loading.resolve_device(device)
+    if cluster is None:
+        torch_device = loading.resolve_device(device)
+    else:
+        torch_device = ray_device(device, cluster)
     torch_dtype = loading.resolve_dtype(dtype, torch_device)
     settings = _settings(
         source, torch_device, torch_dtype, template, prefix_token_ids(tokenizer, bos, template),
@@ -574,30 +679,72 @@ def extract_embeddings(
     )  # fmt: skip
     plan = _plan(out, table, pairs, wanted, layers is not None, settings, num_shards, shard_index)
     done, pending = plan.progress(progress)
-    if not pending:
-        return out
     work = _Work.of(plan, pending)
     ids = tokenize(tokenizer, work.to_compute, template=template, bos=bos)
     token_ids = dict(zip(work.to_compute, ids, strict=True))
     _check_lengths(token_ids, loading.max_positions(config), plan, pairs, source.name)
-    with resumable_output(out, EMBED_COMMAND, inputs=[pairs], accept=ours):
-        net = loading.load_model(source, device=torch_device, dtype=torch_dtype)
-        _say(
-            f"embedding {len(work.to_compute)} distinct text(s) with {source.name} (layer(s) "
-            f"{', '.join(layer_name(x) for x in wanted)}, {torch_device.type} "
-            f"{loading.dtype_name(torch_dtype)}) into {len(pending)} shard(s) of {out}",
-            progress,
-        )
-        embed = functools.partial(
-            embed_token_ids_at, net, batch_size=batch_size, pad_id=pad_token_id(tokenizer)
-        )
-        work.run(
-            plan,
-            done,
-            lambda texts, **kw: embed([token_ids[t] for t in texts], wanted, **kw),
-            progress,
-        )
-    return out
+    return _Extraction(
+        source, wanted, torch_device, torch_dtype, pad_token_id(tokenizer), plan, done,
+        work, token_ids, progress,
+    )  # fmt: skip
+
+
+def _run_local(run: _Extraction, batch_size: int) -> None:
+    """Engine ``local``: one model in this process, one shard's new texts after another."""
+    net = loading.load_model(run.source, device=run.device, dtype=run.dtype)
+    run.announce("")
+    embed = functools.partial(embed_token_ids_at, net, batch_size=batch_size, pad_id=run.pad_id)
+
+    def results(on_batch: Callable[[int], None]) -> Iterator[tuple[list[str], np.ndarray]]:
+        for k in run.work.pending:
+            texts = run.work.new_texts[k]
+            yield texts, embed([run.token_ids[t] for t in texts], run.layers, on_batch=on_batch)
+
+    run.work.run(run.plan, run.done, results, run.progress)
+
+
+def _model_embedder(
+    source: loading.ModelSource,
+    device: torch.device,
+    dtype: torch.dtype,
+    layers: list[Layer],
+    pad_id: int,
+) -> BatchEmbedder:
+    """A batch embedder with its own copy of the model (what each Ray actor makes, once)."""
+    net = loading.load_model(source, device=device, dtype=dtype)
+    return functools.partial(embed_batch, net, layers=layers, pad_id=pad_id)
+
+
+def _run_on_ray(
+    run: _Extraction,
+    cluster: Cluster,
+    batch_size: int,
+    num_actors: int | None,
+    actor_threads: int,
+) -> None:
+    """Engine ``ray``: the local engine's batches, run by a pool of Ray actors; each shard is
+    written here as soon as all its texts are in."""
+    actors = actor_count(cluster, run.device, num_actors, actor_threads)
+    jobs = [
+        [texts[i] for i in rows]
+        for texts in (run.work.new_texts[k] for k in run.work.pending)
+        for rows in batch_rows([run.token_ids[t] for t in texts], batch_size)
+    ]
+    make = functools.partial(
+        _model_embedder, run.source, run.device, run.dtype, run.layers, run.pad_id
+    )
+    run.announce(f", {actors} Ray actor(s)")
+
+    def results(on_batch: Callable[[int], None]) -> Iterator[tuple[list[str], np.ndarray]]:
+        found = run_on_actors(
+            [[run.token_ids[t] for t in texts] for texts in jobs], make, actors=actors,
+            threads=actor_threads, gpu=run.device.type == "cuda", num_layers=len(run.layers),
+        )  # fmt: skip
+        for index, states_LBD in found:
+            on_batch(len(jobs[index]))
+            yield jobs[index], states_LBD
+
+    run.work.run(run.plan, run.done, results, run.progress)
 
 
 def _plan(
@@ -632,23 +779,21 @@ def _plan(
 class _Work:
     """What a run computes: a text is embedded in its home, the first of this part's shards that
     uses it, in a batch of that shard's new texts; later shards reuse the value (read back from
-    the home shard if that one is already complete)."""
+    the home shard if that one is already complete). A shard is written once every one of its
+    texts is in, whichever engine computes them and in whatever order."""
 
     pending: list[int]
     home: dict[str, int]
-    last_use: dict[str, int]
     new_texts: dict[int, list[str]]
 
     @classmethod
     def of(cls, plan: _ShardPlan, pending: list[int]) -> _Work:
         home: dict[str, int] = {}
-        last_use: dict[str, int] = {}
         for k in plan.owned:
             for text in plan.texts(k):
                 home.setdefault(text, k)
-                last_use[text] = k
         new_texts = {k: [t for t in plan.texts(k) if home[t] == k] for k in pending}
-        return cls(pending, home, last_use, new_texts)
+        return cls(pending, home, new_texts)
 
     @property
     def to_compute(self) -> list[str]:
@@ -658,26 +803,53 @@ class _Work:
         self,
         plan: _ShardPlan,
         done: set[int],
-        embed: Callable[..., np.ndarray],
+        results: Callable[[Callable[[int], None]], Iterable[tuple[list[str], np.ndarray]]],
         progress: bool,
     ) -> None:
-        """Write every pending shard; ``embed(texts, on_batch=...)`` gives their states
-        [L, N, d]."""
-        states: dict[str, np.ndarray] = {}
-        for k in sorted(done):
-            wanted = {t for t in plan.texts(k) if self.home[t] == k and self.last_use[t] > k}
-            if wanted:
-                states.update(plan.read_states(k, wanted))
+        """Write every pending shard as soon as the states of all its texts are in.
+
+        ``results(on_batch)`` yields ``(texts, states [L, N, d])`` for every text of
+        :attr:`to_compute`, in any order, and calls ``on_batch(count)`` as it computes.
+        """
+        texts = {k: plan.texts(k) for k in self.pending}
+        uses = Counter(t for k in self.pending for t in texts[k])
+        states = self._read_back(plan, done, set(uses))
+        waiting_on: dict[str, list[int]] = {}
+        for k in self.pending:
+            for text in texts[k]:
+                if text not in states:
+                    waiting_on.setdefault(text, []).append(k)
+        missing = Counter(k for ks in waiting_on.values() for k in ks)
         total = len(self.to_compute)
         with show_progress(total=total, unit="text", desc="embed", disable=not progress) as bar:
-            for k in self.pending:
-                bar.set_postfix_str(f"shard {k + 1}/{plan.n_shards}")
-                computed_LND = embed(self.new_texts[k], on_batch=bar.update)
-                for i, text in enumerate(self.new_texts[k]):
+
+            def write(ready: Iterable[int]) -> None:
+                for k in sorted(ready):
+                    plan.write(k, states)
+                    bar.set_postfix_str(f"shard {k + 1}/{plan.n_shards}")
+                    for text in texts[k]:
+                        uses[text] -= 1
+                        if not uses[text]:
+                            del states[text]
+
+            write(k for k in self.pending if not missing[k])
+            for batch, computed_LND in results(bar.update):
+                ready = []
+                for i, text in enumerate(batch):
                     states[text] = computed_LND[:, i]
-                plan.write(k, states)
-                for text in [t for t in states if self.last_use[t] <= k]:
-                    del states[text]
+                    for k in waiting_on.pop(text, ()):
+                        missing[k] -= 1
+                        ready += [k] if not missing[k] else []
+                write(ready)
+
+    def _read_back(self, plan: _ShardPlan, done: set[int], used: set[str]) -> dict[str, np.ndarray]:
+        """The stored states of the ``used`` texts whose home is a completed shard."""
+        states: dict[str, np.ndarray] = {}
+        for k in sorted(done):
+            wanted = {t for t in plan.texts(k) if self.home[t] == k and t in used}
+            if wanted:
+                states.update(plan.read_states(k, wanted))
+        return states
 
 
 def _check_arguments(
