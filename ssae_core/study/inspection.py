@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from ssae_core.config import load_config
 from ssae_core.errors import InputError
@@ -47,24 +48,30 @@ def load_inspect_config(values: Mapping | None) -> StudyInspectConfig:
 def inspect_study(study: StudyConfig, layout: StudyLayout, config: StudyInspectConfig) -> Path:
     """Every page of ``config`` under metrics/inspect/, and its README.md: which set and layer
     got a page and which had no usable SSAE cell to inspect. Returns the folder."""
+    for name in config.sets:
+        if name not in study.sets:
+            raise InputError(f"inspect.sets: {name!r} is not in study.sets")
     root = layout.root / "metrics" / "inspect"
     root.mkdir(parents=True, exist_ok=True)
     lines = ["# Inspection pages of the selected SSAE runs", ""]
+    source = lm.resolve_model(str(layout.lm), verbose=False)
+    model = (lm.load_model(source), lm.load_tokenizer(source))  # once for every set
     for name in config.sets:
-        lines += inspect_selected(study, layout, config, name)
+        lines += inspect_selected(study, layout, config, name, model)
     (root / "README.md").write_text("\n".join(lines) + "\n")
     return root
 
 
 def inspect_selected(
-    study: StudyConfig, layout: StudyLayout, config: StudyInspectConfig, name: str
+    study: StudyConfig,
+    layout: StudyLayout,
+    config: StudyInspectConfig,
+    name: str,
+    model: tuple[Any, Any],
 ) -> list[str]:
     """The page of set ``name``'s selected SSAE run at every layer of ``config.layers``, in
-    metrics/inspect/NAME_layer-L/; returns one README line per layer."""
-    if name not in study.sets:
-        raise InputError(f"inspect.sets: {name!r} is not in study.sets")
-    source = lm.resolve_model(str(layout.lm), verbose=False)
-    model = (lm.load_model(source), lm.load_tokenizer(source))
+    metrics/inspect/NAME_layer-L/, steering ``model`` (the LM and its tokenizer); returns one
+    README line per layer."""
     texts = pair_texts(load_pairs(layout.pairs(name)))
     lines = []
     for layer in parse_layers(list(config.layers)):
