@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
-from ssae_core import embed, lm  # noqa: E402
+from ssae_core.lm import embed  # noqa: E402
+from ssae_core.lm import loading as lm  # noqa: E402
 
 WORDS = [
     "the",

@@ -24,6 +24,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ssae_core import __version__
+from ssae_core.devices import resolve_device
 from ssae_core.errors import InputError, require_finite, require_memory
 from ssae_core.io import atomic_file
 from ssae_core.model import NORMALIZATIONS, Normalizer, ShiftAutoencoder, StackedSSAE
@@ -74,6 +75,10 @@ class TrainConfig:
     threads: int = 1
     """torch intra-op threads while training (0: torch's default). The model's tensors are small:
     a second thread rarely helps and stalls badly when other processes share the cores."""
+    device: str = "cpu"
+    """Where the stacked model trains: cpu, cuda, cuda:N or auto (CUDA when torch sees one).
+    Batches are drawn by the same CPU generators on every device, so a CUDA run sees the same
+    shuffles as a CPU run and differs from it only by floating-point rounding."""
     dual_optimizer: str = "adam"
     """Multiplier optimiser: adam (ExtraAdam; the multiplier moves by about dual_lr per step
     whatever the size of the violation) or sgd (ExtraSGD; it moves by dual_lr x the violation,
@@ -183,7 +188,9 @@ class SparseShiftProblem(cooper.ConstrainedMinimizationProblem):
         self.sparsity = cooper.Constraint(
             constraint_type=cooper.ConstraintType.INEQUALITY,
             formulation_type=cooper.formulations.Lagrangian,
-            multiplier=cooper.multipliers.DenseMultiplier(num_constraints=num_members),
+            multiplier=cooper.multipliers.DenseMultiplier(
+                num_constraints=num_members, device=budgets.device
+            ),
         )
 
     def compute_cmp_state(self, net: StackedSSAE, x_SBD: torch.Tensor) -> cooper.CMPState:
@@ -440,12 +447,12 @@ def _held_out_values(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Held-out loss and L1 of every member [S]: at once, or (``chunk`` rows at a time, for a
     large streamed held-out set) as the row-weighted mean of the chunks."""
-    num = net.num_members
+    num, device = net.num_members, net.W_dec_SMD.device
     if chunk is None or len(x_val) <= chunk:
-        return _evaluate(net, x_val.expand(num, -1, -1))
-    totals = torch.zeros(2, num, dtype=torch.float64)
+        return _evaluate(net, x_val.to(device).expand(num, -1, -1))
+    totals = torch.zeros(2, num, dtype=torch.float64, device=device)
     for start in range(0, len(x_val), chunk):
-        part = x_val[start : start + chunk]
+        part = x_val[start : start + chunk].to(device)
         loss_S, l1_S = _evaluate(net, part.expand(num, -1, -1))
         totals += torch.stack([loss_S, l1_S]).double() * len(part)
     loss_S, l1_S = (totals / len(x_val)).float().unbind(0)
@@ -575,6 +582,7 @@ def _prepare_stream(source: ShardSource, cfg: TrainConfig) -> StreamedShifts:
     memory check as in memory (for one batch and one chunk of held-out shifts)."""
     if cfg.latent_dim < 1:
         raise InputError(f"latent_dim={cfg.latent_dim}: must be at least 1")
+    resolve_device(cfg.device)  # a device torch cannot see fails before the streaming pass
     shifts = source.prepare(
         cfg.normalize,
         cfg.val_fraction,
@@ -629,7 +637,8 @@ def _prepare(delta_ND: np.ndarray, cfg: TrainConfig) -> _Shifts:
     x_train, x_val = x_ND[torch.from_numpy(~held)], x_ND[torch.from_numpy(held)]
     x_rms = float(x_train.pow(2).sum(-1).mean().sqrt())
     _check_x_rms(x_rms, cfg.normalize)
-    return _Shifts(normalizer, x_train, x_val, x_rms)
+    device = resolve_device(cfg.device)  # held there once: every epoch reads the same shifts
+    return _Shifts(normalizer, x_train.to(device), x_val.to(device), x_rms)
 
 
 @dataclass
@@ -639,19 +648,25 @@ class _Run:
     net: StackedSSAE
     opt: object
     cmp: SparseShiftProblem | None
-    generators: list[torch.Generator]
+    generators: list[torch.Generator]  # on the CPU whatever the device: the same shuffles
     history: list[dict] = field(default_factory=list)
     best: float = math.inf
     stale: int = 0
     epoch: int = 0
 
+    @property
+    def device(self) -> torch.device:
+        return self.net.W_dec_SMD.device
+
     @classmethod
     def start(cls, cfg: TrainConfig, dim: int, x_rms: float) -> _Run:
-        """The stacked model, its optimiser(s) and the members' shuffling generators."""
+        """The stacked model (initialised on the CPU, then moved to ``cfg.device``), its
+        optimiser(s) and the members' shuffling generators."""
         seeds = [seed for seed, _ in cfg.members()]
         torch.manual_seed(0)  # nothing random should depend on it; fixed for safety
-        net = StackedSSAE(dim, cfg.latent_dim, seeds, x_rms)
-        opt, cmp = _make_optimizers(cfg, net, _budgets(cfg))
+        device = resolve_device(cfg.device)
+        net = StackedSSAE(dim, cfg.latent_dim, seeds, x_rms).to(device)
+        opt, cmp = _make_optimizers(cfg, net, _budgets(cfg).to(device))
         generators = [torch.Generator().manual_seed(GENERATOR_OFFSET + seed) for seed in seeds]
         return cls(net, opt, cmp, generators)
 
@@ -700,16 +715,17 @@ def _epoch(
 ) -> dict[str, torch.Tensor]:
     """One pass over the training shifts (buffer by buffer: each member shuffles each buffer
     with its own generator); the epoch's per-member values, by name."""
-    num = run.net.num_members
+    num, device = run.net.num_members, run.device
     run.net.train()
-    sums = torch.zeros(2, num)
+    sums = torch.zeros(2, num, device=device)
     steps = 0
     for buffer in shifts.buffers(run.epoch):
+        buffer = buffer.to(device)
         for idx_SB in _epoch_batches(run.generators, len(buffer), cfg.batch_size):
             if cfg.lr_decay:
                 factor = decay_factor(first_step + steps, total_steps, cfg.lr_decay)
                 _set_learning_rates(run.opt, cfg, factor)
-            sums += _step(run.net, run.opt, run.cmp, buffer[idx_SB])
+            sums += _step(run.net, run.opt, run.cmp, buffer[idx_SB.to(device)])
             steps += 1
         del buffer  # a streamed buffer is freed before the next one is read
     train_loss, train_l1 = (sums / max(steps, 1)).unbind(0)
@@ -717,13 +733,14 @@ def _epoch(
         val_loss, val_l1 = _held_out_values(run.net, shifts.x_val, shifts.eval_rows)
     else:
         val_loss, val_l1 = train_loss, train_l1
-    return {
+    values = {
         "training loss": train_loss,
         "L1": train_l1,
         "held-out loss": val_loss,
         "held-out L1": val_l1,
         "multiplier": run.cmp.multipliers_S if run.cmp is not None else torch.zeros(num),
     }
+    return {name: value.cpu() for name, value in values.items()}  # one sync per epoch
 
 
 def _record(run: _Run, cfg: TrainConfig, values: dict[str, torch.Tensor]) -> None:

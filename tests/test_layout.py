@@ -17,6 +17,7 @@ PACKAGE = ROOT / "ssae_core"
 # ``ssae_core`` itself, which loads its API lazily, only for ``__version__``).
 ORDER = [
     "ssae_core.errors",
+    "ssae_core.devices",
     "ssae_core.cache",
     "ssae_core.progress",
     "ssae_core.metrics",

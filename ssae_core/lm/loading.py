@@ -42,6 +42,7 @@ import torch
 
 from ssae_core.cache import CACHE_ENV as CACHE_ENV  # re-exported: where the cache is set
 from ssae_core.cache import cache_root
+from ssae_core.devices import resolve_device as resolve_device  # re-exported
 from ssae_core.errors import InputError
 from ssae_core.io import atomic_dir, write_json
 from ssae_core.lm.layers import num_layers, text_config
@@ -505,21 +506,6 @@ def load_model(
             f"model {source.name}: cannot load its weights ({_first_line(exc)})"
         ) from None
     return model.to(torch_device).eval()
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; an unavailable CUDA device is an InputError."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise InputError(f"device {device!r}: unknown; use auto, cpu, cuda or cuda:N") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {device!r}: torch sees no CUDA device; use auto or cpu")
-    return resolved
 
 
 def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:

@@ -72,6 +72,8 @@ class OptimConfig:
     """Fraction of the final steps over which the learning rates fall linearly to 0."""
     dual_optimizer: str = "adam"
     """Multiplier optimiser: adam or sgd (see ssae_core.train.TrainConfig)."""
+    device: str = "cpu"
+    """Where every run trains: cpu, cuda, cuda:N or auto (see ssae_core.train.TrainConfig)."""
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,7 @@ class StudyConfig:
             "val_fraction": optim.val_fraction,
             "lr_decay": optim.lr_decay,
             "dual_optimizer": optim.dual_optimizer,
+            "device": optim.device,
         }
         return load_config(TrainConfig, values, "params.yaml:study.optim")
 
