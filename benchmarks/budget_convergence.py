@@ -4,7 +4,7 @@ counts and prints, per cell, the held-out L1 relative to its budget and the mult
 usable rule of ssae_core.study.budgets. Used to size study.optim; run from the project root after
 `dvc repro extract_embeddings`:
 
-    python benchmarks/budget_convergence.py --sets lang binary --steps 400 1200
+    python benchmarks/budget_convergence.py --sets lang binary --steps 400 1200 --layer final
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ssae_core.config import load_config, read_section
+from ssae_core.lm.layers import parse_layer
 from ssae_core.runs import resolve_latent_dim
 from ssae_core.study.budgets import USABLE, Budgets, usability
 from ssae_core.study.config import StudyConfig
@@ -30,6 +31,7 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=Path.cwd(), help="project root")
     parser.add_argument("--params", type=Path, default=None, help="default: ROOT/params.yaml")
     parser.add_argument("--sets", nargs="+", default=["lang", "binary"])
+    parser.add_argument("--layer", default="final", help="a layer of embed.layers (default final)")
     parser.add_argument("--steps", nargs="+", type=int, default=[400, 1200])
     parser.add_argument("--dual-lr-ratio", nargs="+", type=float, default=None)
     parser.add_argument("--lr-decay", nargs="+", type=float, default=None)
@@ -39,7 +41,7 @@ def main() -> None:
     study = load_config(
         StudyConfig, read_section(args.params or args.root / "params.yaml", "study"), "study"
     )
-    layout = StudyLayout(args.root)
+    layout = StudyLayout(args.root).at(parse_layer(args.layer))
     ratios_of_dual = args.dual_lr_ratio or [study.optim.dual_lr_ratio]
     for name in args.sets:
         rows = load_set(study, layout, name).subset("train")

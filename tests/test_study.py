@@ -94,6 +94,9 @@ def test_budgets_are_ratios_of_the_aff_l1_and_the_usable_rule():
     assert usability(_member(0.0, 0.25, 0.25), 0.05) == "multiplier 0"
     assert usability(_member(0.2, 0.5, 0.25), 0.05) == "L1 2.00x budget"  # never converged
     assert usability(_member(0.2, 0.2, 0.25), 0.05) == "L1 0.80x budget"
+    on_budget_in_training = _member(0.2, 0.3, 0.25)
+    on_budget_in_training.config["final"]["l1"] = 0.25
+    assert usability(on_budget_in_training, 0.05) == "L1 1.20x budget (training 1.00x)"
     with pytest.raises(InputError, match="held-out L1"):
         Budgets.from_aff([_member(0.0, 0.0, 0.0)], [0.5])
 
