@@ -28,7 +28,7 @@ TARGET = "select"  # metrics/udr.json: needs prepare_model, every pair set and e
 def test_pushed_study_pulls_into_a_fresh_clone_as_up_to_date(tmp_path):
     project = make_project(tmp_path)
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["study"]["sets"] = ["lang"]
+    params["study"]["sets"] = params["study"]["entangled_sets"] = ["lang"]
     params["study"]["overcomplete"]["set"] = "lang"
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     remote = tmp_path / "remote"

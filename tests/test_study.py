@@ -112,6 +112,8 @@ def test_budgets_are_ratios_of_the_aff_l1_and_the_usable_rule():
         ({"optim": {"stepz": 3}}, r"study\.optim: unknown key\(s\) stepz"),
         ({"lr": float("nan")}, r"study\.lr: nan is not a finite number"),
         ({"latent_factor": "2"}, r"study\.latent_factor: expected int"),
+        ({"entangled_sets": ["lang", "mine"]}, r"entangled_sets=.*mine is not one"),
+        ({"entangled_sets": []}, r"entangled_sets=\[\]: give one or more sets of study\.sets"),
     ],
 )
 def test_study_config_rejects_bad_values_in_one_line(values, message):
@@ -172,3 +174,37 @@ def test_report_tables_render_selection_and_steering():
     }
     text = "\n".join(steering_section(steering))
     assert "| lang | ssae | 0.650 | 0.650 ± 0.050 | 0.650 ± 0.050 | – | 1 of 1 | 0.462 |" in text
+
+
+def _synthetic_runs(tmp_path, workers: int):
+    from ssae_core.study.config import load_synthetic_runs
+    from ssae_core.study.training import train_synthetic
+    from ssae_core.synthetic import SynthConfig, write_synthetic
+
+    data = tmp_path / "data.parquet"
+    if not data.exists():
+        write_synthetic(SynthConfig(3, 2, dim=8, num_pairs=200, seed=0), data)
+    values = {"seeds": [0, 1], "epochs": 3, "min_steps": 0, "patience": 0, "batch_size": 32}
+    runs = load_synthetic_runs({**values, "workers": workers, "require_active": False}, "ssae")
+    out = tmp_path / f"workers-{workers}"
+    train_synthetic(data, out, runs)
+    return out
+
+
+def test_synthetic_latent_sizes_in_worker_processes_give_the_same_runs(tmp_path):
+    one, two = _synthetic_runs(tmp_path, 1), _synthetic_runs(tmp_path, 2)
+    files = sorted(p.relative_to(one) for p in one.rglob("model.safetensors"))
+    assert [str(f) for f in files] == [
+        f"m{m}/seed-{s}/model.safetensors" for m in (3, 6) for s in (0, 1)
+    ]
+    for name in files:
+        assert (one / name).read_bytes() == (two / name).read_bytes(), name
+    assert not list(tmp_path.glob(".workers-*"))  # no checkpoint or partial folder is left
+
+
+def test_synthetic_workers_must_be_a_positive_integer():
+    from ssae_core.study.config import load_synthetic_runs
+
+    for bad in (0, 1.5, True):
+        with pytest.raises(InputError, match="workers"):
+            load_synthetic_runs({"workers": bad}, "ssae")

@@ -82,6 +82,9 @@ class StudyConfig:
 
     sets: tuple[str, ...] = ("lang", "gender", "binary", "corr", "cat", "truthfulqa")
     """The pair sets of the study."""
+    entangled_sets: tuple[str, ...] = ("binary", "corr", "cat")
+    """The sets of ``sets`` also trained and scored entangled (the robustness variant; claim 3
+    reads the multi-concept sets)."""
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     """Seeds of every run, trained stacked."""
     latent_factor: int = 1
@@ -113,6 +116,12 @@ class StudyConfig:
             raise InputError(f"latent_factor={self.latent_factor}: must be >= 1")
         if self.overcomplete.set not in self.sets:
             raise InputError(f"overcomplete.set={self.overcomplete.set!r}: not in study.sets")
+        outside = [name for name in self.entangled_sets if name not in self.sets]
+        if outside or not self.entangled_sets:
+            raise InputError(
+                f"entangled_sets={list(self.entangled_sets)}: give one or more sets of study.sets"
+                + (f" ({', '.join(outside)} is not one)" if outside else "")
+            )
         if self.budget_ratio <= 0 or not 0 < self.usable_tolerance < 1:
             raise InputError(
                 f"budget_ratio={self.budget_ratio}, usable_tolerance={self.usable_tolerance}: "
@@ -183,12 +192,18 @@ class SyntheticRunsConfig:
     """Train m = factor x latent_dim for each factor."""
     require_active: bool = True
     """An SSAE run whose multiplier ends at 0 is an error."""
+    workers: int = 1
+    """Latent sizes trained at the same time (``threads`` torch threads each): the largest in
+    this process, the others in worker processes; 1: one after another in this process. The
+    runs are the same either way."""
     train: TrainConfig = field(default_factory=TrainConfig)
     """Everything else: the training of each run."""
 
     def __post_init__(self) -> None:
         if not self.latent_factors or any(f < 1 for f in self.latent_factors):
             raise InputError(f"latent_factors={list(self.latent_factors)}: give integers >= 1")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
+            raise InputError(f"workers={self.workers!r}: give an integer >= 1")
 
 
 def load_synthetic_runs(values: Mapping | None, method: str) -> SyntheticRunsConfig:

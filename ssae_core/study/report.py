@@ -184,11 +184,11 @@ def llm_section(llm: Mapping) -> list[str]:
         "",
         "### Entangled embeddings (Table 3)",
         "",
-        "The same sets after a dense invertible map of z and z~ (params `entangle`: its condition "
-        "number is `max_condition`); SSAE at `study.budget_ratio` x aff's L1 on the entangled "
-        "data. What the map costs each method (MCC vs the full-rank coding, plain minus "
-        "entangled) is in the second table: the claim of robustness is testable only if it "
-        "costs aff something.",
+        "The sets of `study.entangled_sets` after a dense invertible map of z and z~ (params "
+        "`entangle`: its condition number is `max_condition`); SSAE at `study.budget_ratio` "
+        "x aff's L1 on the entangled data. What the map costs each method (MCC vs the "
+        "full-rank coding, plain minus entangled) is in the second table: the claim of "
+        "robustness is testable only if it costs aff something.",
         "",
         *table(LLM_HEADER, _llm_rows(llm["entangled"])),
         "",
@@ -602,9 +602,10 @@ def training_times(
             for lr in sorted(study.grid.lr, key=lr_folder):
                 times[f"{key}: SSAE grid, {name}"] += _run_seconds(at.grid_run(name, lr))
             times[f"{key}: aff, all sets"] += _run_seconds(at.aff_run(name))
+        for name in sorted(study.entangled_sets):
             for method in sorted(METHODS):
-                times[f"{key}: entangled aff + SSAE, all sets"] += _run_seconds(
-                    at.entangled_models(name) / method
+                times[f"{key}: entangled aff + SSAE, {', '.join(study.entangled_sets)}"] += (
+                    _run_seconds(at.entangled_models(name) / method)
                 )
         for run_json in sorted(
             at.overcomplete_models(study.overcomplete.set).glob("*/*/" + RUN_FILE)

@@ -76,7 +76,8 @@ def score_study(study: StudyConfig, at: LayerLayout) -> dict:
 
     - ``sets``: per set, the selected SSAE cell (or ``no usable cell``) and aff (decoder and
       codes MCC across seeds, MCC against the known shifts where they vary);
-    - ``entangled``: the same on data/entangled/SET (SSAE at study.budget_ratio);
+    - ``entangled``: the same on data/entangled/SET of ``study.entangled_sets`` (SSAE at
+      study.budget_ratio);
     - ``overcomplete``: SSAE and aff with m = factor x n on ``study.overcomplete.set``.
     """
     out: dict = {"sets": {}, "entangled": {}, "overcomplete": {}}
@@ -88,6 +89,7 @@ def score_study(study: StudyConfig, at: LayerLayout) -> dict:
         if cell is not None:
             ssae = {**score_run(runs["ssae"], test), **{k: cell[k] for k in CELL_KEYS}}
         out["sets"][name] = {"ssae": ssae, "aff": score_run(runs["aff"], test)}
+    for name in study.entangled_sets:
         entangled_test = load_set(study, at, name, entangled=True).subset("test")
         out["entangled"][name] = _aff_and_ssae(study, at.entangled_models(name), entangled_test)
     name = study.overcomplete.set

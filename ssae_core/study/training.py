@@ -19,8 +19,10 @@ interrupted run resumes from its checkpoint beside that folder.
 from __future__ import annotations
 
 import functools
+import multiprocessing
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -55,20 +57,49 @@ def _checkpoint(out_dir: Path, part: str) -> Path:
 
 
 def train_synthetic(path: Path, out_dir: Path, runs: SyntheticRunsConfig) -> None:
-    """One run per latent size m = factor x (the table's number of concepts, or the config's m)."""
+    """One run per latent size m = factor x (the table's number of concepts, or the config's m),
+    ``runs.workers`` of them at a time: the largest in this process, the others in processes of
+    their own."""
+    table = _synthetic_table(path)
+    base = resolve_latent_dim(runs.train, table)
+    sizes = [factor * base for factor in runs.latent_factors]
+    with atomic_dir(out_dir) as tmp:
+        jobs = [
+            (
+                tmp / StudyLayout.latent_folder(m),
+                replace(runs.train, latent_dim=m),
+                _checkpoint(out_dir, StudyLayout.latent_folder(m)),
+            )
+            for m in sorted(sizes, reverse=True)  # the largest here, the others start later
+        ]
+        workers = min(runs.workers, len(jobs))
+        if workers == 1:
+            for out, cfg, checkpoint in jobs:
+                _train(table, out, cfg, checkpoint, require_active=runs.require_active)
+            return
+        # spawn, not fork: a forked child would inherit this process's torch thread pools
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers - 1, mp_context=context) as pool:
+            futures = [
+                pool.submit(_train_synthetic_run, path, *job, runs.require_active)
+                for job in jobs[1:]
+            ]
+            _train(table, *jobs[0], require_active=runs.require_active)
+            for future in futures:
+                future.result()  # the first failure is raised, once the other runs have ended
+
+
+def _synthetic_table(path: Path) -> EmbeddingTable:
     table = load_embeddings(path)
     table.metadata["path"] = str(path)
-    base = resolve_latent_dim(runs.train, table)
-    with atomic_dir(out_dir) as tmp:
-        for factor in runs.latent_factors:
-            folder = StudyLayout.latent_folder(factor * base)
-            _train(
-                table,
-                tmp / folder,
-                replace(runs.train, latent_dim=factor * base),
-                _checkpoint(out_dir, folder),
-                require_active=runs.require_active,
-            )
+    return table
+
+
+def _train_synthetic_run(
+    path: Path, out: Path, cfg: TrainConfig, checkpoint: Path, require_active: bool
+) -> None:
+    """One latent size of :func:`train_synthetic`, in a worker process."""
+    _train(_synthetic_table(path), out, cfg, checkpoint, require_active=require_active)
 
 
 def _train_aff_then_ssae(
