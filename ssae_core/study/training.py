@@ -74,19 +74,19 @@ def train_synthetic(path: Path, out_dir: Path, runs: SyntheticRunsConfig) -> Non
         ]
         workers = min(runs.workers, len(jobs))
         if workers == 1:
-            for job in jobs:
-                _train(table, *job, require_active=runs.require_active)
-        else:
-            # spawn, not fork: a forked child would inherit this process's torch thread pools
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(workers - 1, mp_context=context) as pool:
-                futures = [
-                    pool.submit(_train_synthetic_run, path, *job, runs.require_active)
-                    for job in jobs[1:]
-                ]
-                _train(table, *jobs[0], require_active=runs.require_active)
-                for future in futures:
-                    future.result()  # the first failure is raised once the other runs have ended
+            for out, cfg, checkpoint in jobs:
+                _train(table, out, cfg, checkpoint, require_active=runs.require_active)
+            return
+        # spawn, not fork: a forked child would inherit this process's torch thread pools
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers - 1, mp_context=context) as pool:
+            futures = [
+                pool.submit(_train_synthetic_run, path, *job, runs.require_active)
+                for job in jobs[1:]
+            ]
+            _train(table, *jobs[0], require_active=runs.require_active)
+            for future in futures:
+                future.result()  # the first failure is raised, once the other runs have ended
 
 
 def _synthetic_table(path: Path) -> EmbeddingTable:
