@@ -19,10 +19,11 @@ import numpy as np
 from ssae_core.config import load_config, read_section
 from ssae_core.lm.layers import parse_layer
 from ssae_core.runs import resolve_latent_dim
-from ssae_core.study.budgets import USABLE, Budgets, usability
+from ssae_core.study.budgets import Budgets
 from ssae_core.study.config import StudyConfig
 from ssae_core.study.layout import StudyLayout
 from ssae_core.study.sets import load_set
+from ssae_core.study.usability import USABLE, usability
 from ssae_core.train import train
 
 

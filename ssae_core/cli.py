@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from ssae_core import __version__
 from ssae_core.config import field_docs
-from ssae_core.errors import InputError
+from ssae_core.errors import InputError, OneLineParser
 
 EXAMPLES = """\
 examples:
@@ -24,13 +24,6 @@ examples:
   ssae train data.parquet --out runs/demo --latent-dim 5 --seeds 0,1,2
   ssae encode runs/demo/seed-0 data.parquet --out codes.parquet
 """
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """Usage mistakes as one line (``error: ...; see `ssae train --help```), exit status 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"error: {self.prog}: {message}; see `{self.prog} --help`\n")
 
 
 def _default_text(value: object) -> str:

@@ -1,7 +1,9 @@
-"""The one exception type for bad user input, and the checks on it that several modules share."""
+"""The one exception type for bad user input, the argument parser that reports usage mistakes in
+one line, and the checks on input that several modules share."""
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 
@@ -11,6 +13,13 @@ class InputError(ValueError):
 
     The command-line tool prints it as ``error: <message>`` and exits with status 2.
     """
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Usage mistakes as one line (``error: ...; see `ssae train --help```), exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {self.prog}: {message}; see `{self.prog} --help`\n")
 
 
 def require_finite(where: str, **values: float) -> None:

@@ -263,3 +263,25 @@ def encode_table(
         )
         pq.write_table(stamped(out, ENCODE_COMMAND), tmp)
     return len(codes)
+
+
+def train_timed(
+    table: EmbeddingTable,
+    out: Path,
+    cfg: TrainConfig,
+    checkpoint: Path,
+    *,
+    require_active: bool = False,
+) -> None:
+    """:func:`train_run` of one part of a pipeline stage, then one line: the part's folder name,
+    method, number of members and wall time."""
+    started = time.perf_counter()
+    train_run(table, out, cfg, require_active=require_active, checkpoint=checkpoint)
+    print(
+        f"{out.name}: {cfg.method} x{len(cfg.members())} in {time.perf_counter() - started:.1f} s"
+    )
+
+
+def checkpoint_beside(out_dir: Path, part: str) -> Path:
+    """Where the run ``part`` (a path inside ``out_dir``) keeps its checkpoint."""
+    return out_dir.parent / f".{out_dir.name}-{part.replace('/', '-')}.checkpoint"

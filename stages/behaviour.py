@@ -10,9 +10,9 @@ import time
 from ssae_core.evaluation.behaviour.config import BehaviourConfig, behaviour_layers
 from ssae_core.io import write_json
 from ssae_core.lm.embed import EmbedConfig
+from ssae_core.study.behaviour import score_behaviour
 from ssae_core.study.config import StudyConfig
 from ssae_core.study.plots import behaviour_tables, write_plots
-from ssae_core.study.scores import score_behaviour
 from stages.common import LAYOUT, load_section, run_stage
 
 

@@ -7,9 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from ssae_core.cli import OneLineParser
 from ssae_core.config import load_config, read_section
-from ssae_core.errors import InputError
+from ssae_core.errors import InputError, OneLineParser
 from ssae_core.study.layout import StudyLayout
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ssae_core.study.config import load_synthetic_runs
-from ssae_core.study.training import train_synthetic
+from ssae_core.study.synthetic_training import train_synthetic
 from stages.common import load_params, run_stage, stage_parser
 
 

@@ -24,11 +24,11 @@ from ssae_core.io import EmbeddingTable, load_embeddings, write_json, write_parq
 from ssae_core.lm import loading as lm
 from ssae_core.lm.tokens import pad_token_id, tokenize
 from ssae_core.runs import load_run, train_run
+from ssae_core.study.behaviour import score_behaviour
 from ssae_core.study.config import StudyConfig
 from ssae_core.study.layout import StudyLayout
 from ssae_core.study.plots import behaviour_tables, write_plots
 from ssae_core.study.report import behaviour_section
-from ssae_core.study.scores import score_behaviour
 from ssae_core.train import TrainConfig
 
 WIDTH = 48

@@ -11,10 +11,11 @@ from ssae_core.config import load_config
 from ssae_core.errors import InputError
 from ssae_core.io import EmbeddingTable
 from ssae_core.model import Normalizer, ShiftAutoencoder, StackedSSAE
-from ssae_core.study.budgets import Budgets, usability
+from ssae_core.study.budgets import Budgets
 from ssae_core.study.config import StudyConfig
 from ssae_core.study.report import pm, selection_section, steering_section, table
 from ssae_core.study.selection import select_cell
+from ssae_core.study.usability import usability
 
 
 def _table(num: int = 200, dim: int = 6) -> EmbeddingTable:
@@ -178,7 +179,7 @@ def test_report_tables_render_selection_and_steering():
 
 def _synthetic_runs(tmp_path, workers: int):
     from ssae_core.study.config import load_synthetic_runs
-    from ssae_core.study.training import train_synthetic
+    from ssae_core.study.synthetic_training import train_synthetic
     from ssae_core.synthetic import SynthConfig, write_synthetic
 
     data = tmp_path / "data.parquet"

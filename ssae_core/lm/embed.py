@@ -74,9 +74,11 @@ from ssae_core.lm.engines import (
     run_on_actors,
 )
 from ssae_core.lm.layers import (
+    LAYER_FOLDER_PATTERN,
     Layer,
     check_layer,
     decoder_blocks,
+    layer_folder,
     layer_name,
     layer_order,
     num_layers,
@@ -98,8 +100,6 @@ TOKEN_POSITION = "last"
 EMBED_COMMAND = "embed"
 SHARD_NAME = "shard-{:05d}.parquet"
 SHARD_PATTERN = re.compile(r"shard-(\d{5,})\.parquet")
-LAYER_FOLDER = "layer-{}"
-LAYER_FOLDER_PATTERN = re.compile(r"layer-(final|\d+)")
 # Settings that change a shard's content; a shard whose metadata differs in one of them is redone.
 CONTENT_KEYS = (
     "model",
@@ -418,12 +418,6 @@ def _holds_only_shards(folder: Path, layered: bool) -> bool:
     except InputError:
         return False
     return True
-
-
-def layer_folder(out: Path, layer: Layer) -> Path:
-    """Where a run with ``layers`` writes the table of ``layer`` (``OUT/layer-15``,
-    ``OUT/layer-final``)."""
-    return out / LAYER_FOLDER.format(layer_name(layer))
 
 
 @dataclass

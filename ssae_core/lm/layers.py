@@ -10,6 +10,8 @@ and llama.cpp's ``direction.L`` use the same block numbering.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,6 +23,8 @@ FINAL = "final"
 FINAL_NORM_NAMES = ("norm", "final_layernorm", "final_layer_norm", "ln_f", "final_norm")
 
 Layer = int | None
+LAYER_FOLDER = "layer-{}"
+LAYER_FOLDER_PATTERN = re.compile(r"layer-(final|\d+)")
 
 
 def parse_layer(layer: object) -> Layer:
@@ -57,6 +61,12 @@ def parse_layers(layers: object) -> list[Layer]:
 def layer_name(layer: int | None) -> str:
     """How the metadata records a layer: ``final`` or the block index."""
     return FINAL if layer is None else str(layer)
+
+
+def layer_folder(out: Path, layer: Layer) -> Path:
+    """Where a run with ``layers`` writes the table of ``layer`` (``OUT/layer-15``,
+    ``OUT/layer-final``)."""
+    return out / LAYER_FOLDER.format(layer_name(layer))
 
 
 def text_config(config: Any) -> Any:

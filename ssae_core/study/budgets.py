@@ -4,9 +4,8 @@ An absolute budget means different things on different data: on a one-concept se
 unconstrained aff solution may already be sparser than the budget, and the "SSAE" run is then an
 aff run under another name. So every SSAE budget of the study is a ratio r of the L1 that the aff
 solution reaches on the same data, latent size and normalisation (its held-out L1, mean over
-seeds): ``budget = r * aff_l1``. A run is usable only if its multiplier is positive (the
-constraint bound) and its held-out L1 is within ``tolerance`` of its budget (it converged onto
-it); any other run is marked wherever it appears and never selected.
+seeds): ``budget = r * aff_l1``. Which runs are usable is decided by
+:mod:`ssae_core.study.usability`.
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ from ssae_core.io import write_json
 from ssae_core.model import ShiftAutoencoder
 
 BUDGETS_FILE = "budgets.json"
-USABLE = "usable"
 
 
 @dataclass(frozen=True)
@@ -66,19 +64,3 @@ class Budgets:
             raise InputError(f"{path}: missing; re-run the study's training stage")
         record = json.loads(path.read_text())
         return cls(float(record["aff_l1"]), tuple(float(r) for r in record["ratios"]))
-
-
-def usability(model: ShiftAutoencoder, tolerance: float) -> str:
-    """``usable``, or why an SSAE member is not: its multiplier ended at 0, or its held-out L1
-    is off its budget by more than ``tolerance``. The reason also gives the training L1 (the last
-    epoch's mean over batches, which the constraint acts on) where it is recorded: a run on its
-    budget in training but off it on the held-out pairs generalises its sparsity poorly, one off
-    it in training did not converge."""
-    final, budget = model.config["final"], model.config["sparsity"]
-    if final["multiplier"] <= 0:
-        return "multiplier 0"
-    ratio = final["val_l1"] / budget
-    if abs(ratio - 1) > tolerance:
-        training = f" (training {final['l1'] / budget:.2f}x)" if "l1" in final else ""
-        return f"L1 {ratio:.2f}x budget{training}"
-    return USABLE

@@ -25,8 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ssae_core.lm.embed import layer_folder
-from ssae_core.lm.layers import Layer, layer_name
+from ssae_core.lm.layers import Layer, layer_folder, layer_name
 
 METHODS = ("ssae", "aff")
 

@@ -20,10 +20,11 @@ from ssae_core.evaluation.identifiability import score_run
 from ssae_core.io import EmbeddingTable
 from ssae_core.model import ShiftAutoencoder
 from ssae_core.runs import load_run
-from ssae_core.study.budgets import USABLE, Budgets, usability
+from ssae_core.study.budgets import Budgets
 from ssae_core.study.config import StudyConfig
 from ssae_core.study.layout import LayerLayout
 from ssae_core.study.sets import load_set
+from ssae_core.study.usability import USABLE, usability
 
 UDR_TIE = 1e-3
 SELECTION_RULE = (
