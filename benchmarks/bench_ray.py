@@ -1,6 +1,8 @@
-"""Benchmark: extraction on 2 Ray actors of one thread each vs one local process of one thread.
+"""Benchmark: extraction on N Ray actors of one thread each vs N bare processes of one thread
+each (and vs one local process), in the same run.
 
     python benchmarks/bench_ray.py [--set truthfulqa] [--pairs 400] [--batch-size 32]
+                                   [--actors 2] [--shard-rows 50]
                                    [--out benchmarks/results/bench_ray.json]
 
 The same pair table (the first ``--pairs`` pairs of a pair set built by the project's generators:
@@ -9,13 +11,19 @@ embedded SmolLM2-135M, resolved as ``model: embedded`` is) and the same settings
 ``embed.layers``, float32 on CPU) go through ``extract_embeddings`` twice, into fresh folders:
 
 - local: this process, ``torch.set_num_threads(1)``;
-- ray: a local Ray instance of 2 CPUs (started first and timed apart, as a running cluster would
-  be), 2 actors with ``actor_threads=1``; the time includes starting the actors and loading the
+- bare: N processes started together, each ``python -c`` running ``extract_embeddings`` with
+  ``num_shards=N`` and its own ``shard_index`` into one folder (what ``ssae embed --num-shards N
+  --shard-index I`` does by hand), one torch thread each; the time includes starting Python,
+  importing torch and loading the model in each, and ends when the last one exits;
+- ray: a local Ray instance of N CPUs (started first and timed apart, as a running cluster would
+  be), N actors with ``actor_threads=1``; the time includes starting the actors and loading the
   model in each.
 
-It prints texts/s of each (distinct texts / wall time of the call), the speed-up, the worst
-per-row cosine and the largest absolute difference between the two outputs, and writes them as
-JSON to ``--out`` (benchmarks/results/ is not committed).
+All three use ``--shard-rows`` (so that the bare processes have several shards to share). It
+prints texts/s of each (distinct texts / wall time of the call), Ray against the bare processes
+(``ray_vs_bare``: bare wall time / Ray wall time, 1.0 = no overhead), the speed-ups over one
+process, the worst per-row cosine and the largest absolute difference between the outputs, and
+writes them as JSON to ``--out`` (benchmarks/results/ is not committed).
 """
 
 from __future__ import annotations
@@ -23,6 +31,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -58,6 +68,33 @@ def timed_extraction(pairs: Path, out: Path, **options) -> tuple[float, Path]:
     return time.perf_counter() - start, folder
 
 
+BARE_PROCESS = """
+import sys, torch
+torch.set_num_threads(1)
+sys.path.insert(0, {root!r})
+from ssae_core.lm import embed
+embed.extract_embeddings({pairs!r}, {out!r}, model=None, progress=False, num_shards={n},
+                         shard_index={i}, **{options!r})
+"""
+
+
+def bare_processes(pairs: Path, out: Path, count: int, options: dict) -> float:
+    """Wall time of ``count`` processes that each extract their part of the shards into ``out``."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    start = time.perf_counter()
+    procs = []
+    for i in range(count):
+        code = BARE_PROCESS.format(
+            root=str(ROOT), pairs=str(pairs), out=str(out), n=count, i=i, options=options
+        )
+        procs.append(subprocess.Popen([sys.executable, "-c", code], env=env))
+    codes = [p.wait() for p in procs]
+    elapsed = time.perf_counter() - start
+    if any(codes):
+        raise SystemExit(f"a bare extraction process failed: exit codes {codes}")
+    return elapsed
+
+
 def compare(local: Path, distributed: Path) -> tuple[float, float]:
     """Worst per-row cosine and largest |difference| over every layer, z and z_tilde."""
     worst, largest = 1.0, 0.0
@@ -77,6 +114,8 @@ def main() -> None:
     parser.add_argument("--set", default="truthfulqa", help="truthfulqa or a semi-synthetic set")
     parser.add_argument("--pairs", type=int, default=400, help="first N pairs (default 400)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--actors", type=int, default=2, help="Ray actors = bare processes")
+    parser.add_argument("--shard-rows", type=int, default=50, help="pairs per shard")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/bench_ray.json")
     args = parser.parse_args()
 
@@ -85,7 +124,10 @@ def main() -> None:
     torch.set_num_threads(1)
     source = loading.resolve_model(None, verbose=True)  # the embedded model, converted once
     layers = read_section(ROOT / "params.yaml", "embed")["layers"]
-    options = {"layers": layers, "batch_size": args.batch_size, "device": "cpu"}
+    options = {
+        "layers": layers, "batch_size": args.batch_size, "device": "cpu",
+        "shard_rows": args.shard_rows,
+    }  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         pairs = Path(tmp) / "pairs.parquet"
         table = pair_table(args.set, args.pairs)
@@ -93,17 +135,20 @@ def main() -> None:
         texts = len(set(table.column("x").to_pylist()) | set(table.column("x_tilde").to_pylist()))
         loading.load_model(source)  # warm the page cache so that neither run pays the first read
         local_s, local = timed_extraction(pairs, Path(tmp) / "local", **options)
+        bare_s = bare_processes(pairs, Path(tmp) / "bare", args.actors, options)
         start = time.perf_counter()
         ray.init(
-            num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False
-        )
+            num_cpus=args.actors, include_dashboard=False, logging_level=logging.ERROR,
+            log_to_driver=False,
+        )  # fmt: skip
         init_s = time.perf_counter() - start
         ray_s, distributed = timed_extraction(
-            pairs, Path(tmp) / "ray", engine="ray", num_actors=2, actor_threads=1,
+            pairs, Path(tmp) / "ray", engine="ray", num_actors=args.actors, actor_threads=1,
             **options,
         )  # fmt: skip
         ray.shutdown()
         worst, largest = compare(local, distributed)
+        bare_worst, bare_largest = compare(local, Path(tmp) / "bare")
     result = {
         "set": args.set,
         "pairs": table.num_rows,
@@ -111,15 +156,23 @@ def main() -> None:
         "batch_size": args.batch_size,
         "layers": layers,
         "model": source.name,
+        "shard_rows": args.shard_rows,
+        "actors": args.actors,
         "local_1_thread_s": round(local_s, 2),
-        "ray_2_actors_s": round(ray_s, 2),
+        "bare_processes_s": round(bare_s, 2),
+        "ray_actors_s": round(ray_s, 2),
         "ray_init_s": round(init_s, 2),
         "local_texts_per_s": round(texts / local_s, 2),
+        "bare_texts_per_s": round(texts / bare_s, 2),
         "ray_texts_per_s": round(texts / ray_s, 2),
-        "speedup": round(local_s / ray_s, 3),
-        "speedup_with_ray_init": round(local_s / (ray_s + init_s), 3),
+        "ray_vs_bare": round(bare_s / ray_s, 3),
+        "bare_speedup": round(local_s / bare_s, 3),
+        "ray_speedup": round(local_s / ray_s, 3),
+        "ray_speedup_with_init": round(local_s / (ray_s + init_s), 3),
         "worst_row_cosine": worst,
         "max_abs_diff": largest,
+        "bare_worst_row_cosine": bare_worst,
+        "bare_max_abs_diff": bare_largest,
     }
     for key, value in result.items():
         print(f"{key}: {value}")

@@ -1,18 +1,25 @@
-"""Out-of-core training: peak memory and speed of `ssae train` streaming shards from disk, and the
-streaming path's speed against the in-memory path on a table that fits both, in the same run.
+"""Out-of-core training whatever the table's layout: peak memory, speed and learnt decoders of
+`ssae train` streaming the same pairs stored as users store them, against the in-memory path.
 
     python benchmarks/bench_streaming.py [--workdir DIR] [--pairs 1000000] [--dim 576]
-        [--compare-pairs 100000] [--epochs 1] [--compare-epochs 3]
+        [--epochs 1] [--small-groups 10000] [--shard-rows 2048]
 
-It writes synthetic pairs (z ~ N(0, I), z_tilde = z + A d_c with sparse d_c, as `ssae synth`) in
-shards of --shard-rows rows (the `ssae embed` default) into a temporary folder under --workdir
-(default: the system's temp folder; removed afterwards unless --keep), then runs `ssae train` as a
-subprocess, as a user would, and reads its peak resident memory from the operating system
-(wait4's ru_maxrss: the child's own high-water mark). pairs/s counts training pairs x epochs:
-"training" over the run's train_seconds (run.json: the preparing pass and the epochs), "end to
-end" over the whole command (start-up and, in memory, loading the table included), and "per CPU
-second" over the command's user + system CPU time (what a machine shared with other work
-measures most steadily).
+It writes synthetic pairs (z ~ N(0, I), z_tilde = z + A d_c with sparse d_c, as `ssae synth`) under
+--workdir (default: the system's temp folder; removed afterwards unless --keep) in three layouts
+of the same rows:
+
+- one-group: one file, one row group (what pandas and pyarrow write for up to 1Mi rows);
+- small-groups: one file of --small-groups rows per row group;
+- many-files: files of --shard-rows rows (what `ssae embed` writes);
+
+then runs `ssae train` as a subprocess, as a user would: in memory once (on the many-files
+table), and streaming on each layout (default memory budget: streaming is chosen because the
+table is larger than it). It reads each command's peak resident memory from the operating system
+(wait4's ru_maxrss), pairs/s over the run's train_seconds (run.json: the preparing pass and the
+epochs) against the in-memory run's, and the agreement of each streamed run's decoders with the
+in-memory run's (MCC between the decoder rows of the same seed, mean over seeds: the batch
+order differs, so close to 1, not equal). Goal: peak <= 1.5 GiB and >= 0.8x the in-memory
+pairs/s in every layout.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -32,21 +40,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(ROOT))
 
 
-def write_shards(folder: Path, pairs: int, dim: int, shard_rows: int, concepts: int) -> None:
-    """Synthetic pairs, shard by shard (never more than one shard in memory)."""
-    folder.mkdir(parents=True)
+def synthetic_parts(pairs: int, dim: int, part_rows: int, concepts: int) -> Iterator[pa.Table]:
+    """Synthetic pairs, ``part_rows`` at a time (the same rows whatever ``part_rows`` divides)."""
     rng = np.random.default_rng(0)
     mixing_DN = rng.standard_normal((dim, concepts)).astype(np.float32)
-    for k, start in enumerate(range(0, pairs, shard_rows)):
-        rows = min(shard_rows, pairs - start)
+    for start in range(0, pairs, part_rows):
+        rows = min(part_rows, pairs - start)
         shift = np.where(rng.random((rows, concepts)) < 2 / concepts, 1.0, 0.0)
         shift *= rng.uniform(-1, 1, (rows, concepts))
         z = rng.standard_normal((rows, dim), dtype=np.float32)
         z_tilde = z + (shift @ mixing_DN.T).astype(np.float32)
         split = np.where(rng.random(rows) < 0.1, "test", "train")
-        table = pa.table(
+        yield pa.table(
             {
                 "pair_id": pa.array(np.arange(start, start + rows), pa.int64()),
                 "split": pa.array(split, pa.string()),
@@ -54,22 +63,42 @@ def write_shards(folder: Path, pairs: int, dim: int, shard_rows: int, concepts: 
                 "z_tilde": pa.FixedSizeListArray.from_arrays(pa.array(z_tilde.reshape(-1)), dim),
             }
         )
-        pq.write_table(table, folder / f"shard-{k:05d}.parquet")
 
 
-def linked_subset(source: Path, folder: Path, shards: int) -> None:
-    """A table of the first ``shards`` shards of ``source`` (hard links: no copy on disk)."""
-    folder.mkdir()
-    for path in sorted(source.glob("shard-*.parquet"))[:shards]:
-        os.link(path, folder / path.name)
+def write_layouts(work: Path, args: argparse.Namespace) -> dict[str, Path]:
+    """The same pairs as one row group, as small row groups in one file, and as many files."""
+    part = args.shard_rows
+    many = work / "many-files"
+    many.mkdir(parents=True)
+    parts = synthetic_parts(args.pairs, args.dim, part, args.concepts)
+    for k, table in enumerate(parts):
+        pq.write_table(table, many / f"shard-{k:05d}.parquet")
+    whole = pa.concat_tables(pq.read_table(p) for p in sorted(many.glob("*.parquet")))
+    one = work / "one-group.parquet"
+    pq.write_table(whole, one, row_group_size=len(whole))
+    small = work / "small-groups.parquet"
+    pq.write_table(whole, small, row_group_size=args.small_groups)
+    del whole
+    return {"one-group": one, "small-groups": small, "many-files": many}
 
 
-def run_train(table: Path, out: Path, loading: str, args: argparse.Namespace, epochs: int) -> dict:
+def decoder_agreement(run: Path, reference: Path) -> float:
+    """Mean over seeds of the MCC between the decoder rows of ``run`` and ``reference``."""
+    from ssae_core.metrics import vector_mcc
+    from ssae_core.runs import load_run
+
+    scores = []
+    for a, b in zip(load_run(run), load_run(reference), strict=True):
+        scores.append(vector_mcc(a.steering_vectors(), b.steering_vectors()))
+    return float(np.mean(scores))
+
+
+def run_train(table: Path, out: Path, loading: str, args: argparse.Namespace) -> dict:
     """`ssae train` in a subprocess: its peak RSS, wall time and what run.json records."""
     command = [
         sys.executable, "-m", "ssae_core.cli", "train", str(table), "--out", str(out),
         "--loading", loading, "--latent-dim", str(args.concepts), "--seeds", args.seeds,
-        "--epochs", str(epochs), "--min-steps", "0", "--patience", "0", "--allow-inactive",
+        "--epochs", str(args.epochs), "--min-steps", "0", "--patience", "0", "--allow-inactive",
         "--batch-size", str(args.batch_size), "--quiet",
     ]  # fmt: skip
     started = time.perf_counter()
@@ -98,10 +127,8 @@ def run_train(table: Path, out: Path, loading: str, args: argparse.Namespace, ep
 
 def show(label: str, result: dict) -> None:
     print(
-        f"{label}: {result['loading']:6s} peak RSS {result['peak_rss_gib']:.2f} GiB, "
-        f"{result['pairs_per_s_training']:,.0f} pairs/s training, "
-        f"{result['pairs_per_s_end_to_end']:,.0f} pairs/s end to end, "
-        f"{result['pairs_per_cpu_s']:,.0f} pairs per CPU second "
+        f"{label:13s} {result['loading']:6s} peak RSS {result['peak_rss_gib']:.2f} GiB, "
+        f"{result['pairs_per_s_training']:,.0f} pairs/s training "
         f"({result['train_pairs']:,} training pairs x {result['epochs']} epoch(s), "
         f"train {result['train_s']:.1f} s, wall {result['wall_s']:.1f} s, "
         f"CPU {result['cpu_s']:.1f} s)"
@@ -111,17 +138,18 @@ def show(label: str, result: dict) -> None:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=None, help="where the temp folder goes")
-    parser.add_argument("--keep", action="store_true", help="keep the shards and runs")
+    parser.add_argument("--keep", action="store_true", help="keep the tables and runs")
     parser.add_argument("--pairs", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=576)
-    parser.add_argument("--shard-rows", type=int, default=2048)
-    parser.add_argument("--compare-pairs", type=int, default=100_000)
-    parser.add_argument("--epochs", type=int, default=1, help="epochs of the large run")
-    parser.add_argument("--compare-epochs", type=int, default=3)
+    parser.add_argument("--shard-rows", type=int, default=2048, help="rows per file (many-files)")
+    parser.add_argument("--small-groups", type=int, default=10_000, help="rows per row group")
+    parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--concepts", type=int, default=8, help="n, and the latent size m")
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=2, help="compare runs per path (best)")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "benchmarks/results/bench_streaming.json"
+    )
     return parser.parse_args()
 
 
@@ -130,36 +158,51 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="ssae-bench-stream-", dir=args.workdir))
     try:
         started = time.perf_counter()
-        write_shards(work / "large", args.pairs, args.dim, args.shard_rows, args.concepts)
-        shards = -(-args.compare_pairs // args.shard_rows)
-        linked_subset(work / "large", work / "small", shards)
-        compare = min(args.pairs, shards * args.shard_rows)
+        layouts = write_layouts(work, args)
         arrays = args.pairs * args.dim * 4 * 2 / 2**30
         print(
             f"wrote {args.pairs:,} pairs of width {args.dim} (z and z_tilde: {arrays:.2f} GiB as "
-            f"float32) in shards of {args.shard_rows} rows in {time.perf_counter() - started:.0f}"
-            f" s; m={args.concepts}, seeds {args.seeds}, batch {args.batch_size}"
+            f"float32) in 3 layouts in {time.perf_counter() - started:.0f} s; m={args.concepts}, "
+            f"seeds {args.seeds}, batch {args.batch_size}"
         )
-        large = run_train(work / "large", work / "run-large", "stream", args, args.epochs)
-        show(f"{args.pairs:,} pairs", large)
-        results = {"stream": [], "memory": []}
-        for k in range(args.repeats):  # interleaved, so load from elsewhere hits both paths
-            for loading in ("memory", "stream"):
-                out = work / f"run-{loading}-{k}"
-                results[loading].append(
-                    run_train(work / "small", out, loading, args, args.compare_epochs)
-                )
-                show(f"{compare:,} pairs", results[loading][-1])
-        for measure in ("pairs_per_s_training", "pairs_per_s_end_to_end", "pairs_per_cpu_s"):
-            best = {k: max(r[measure] for r in v) for k, v in results.items()}
+        memory = run_train(layouts["many-files"], work / "run-memory", "memory", args)
+        show("in memory", memory)
+        rows = []
+        for name, table in layouts.items():
+            result = run_train(table, work / f"run-{name}", "auto", args)
+            show(name, result)
+            rows.append(
+                {
+                    "layout": name,
+                    "peak_rss_gib": round(result["peak_rss_gib"], 3),
+                    "pairs_per_s": round(result["pairs_per_s_training"]),
+                    "vs_memory": round(
+                        result["pairs_per_s_training"] / memory["pairs_per_s_training"], 3
+                    ),
+                    "decoder_mcc_vs_memory": round(
+                        decoder_agreement(work / f"run-{name}", work / "run-memory"), 4
+                    ),
+                    "loading": result["loading"],
+                }
+            )
+        print("\n| layout | peak RSS (GiB) | pairs/s | vs in memory | decoder MCC vs in memory |")
+        print("|---|---|---|---|---|")
+        for row in rows:
             print(
-                f"streaming / in memory ({measure.removeprefix('pairs_')}, best of "
-                f"{args.repeats}): {best['stream'] / best['memory']:.2f}"
+                f"| {row['layout']} | {row['peak_rss_gib']:.2f} | {row['pairs_per_s']:,} | "
+                f"{row['vs_memory']:.2f}x | {row['decoder_mcc_vs_memory']:.4f} |"
             )
         print(
-            f"peak RSS {args.pairs:,} pairs streaming: {large['peak_rss_gib']:.2f} GiB "
-            f"(target < 1.5); z and z_tilde alone: {arrays:.2f} GiB"
+            f"| in memory | {memory['peak_rss_gib']:.2f} | "
+            f"{memory['pairs_per_s_training']:,.0f} | 1.00x | 1 |"
         )
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        summary = {
+            "pairs": args.pairs, "dim": args.dim, "epochs": args.epochs,
+            "seeds": args.seeds, "memory": memory, "layouts": rows,
+        }  # fmt: skip
+        args.out.write_text(json.dumps(summary, indent=2) + "\n")
+        print(f"wrote {args.out}")
     finally:
         if args.keep:
             print(f"kept {work}")

@@ -169,12 +169,12 @@ def train_run(
 
 
 def stream_note(source: ShardSource) -> str:
-    """One line on what streaming reads (and how large a block is read whole)."""
-    largest = max(b.rows for b in source.blocks)
+    """One line on what streaming reads (and in slices of how many rows)."""
+    largest = max(b.slice_rows for b in source.blocks)
     return (
-        f"{source.path}: streaming {source.num_rows} pairs from {len(source.files)} file(s) "
-        f"({source.embedding_bytes / 2**30:.2f} GiB of z and z_tilde; largest block "
-        f"{largest} rows, read whole: files written by `ssae embed` keep it small)"
+        f"{source.path}: streaming {source.num_rows} pairs from {len(source.files)} file(s), "
+        f"{len(source.blocks)} row group(s) ({source.embedding_bytes / 2**30:.2f} GiB of z and "
+        f"z_tilde; read in slices of at most {largest} rows)"
     )
 
 

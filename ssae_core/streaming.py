@@ -1,7 +1,10 @@
 """Out-of-core training data: the shifts of an embedding table streamed from its Parquet files, so
 that memory does not grow with the number of pairs.
 
-The unit of reading is a block, one row group of one file (``ssae embed`` writes one per shard).
+The unit of reading is a block, one row group of one file (``ssae embed`` writes one per shard),
+read in slices of at most ``SLICE_BYTES`` of z and z_tilde (pyarrow's batch iteration with a
+buffered stream, so that a row group of a million rows, as pandas, pyarrow or Spark write them,
+is never decoded whole): memory is bounded whatever the files' layout.
 :meth:`ShardSource.prepare` makes one pass over every block that checks the rows as
 :func:`ssae_core.io.load_embeddings` does and gathers, in float64, the mean shift and the spread
 around it (merged block by block), from which the normaliser and x_rms follow as
@@ -11,14 +14,16 @@ around it (merged block by block), from which the normaliser and x_rms follow as
   choice is deterministic and the same whatever the order of the files and rows. The fraction is
   ``val_fraction``, lowered where needed so that the held-out set holds at most one buffer of
   shifts (its memory then does not grow with the table either).
-- Order: epoch ``e`` reads the blocks in a permutation seeded by ``e`` alone and cuts the training
-  rows, in that order, into buffers of ``buffer_rows`` rows (a multiple of the batch size; the
-  last buffer takes the remainder); the trainer permutes each buffer with every member's own
-  generator. While one buffer trains, a background thread fills the next (reading the blocks
-  READ_AHEAD at a time), so two buffers and a few blocks are in memory at most. If the whole
+- Order: epoch ``e`` reads the blocks in a permutation seeded by ``e`` alone (the slices of one
+  block in their order) and cuts the training rows, in that order, into buffers of
+  ``buffer_rows`` rows (a multiple of the batch size; the last buffer takes the remainder); the
+  trainer permutes each buffer with every member's own generator. While one buffer trains, a
+  background thread fills the next (reading READ_AHEAD slices ahead), so two buffers and a few
+  slices are in memory at most. If the whole
   training set fits in one buffer, every epoch is a full shuffle, as in memory. Shuffling is
   only as wide as a buffer: a table stored sorted (by topic, by source) trains on batches that
-  mix a few blocks; give it small row groups (``ssae embed``'s shards) or shuffle its rows.
+  mix a few blocks; give it small row groups (``ssae embed``'s shards) or shuffle its rows. (A
+  file of one large row group is read in the same order every epoch; only buffers shuffle.)
 - Every epoch reads the blocks again without the checks of the first pass (Parquet decoding
   is then most of its cost).
 - Reading pairs backwards (``reverse``, as the study does) keeps one flag per pair id in memory
@@ -36,7 +41,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -57,22 +62,30 @@ from ssae_core.io import (
 )
 from ssae_core.model import Normalizer, check_shifts
 
+T = TypeVar("T")
+
 HOLDOUT_SEED = 0x5EED_0FF5
 ORDER_SEED = 0x0BDE_5EED
 READ_COLUMNS = ("pair_id", "split", "z", "z_tilde")
 MIB = 2**20
 READ_AHEAD = 1
-"""Blocks read ahead (each in one thread, decoded single-threaded) while the current one is used:
+SLICE_BYTES = 16 * MIB
+"""Most bytes of z and z_tilde (uncompressed) decoded at once from a row group."""
+READ_BUFFER = MIB
+"""Bytes pyarrow reads from a column chunk at a time (a buffered stream: without it, pyarrow
+reads a row group's whole column chunks before decoding the first slice)."""
+"""Slices read ahead (each in one thread, decoded single-threaded) while the current one is used:
 every thread that allocates keeps its own allocator cache, so fewer threads take less memory
 (measured: 100 MB less peak than two threads reading, each decoding with Arrow's pool)."""
 
 
 class Block(NamedTuple):
-    """One row group of one Parquet file."""
+    """One row group of one Parquet file, read ``slice_rows`` rows at a time."""
 
     file: Path
     row_group: int
     rows: int
+    slice_rows: int
 
 
 class Reversal(NamedTuple):
@@ -141,23 +154,31 @@ def _cut(
         yield buffer
 
 
+_DONE = object()
+
+
 def _read_ahead(
-    blocks: list[Block], read: Callable[[Block], EmbeddingRows], ahead: int = READ_AHEAD
-) -> Iterator[EmbeddingRows]:
-    """``read(block)`` of every block in order, the next ``ahead`` ones read in threads meanwhile
-    (Parquet decoding releases the GIL, so it overlaps the caller's work)."""
-    with ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="ssae-read") as pool:
-        pending: deque[Future[EmbeddingRows]] = deque()
+    blocks: list[Block], read: Callable[[Block], Iterator[T]], ahead: int = READ_AHEAD
+) -> Iterator[tuple[Block, T]]:
+    """``(block, slice)`` for every slice ``read(block)`` yields, block after block, the next
+    ``ahead`` slices read in a thread meanwhile (Parquet decoding releases the GIL, so it
+    overlaps the caller's work). The one thread advances the readers one slice at a time."""
+    slices = ((block, part) for block in blocks for part in read(block))
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ssae-read") as pool:
+        pending: deque[Future] = deque()
         try:
-            for block in blocks:
-                pending.append(pool.submit(read, block))
-                if len(pending) > ahead:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
+            while True:
+                while len(pending) <= ahead:
+                    pending.append(pool.submit(next, slices, _DONE))
+                item = pending.popleft().result()
+                if item is _DONE:
+                    return
+                yield item
         finally:
             for future in pending:
                 future.cancel()
+            pool.shutdown(wait=True)
+            slices.close()
 
 
 @dataclass
@@ -250,7 +271,7 @@ class StreamedShifts:
     def _training_rows(self, order: np.ndarray) -> Iterator[np.ndarray]:
         blocks = [self.source.blocks[k] for k in order]
         read = functools.partial(self.source.training_shifts, fraction=self.holdout_fraction)
-        for delta in _read_ahead(blocks, read):
+        for _, delta in _read_ahead(blocks, read):
             if len(delta):
                 yield delta
 
@@ -286,16 +307,21 @@ def _read_metadata(files: list[Path], path: object) -> list[pa.Schema]:
 
 
 def _column_bytes(file: Path, names: tuple[str, ...]) -> tuple[list[Block], int]:
-    """The blocks of ``file`` and the uncompressed bytes of its columns ``names``."""
+    """The blocks of ``file`` (each read in slices of at most ``SLICE_BYTES`` of the columns
+    ``names``) and the uncompressed bytes of those columns."""
     meta = pq.ParquetFile(file).metadata
     blocks, size = [], 0
     for k in range(meta.num_row_groups):
         group = meta.row_group(k)
-        blocks.append(Block(file, k, group.num_rows))
-        for c in range(group.num_columns):
-            column = group.column(c)
-            if column.path_in_schema.split(".")[0] in names:
-                size += column.total_uncompressed_size
+        group_bytes = sum(
+            group.column(c).total_uncompressed_size
+            for c in range(group.num_columns)
+            if group.column(c).path_in_schema.split(".")[0] in names
+        )
+        per_row = group_bytes / max(group.num_rows, 1)
+        slice_rows = max(1, min(group.num_rows, int(SLICE_BYTES // max(per_row, 1))))
+        blocks.append(Block(file, k, group.num_rows, slice_rows))
+        size += group_bytes
     return blocks, size
 
 
@@ -343,11 +369,17 @@ class ShardSource:
     def num_rows(self) -> int:
         return sum(b.rows for b in self.blocks)
 
-    def _read(self, block: Block, columns: tuple[str, ...]) -> pa.Table:
+    def _read(self, block: Block, columns: tuple[str, ...]) -> Iterator[pa.Table]:
+        """The rows of ``block``, ``block.slice_rows`` at a time (never the whole row group)."""
         try:
-            return pq.ParquetFile(block.file).read_row_group(
-                block.row_group, columns=list(columns), use_threads=False
-            )
+            with pq.ParquetFile(block.file, buffer_size=READ_BUFFER, pre_buffer=False) as file:
+                for batch in file.iter_batches(
+                    batch_size=block.slice_rows,
+                    row_groups=[block.row_group],
+                    columns=list(columns),
+                    use_threads=False,
+                ):
+                    yield pa.Table.from_batches([batch])
         except (pa.ArrowException, OSError) as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise InputError(f"{block.file}: not a readable Parquet file ({first})") from None
@@ -358,33 +390,37 @@ class ShardSource:
         if self.flips is None:
             largest = -1
             for block in self.blocks:
-                ids = self._read(block, ("pair_id",)).column("pair_id")
-                if len(ids) and pc.min(ids).as_py() < 0:
-                    raise InputError(
-                        f"{block.file}: reading pairs backwards needs pair ids >= 0; renumber "
-                        "the table"
-                    )
-                largest = max(largest, pc.max(ids).as_py() if len(ids) else -1)
+                for part in self._read(block, ("pair_id",)):
+                    ids = part.column("pair_id")
+                    if len(ids) and pc.min(ids).as_py() < 0:
+                        raise InputError(
+                            f"{block.file}: reading pairs backwards needs pair ids >= 0; "
+                            "renumber the table"
+                        )
+                    largest = max(largest, pc.max(ids).as_py() if len(ids) else -1)
             draws = np.random.default_rng(self.reverse.seed).random(largest + 1)
             self.flips = draws < self.reverse.fraction
         return self.flips
 
-    def read_rows(self, block: Block) -> EmbeddingRows:
-        """The rows of one block, checked as :func:`ssae_core.io.load_embeddings` checks them."""
-        return embedding_rows(self._read(block, READ_COLUMNS), block.file)
+    def read_rows(self, block: Block) -> Iterator[EmbeddingRows]:
+        """The rows of one block, slice by slice, checked as
+        :func:`ssae_core.io.load_embeddings` checks them."""
+        for part in self._read(block, READ_COLUMNS):
+            yield embedding_rows(part, block.file)
 
-    def training_shifts(self, block: Block, fraction: float) -> np.ndarray:
-        """The raw training shifts of one block (its selected rows that are not held out at
-        ``fraction``), without the checks :meth:`prepare` made: the fast read of every epoch."""
-        table = self._read(block, READ_COLUMNS)
-        pair_id = table.column("pair_id").to_numpy()
-        keep = ~held_out(pair_id, fraction)
-        if self.split != "all":
-            keep &= pc.equal(table.column("split"), self.split).to_numpy(zero_copy_only=False)
-        delta = (_floats(table, "z_tilde", block) - _floats(table, "z", block))[keep]
-        if self.reverse is not None:
-            delta[self._flips()[pair_id[keep]]] *= -1
-        return delta
+    def training_shifts(self, block: Block, fraction: float) -> Iterator[np.ndarray]:
+        """The raw training shifts of one block, slice by slice (its selected rows that are not
+        held out at ``fraction``), without the checks :meth:`prepare` made: the fast read of
+        every epoch."""
+        for table in self._read(block, READ_COLUMNS):
+            pair_id = table.column("pair_id").to_numpy()
+            keep = ~held_out(pair_id, fraction)
+            if self.split != "all":
+                keep &= pc.equal(table.column("split"), self.split).to_numpy(zero_copy_only=False)
+            delta = (_floats(table, "z_tilde", block) - _floats(table, "z", block))[keep]
+            if self.reverse is not None:
+                delta[self._flips()[pair_id[keep]]] *= -1
+            yield delta
 
     def selected(self, rows: EmbeddingRows) -> tuple[np.ndarray, np.ndarray]:
         """The pair ids and raw shifts [n, D] (float32; reversed pairs negated) of the rows that
@@ -402,9 +438,7 @@ class ShardSource:
         fraction = min(val_fraction, rows / self.num_rows)
         moments, held, splits, dim = ShiftMoments(), [], set(), None
         digest = hashlib.sha256()
-        for block, block_rows in zip(
-            self.blocks, _read_ahead(self.blocks, self.read_rows), strict=True
-        ):
+        for block, block_rows in _read_ahead(self.blocks, self.read_rows):
             if dim is None and len(block_rows.pair_id):
                 dim = block_rows.z.shape[1]
             elif len(block_rows.pair_id) and block_rows.z.shape[1] != dim:

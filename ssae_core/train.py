@@ -605,7 +605,7 @@ def _prepare_stream(source: ShardSource, cfg: TrainConfig) -> StreamedShifts:
 def _source_dim(source: ShardSource) -> int:
     """The embedding width of ``source``, from the first block with rows."""
     block = next(b for b in source.blocks if b.rows)
-    return int(source.read_rows(block).z.shape[1])
+    return int(next(source.read_rows(block)).z.shape[1])
 
 
 def _check_x_rms(x_rms: float, normalize: str) -> None:

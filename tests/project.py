@@ -63,11 +63,14 @@ def tiny_params(project: Path, model_dir: Path) -> None:
         require_active=False,
         batch_size=64,
     )
-    params["pairs"]["cat"]["num_pairs"] = 2000
     params["study"].update(
         seeds=[0, 1],
         grid={"budget_ratio": [0.5, 0.75], "lr": [0.003]},
-        overcomplete={"set": "cat", "factors": [1, 2], "seeds": [0, 1]},
+        # the sets the pipeline's loops need (in and out of distribution, behaviour, entangled,
+        # overcomplete, one-concept) and no more: each set adds extraction and training stages
+        sets=["lang", "gender", "binary", "truthfulqa"],
+        entangled_sets=["binary"],
+        overcomplete={"set": "binary", "factors": [1, 2], "seeds": [0, 1]},
     )
     params["study"]["optim"].update(steps=10, batch_size=32, threads=1)
     params["behaviour"].update(

@@ -132,7 +132,8 @@ def test_a_killed_run_resumes_keeping_its_completed_shards(
     )  # fmt: skip
     assert done.returncode == -signal.SIGKILL, done.stderr
     kept = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.glob("layer-*/*.parquet")}
-    assert sorted(p.name for p in kept) == ["shard-00000.parquet"] * 2 + ["shard-00001.parquet"] * 2
+    names = sorted(p.name for p in kept)  # two shards completed, in both layer folders
+    assert len(set(names)) == 2 and names[0::2] == names[1::2], names
 
     on_ray(pairs_file, out, tiny_lm_dir)
     for path, (mtime, content) in kept.items():

@@ -199,7 +199,7 @@ def test_reversed_pairs_are_those_reoriented_reverses(synth, shards):
     flipped = synth.reoriented(reverse.fraction, reverse.seed).subset("train")
     by_id = dict(zip(flipped.pair_id.tolist(), flipped.delta, strict=True))
     for block in source.blocks[:3]:
-        pair_id, delta = source.selected(source.read_rows(block))
+        pair_id, delta = source.selected(next(source.read_rows(block)))
         np.testing.assert_array_equal(delta, np.stack([by_id[int(i)] for i in pair_id]))
     assert source.metadata["reversed_fraction"] == "0.5"
 
@@ -280,3 +280,59 @@ def test_bad_streamed_input_is_one_line_and_writes_nothing(synth, tmp_path, caps
     )  # fmt: skip
     assert_one_line_error(code, err, message)
     assert snapshot(tmp_path) == before
+
+
+PEAK_SCRIPT = """
+import resource, sys
+from ssae_core.runs import train_run
+from ssae_core.streaming import ShardSource
+from ssae_core.train import TrainConfig
+path, out, train = sys.argv[1], sys.argv[2], sys.argv[3] == "train"
+if train:
+    cfg = TrainConfig(latent_dim=3, seeds=(0,), epochs=1, min_steps=0, patience=0,
+                      batch_size=256, loading="stream", buffer_mb=4.0)
+    train_run(path, out, cfg, require_active=False, progress=False)
+else:
+    ShardSource.open(path)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+def peak_rss(path: Path, out: Path, train: bool) -> int:
+    """Peak resident bytes of a fresh process that streams one epoch of ``path`` (or, for the
+    baseline, only imports the same modules and opens it)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", PEAK_SCRIPT, str(path), str(out), "train" if train else "open"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(done.stdout.split()[-1])
+
+
+@pytest.mark.slow
+def test_one_large_row_group_streams_in_bounded_memory(tmp_path):
+    """A table written as pandas or pyarrow write it (one row group for every row) streams in
+    slices: the run's peak memory above a process that only opens the table stays well below
+    the table's size (it was about 3x the table's size when row groups were read whole)."""
+    rng = np.random.default_rng(0)
+    rows, dim = 24_000, 1024  # z and z_tilde: 197 MB of float32
+    z = rng.standard_normal((rows, dim), dtype=np.float32)
+    table = EmbeddingTable(
+        pair_id=np.arange(rows),
+        z=z,
+        z_tilde=z + rng.standard_normal((rows, dim), dtype=np.float32),
+        split=np.array(["train"] * rows),
+    )
+    path = tmp_path / "one-group.parquet"
+    pq.write_table(table.to_arrow(), path, row_group_size=rows)
+    assert pq.ParquetFile(path).metadata.num_row_groups == 1
+    del z, table
+    data = 2 * rows * dim * 4
+    baseline = peak_rss(path, tmp_path / "open", train=False)
+    streamed = peak_rss(path, tmp_path / "run", train=True)
+    print(f"peak above baseline: {(streamed - baseline) / data:.3f} of the table")
+    assert (streamed - baseline) < 0.35 * data, (streamed - baseline) / data

@@ -4,14 +4,16 @@
 new texts, longest first), and which shard files they fill. An engine only runs the batches:
 
 - ``local``: in this process, one shard after another.
-- ``ray``: Ray Data streams the batches (rows of a dataset built from the pair table's token
-  ids) through ``map_batches`` to an actor pool. Each actor loads the model once and keeps it:
-  one actor per GPU (``num_gpus=1``) when the cluster has GPUs, else ``num_actors`` (default:
-  the cluster's CPUs // ``actor_threads``) CPU actors of ``actor_threads`` torch threads each.
+- ``ray``: a pool of Ray actors, each fed the token ids of one batch at a time (two queued per
+  actor, so none waits for this process). Each actor loads the model once and keeps it: one
+  actor per GPU (``num_gpus=1``) when the cluster has GPUs, else ``num_actors`` (default: the
+  cluster's CPUs // ``actor_threads``) CPU actors of ``actor_threads`` torch threads each. Plain
+  actors, not Ray Data: on 2 CPUs Ray Data's streaming executor and its per-batch tasks cost
+  more than the extraction gained from the second actor (benchmarks/bench_ray.py).
   States come back to this process as batches complete, and :mod:`.embed` writes each shard
   with the local engine's writer (atomically) as soon as all its texts are in, so an interrupted
   run keeps every completed shard. An actor that dies is restarted and its batch run again, and
-  a batch whose task raised is retried, up to ``MAX_RETRIES`` times each.
+  a batch whose task raised is run again, up to ``MAX_RETRIES`` times each.
 
 The batches, the model and the dtype are the local engine's, so on CPU the shards are the same
 bit for bit. Ray is imported only when engine ``ray`` runs. A process already connected to Ray
@@ -30,7 +32,7 @@ import os
 import re
 import sys
 import tempfile
-import warnings
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +45,7 @@ from ssae_core.lm.loading import _first_line, reachable
 
 ENGINES = ("local", "ray")
 MAX_RETRIES = 3
+IN_FLIGHT = 2
 CONNECT_TIMEOUT_S = 3.0
 ADDRESS = re.compile(r"(ray://)?[^\s:/]+:\d+")
 RAY_LOG_LINE = re.compile(r"^\[[^]]*\] \S+:\d+: (.*)$")
@@ -89,7 +92,6 @@ def check_engine(
 def _import_ray() -> Any:
     try:
         import ray
-        import ray.data
     except ImportError:
         raise InputError(f"engine ray: the ray package is not installed; {RAY_INSTALL}") from None
     return ray
@@ -215,18 +217,14 @@ def actor_count(
 
 
 class _ActorEmbedder:
-    """What each actor of the pool runs: the model is loaded once, in ``__init__``."""
+    """What each actor runs: the model is loaded once, in ``__init__``."""
 
     def __init__(self, make_embedder: Callable[[], BatchEmbedder], threads: int) -> None:
         torch.set_num_threads(threads)
         self.embed = make_embedder()
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        states = [
-            np.ascontiguousarray(self.embed([[int(t) for t in ids] for ids in row]), np.float32)
-            for row in batch["ids"]
-        ]
-        return {"job": batch["job"], "states": np.array([s.tobytes() for s in states], object)}
+    def states(self, ids: list[list[int]]) -> np.ndarray:
+        return np.ascontiguousarray(self.embed(ids), np.float32)
 
 
 def run_on_actors(
@@ -240,54 +238,45 @@ def run_on_actors(
 ) -> Iterator[tuple[int, np.ndarray]]:
     """``(job index, states [L, B, d])`` of every batch of token ids in ``jobs``, in the order
     they complete, computed by ``actors`` Ray actors (no more than there are batches) that each
-    call ``make_embedder()`` once."""
+    call ``make_embedder()`` once. Each actor has ``IN_FLIGHT`` batches queued, so it never waits
+    for this process; a batch whose task raised or whose actor died (it is restarted) is run
+    again, up to ``MAX_RETRIES`` times."""
     if not jobs:
         return
     ray = _import_ray()
-    rows = [{"job": i, "ids": [list(ids) for ids in job]} for i, job in enumerate(jobs)]
-    with _data_context(ray):
-        dataset = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
-        with warnings.catch_warnings():
-            # Finite retries are only reachable through the remote arguments Ray 2.60
-            # deprecates; its default (retry forever) would hang a run on a batch that always
-            # kills its actor.
-            warnings.simplefilter("ignore", category=DeprecationWarning)
-            dataset = dataset.map_batches(
-                _ActorEmbedder,
-                fn_constructor_args=(make_embedder, threads),
-                batch_size=1,
-                batch_format="numpy",
-                compute=ray.data.ActorPoolStrategy(size=min(actors, len(rows))),
-                num_cpus=threads,
-                num_gpus=1 if gpu else None,
-                max_restarts=MAX_RETRIES,
-                max_task_retries=MAX_RETRIES,
-            )
-        for row in dataset.iter_rows():
-            index = int(row["job"])
-            flat = np.frombuffer(row["states"], dtype=np.float32)
-            yield index, flat.reshape(num_layers, len(jobs[index]), -1)
+    remote = ray.remote(_ActorEmbedder).options(
+        num_cpus=threads,
+        num_gpus=1 if gpu else 0,
+        max_restarts=MAX_RETRIES,
+        max_task_retries=MAX_RETRIES,
+    )
+    pool = [remote.remote(make_embedder, threads) for _ in range(min(actors, len(jobs)))]
+    todo, tries = deque(range(len(jobs))), dict.fromkeys(range(len(jobs)), 0)
+    running: dict[Any, tuple[int, int]] = {}
 
+    def submit(actor: int) -> None:
+        if todo:
+            job = todo.popleft()
+            ids = [[int(t) for t in row] for row in jobs[job]]
+            running[pool[actor].states.remote(ids)] = (job, actor)
 
-@contextlib.contextmanager
-def _data_context(ray: Any) -> Iterator[None]:
-    """Ray Data settings for the datasets made inside (each keeps a copy): no progress bars or
-    banners (the extraction has its own), application errors retried; restored after."""
-    context = ray.data.DataContext.get_current()
-    wanted = {
-        "enable_progress_bars": False,
-        "print_on_execution_start": False,
-        "actor_task_retry_on_errors": True,
-    }
-    before = {name: getattr(context, name) for name in wanted}
-    logger = logging.getLogger("ray.data")
-    level = logger.level
-    for name, value in wanted.items():
-        setattr(context, name, value)
-    logger.setLevel(logging.ERROR)
     try:
-        yield
+        for _ in range(IN_FLIGHT):  # round robin: the first shards complete first
+            for actor in range(len(pool)):
+                submit(actor)
+        while running:
+            [ref], _ = ray.wait(list(running), num_returns=1)
+            job, actor = running.pop(ref)
+            try:
+                states = ray.get(ref)
+            except ray.exceptions.RayError:
+                tries[job] += 1
+                if tries[job] > MAX_RETRIES:
+                    raise
+                todo.appendleft(job)
+            else:
+                yield job, states.reshape(num_layers, len(jobs[job]), -1)
+            submit(actor)
     finally:
-        for name, value in before.items():
-            setattr(context, name, value)
-        logger.setLevel(level)
+        for actor in pool:
+            ray.kill(actor)
