@@ -12,6 +12,7 @@ import re
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 from ssae_core import __version__
 from ssae_core.config import field_docs
@@ -594,7 +595,9 @@ def _lm_config(name: str):
 def _write_vector_files(args: argparse.Namespace, vector, config) -> None:
     """The exports asked for (--out / --export, --export-gguf), checked before anything is
     written; with a known model config, negative layers are resolved and its type recorded."""
+    from ssae_core.io import check_output
     from ssae_core.lm.vector_files import (
+        VECTOR_COMMAND,
         check_gguf_exportable,
         export_gguf,
         gguf_model_hint,
@@ -604,6 +607,13 @@ def _write_vector_files(args: argparse.Namespace, vector, config) -> None:
     )
 
     safetensors = getattr(args, "out", None) or getattr(args, "export", None)
+    option = "--out" if getattr(args, "out", None) else "--export"
+    targets = [(safetensors, option), (args.export_gguf, "--export-gguf")]
+    targets = [(path, flag) for path, flag in targets if path]
+    if len(targets) == 2 and Path(targets[0][0]).resolve() == Path(targets[1][0]).resolve():
+        raise InputError(f"{option} and --export-gguf: name the same file; give two paths")
+    for path, flag in targets:  # every output checked before the first is written
+        check_output(path, VECTOR_COMMAND, kind="file", option=flag)
     if config is None and _needs_model_config(vector, args, safetensors):
         config = _lm_config(args.lm) if args.lm else recorded_model_config(vector)
     if config is not None:
@@ -612,7 +622,6 @@ def _write_vector_files(args: argparse.Namespace, vector, config) -> None:
         check_gguf_exportable(vector)
         gguf_model_hint(vector, args.model_hint)
     if safetensors:
-        option = "--out" if getattr(args, "out", None) else "--export"
         save_steering_vector(vector, safetensors, option=option)
         print(f"wrote {safetensors}")
     if args.export_gguf:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import json
 import math
 import os
@@ -135,6 +136,27 @@ def _make_parents(folder: Path, target: Path) -> list[Path]:
     return missing
 
 
+RESOURCE_ADVICE = {
+    errno.ENOSPC: "the disk is full: free space or write to another disk; ",
+    errno.EDQUOT: "the disk quota is used up: free space or write to another disk; ",
+    errno.EFBIG: "the file size limit (ulimit -f) is reached: raise it or write less; ",
+    errno.EROFS: "the file system is read-only: write to another folder; ",
+    errno.EACCES: "permission denied: write to a folder you own; ",
+}
+_ERRNO_IN_TEXT = re.compile(r"(?:errno |code: |os error )(\d+)")
+
+
+def resource_errno(exc: BaseException) -> int | None:
+    """The errno of a resource failure (full disk, file size limit, read-only or forbidden
+    folder) behind ``exc``, whether Python, pyarrow ("[errno 28]") or safetensors ("os error 28")
+    raised it; None for any other error."""
+    code = exc.errno if isinstance(exc, OSError) else None
+    if code is None:
+        match = _ERRNO_IN_TEXT.search(str(exc))
+        code = int(match.group(1)) if match else None
+    return code if code in RESOURCE_ADVICE else None
+
+
 @contextlib.contextmanager
 def staging(target: str | os.PathLike, *, tidy_parents: bool = False) -> Iterator[Path]:
     """A new, empty staging folder beside ``target`` (created with its missing parents), removed
@@ -155,7 +177,16 @@ def staging(target: str | os.PathLike, *, tidy_parents: bool = False) -> Iterato
                 f"{target}: cannot write in {target.parent} ({exc.strerror}); "
                 "choose a folder you can write to"
             ) from None
-        yield folder
+        try:
+            yield folder
+        except Exception as exc:
+            code = resource_errno(exc)
+            if code is None:
+                raise
+            raise InputError(
+                f"{target}: cannot write it ({os.strerror(code)}); {RESOURCE_ADVICE[code]}"
+                "nothing partial was left"
+            ) from None
         done = True
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -209,9 +240,10 @@ def _swap_in(new: Path, target: Path, folder: Path) -> None:
 
 # --------------------------------------------------------------------------- safe outputs
 #
-# What a command writes at a user's --out: a folder carries OUTPUT_MARKER (naming the command),
-# a single file carries OUTPUT_KEY in its metadata (Parquet schema, safetensors header, GGUF).
-# A later run of the same command may replace it; nothing else is ever replaced or deleted.
+# What a command writes at a user's --out: a folder carries OUTPUT_MARKER (naming the command and
+# listing the files it wrote), a single file carries OUTPUT_KEY in its metadata (Parquet schema,
+# safetensors header, GGUF). A later run of the same command may replace it, unless the folder
+# holds a file the marker does not list; nothing else is ever replaced or deleted.
 
 OUTPUT_MARKER = ".ssae-output.json"
 OUTPUT_KEY = "ssae.output"
@@ -260,6 +292,21 @@ def _file_stamp(path: Path) -> object:
 
     with safe_open(str(path), framework="np") as handle:
         return (handle.metadata() or {}).get(OUTPUT_KEY)
+
+
+def foreign_files(folder: Path) -> list[str]:
+    """The files in ``folder`` (an output folder of ours) that its marker does not list as
+    written by the command, relative to it; empty when the marker lists none (an output folder
+    filled piece by piece, or written before markers listed their files)."""
+    try:
+        listed = json.loads((folder / OUTPUT_MARKER).read_text()).get("files")
+    except (OSError, ValueError, AttributeError):
+        return []
+    if not isinstance(listed, list):
+        return []
+    ours = {*listed, OUTPUT_MARKER}
+    found = (p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir())
+    return sorted(name for name in found if name not in ours)
 
 
 def _is_empty(path: Path) -> bool:
@@ -312,17 +359,33 @@ def check_output(
     if kind == "file" and target.is_dir():
         raise InputError(f"{where}: is a folder; give a file path")
     owner = written_by(target)
+    if owner == command and kind == "folder":
+        foreign = foreign_files(target)
+        if foreign:
+            more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+            raise InputError(
+                f"{where}: holds {foreign[0]}{more}, which {_shown(command)} did not write; "
+                "move it out of the folder, or give another path"
+            )
     if owner == command or _is_empty(target) or (owner is None and accept and accept(target)):
         return target
     if owner is not None:
         raise InputError(
-            f"{where}: holds the output of `ssae {owner}`, not of `ssae {command}`; "
+            f"{where}: holds the output of {_shown(owner)}, not of {_shown(command)}; "
             f"give another path"
         )
     raise InputError(
-        f"{where}: exists and was not written by `ssae {command}`; "
+        f"{where}: exists and was not written by {_shown(command)}; "
         f"give a new path (or remove it yourself)"
     )
+
+
+SHOWN_COMMANDS = {"steering-vector": "`ssae vector md` or `ssae steer --export`"}
+"""How a stamp that is not a subcommand's name is shown in messages."""
+
+
+def _shown(command: str) -> str:
+    return SHOWN_COMMANDS.get(command, f"`ssae {command}`")
 
 
 @contextlib.contextmanager
@@ -347,6 +410,13 @@ def safe_output(
         if kind == "folder":
             (tmp / OUTPUT_MARKER).write_text(_marker_text(command))
         yield tmp
+        if kind == "folder":  # the record of what the command wrote: nothing else is replaced
+            files = sorted(
+                p.relative_to(tmp).as_posix()
+                for p in tmp.rglob("*")
+                if not p.is_dir() and p.name != OUTPUT_MARKER
+            )
+            (tmp / OUTPUT_MARKER).write_text(_marker_text(command, files))
         if written_by(tmp) != command:
             raise RuntimeError(f"{target}: written without the stamp of `ssae {command}`")
         # still ours (or absent) just before the swap: it may have changed while the block ran
@@ -390,8 +460,11 @@ def resumable_output(
         raise
 
 
-def _marker_text(command: str) -> str:
-    return json.dumps({"command": command, "version": __version__}) + "\n"
+def _marker_text(command: str, files: Sequence[str] | None = None) -> str:
+    record: dict[str, object] = {"command": command, "version": __version__}
+    if files is not None:
+        record["files"] = list(files)
+    return json.dumps(record) + "\n"
 
 
 def write_json(obj: object, path: str | os.PathLike) -> None:
@@ -416,10 +489,35 @@ def read_json(path: str | os.PathLike) -> object:
         ) from None
 
 
+CHECKSUMS = {"write_page_checksum": True}
+"""How every Parquet file of the tool is written: each data page carries a CRC32 of its bytes."""
+VERIFY = {"page_checksum_verification": True}
+"""How every Parquet file is read: a page whose bytes no longer match its CRC is an error (pages
+of files written without checksums are read as they are)."""
+DAMAGED = "CRC checksum verification failed"
+
+
+def write_table_file(table: pa.Table, path: str | os.PathLike) -> None:
+    """``pq.write_table`` with page checksums (to a path the caller made atomic)."""
+    pq.write_table(table, path, **CHECKSUMS)
+
+
 def write_parquet(table: pa.Table, path: str | os.PathLike) -> None:
-    """Write one Parquet file atomically."""
+    """Write one Parquet file atomically, with page checksums."""
     with atomic_file(path) as tmp:
-        pq.write_table(table, tmp)
+        write_table_file(table, tmp)
+
+
+def parquet_error(path: object, exc: BaseException) -> InputError:
+    """The one-line error for a Parquet file that cannot be read: damaged (a page fails its
+    checksum: delete it and re-create it) or not readable at all."""
+    first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if DAMAGED in str(exc):
+        return InputError(
+            f"{path}: damaged (a data page fails its checksum); delete it and re-run the command "
+            "that wrote it (`ssae embed` and `dvc repro` redo only missing shards)"
+        )
+    return InputError(f"{path}: not a readable Parquet file ({first_line})")
 
 
 # --------------------------------------------------------------------------- metadata
@@ -476,10 +574,9 @@ def parquet_files(path: str | os.PathLike) -> list[Path]:
 
 def _read_parquet(path: Path, shown: object) -> pa.Table:
     try:
-        return pq.read_table(path)
+        return pq.read_table(path, **VERIFY)
     except (pa.ArrowException, OSError) as exc:
-        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"{shown}: not a readable Parquet file ({first_line})") from None
+        raise parquet_error(shown if DAMAGED not in str(exc) else path, exc) from None
 
 
 def read_table(path: str | os.PathLike) -> pa.Table:
@@ -791,6 +888,7 @@ def load_embeddings(path: str | os.PathLike) -> EmbeddingTable:
     if table.num_rows == 0:
         raise InputError(f"{path}: embedding table has no rows; re-run the step that wrote it")
     rows = embedding_rows(table, path)
+    require_unique_ids(rows.pair_id, path)
     shift = (
         float_matrix(table.column("shift"), path, "shift")
         if "shift" in table.column_names
@@ -907,12 +1005,25 @@ def pair_table(
     return table.replace_schema_metadata(encode_metadata(concepts, extra))
 
 
+def require_unique_ids(pair_id: np.ndarray, path: object) -> None:
+    """Refuse a table in which a ``pair_id`` occurs more than once (each id names one pair)."""
+    ids, counts = np.unique(np.asarray(pair_id), return_counts=True)
+    repeated = ids[counts > 1]
+    if len(repeated):
+        shown = ", ".join(str(i) for i in repeated[:3])
+        raise InputError(
+            f"{path}: {len(repeated)} pair_id(s) occur more than once (e.g. {shown}); every "
+            "pair needs its own id: renumber the pairs (ssae pairs does)"
+        )
+
+
 def load_pairs(path: str | os.PathLike) -> pa.Table:
     """Read and validate a pair table; returns the Arrow table (concepts in its metadata)."""
     table = read_table(path)
     _require_columns(table, PAIR_COLUMNS[:4], path, "a pair table")
     if table.num_rows == 0:
         raise InputError(f"{path}: pair table has no rows; re-run the step that wrote it")
+    require_unique_ids(table.column("pair_id").to_numpy(), path)
     for name in ("x", "x_tilde"):
         texts = table.column(name).to_pylist()
         empty = [i for i, t in enumerate(texts) if t is None or not str(t).strip()]

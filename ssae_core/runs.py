@@ -19,7 +19,6 @@ from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ssae_core.errors import InputError
 from ssae_core.io import (
@@ -29,6 +28,7 @@ from ssae_core.io import (
     read_json,
     safe_output,
     stamped,
+    write_table_file,
 )
 from ssae_core.model import ShiftAutoencoder, check_shifts
 from ssae_core.progress import show_message
@@ -261,7 +261,7 @@ def encode_table(
                 "h": pa.FixedSizeListArray.from_arrays(flat, codes.shape[1]),
             }
         )
-        pq.write_table(stamped(out, ENCODE_COMMAND), tmp)
+        write_table_file(stamped(out, ENCODE_COMMAND), tmp)
     return len(codes)
 
 

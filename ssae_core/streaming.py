@@ -53,12 +53,15 @@ from ssae_core.errors import InputError
 from ssae_core.io import (
     EMBEDDING_COLUMNS,
     LABEL_KEYS,
+    VERIFY,
     EmbeddingRows,
     check_shards,
     decode_metadata,
     embedding_rows,
     float_matrix,
+    parquet_error,
     parquet_files,
+    require_unique_ids,
 )
 from ssae_core.model import Normalizer, check_shifts
 
@@ -372,7 +375,9 @@ class ShardSource:
     def _read(self, block: Block, columns: tuple[str, ...]) -> Iterator[pa.Table]:
         """The rows of ``block``, ``block.slice_rows`` at a time (never the whole row group)."""
         try:
-            with pq.ParquetFile(block.file, buffer_size=READ_BUFFER, pre_buffer=False) as file:
+            with pq.ParquetFile(
+                block.file, buffer_size=READ_BUFFER, pre_buffer=False, **VERIFY
+            ) as file:
                 for batch in file.iter_batches(
                     batch_size=block.slice_rows,
                     row_groups=[block.row_group],
@@ -381,8 +386,7 @@ class ShardSource:
                 ):
                     yield pa.Table.from_batches([batch])
         except (pa.ArrowException, OSError) as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise InputError(f"{block.file}: not a readable Parquet file ({first})") from None
+            raise parquet_error(block.file, exc) from None
 
     def _flips(self) -> np.ndarray:
         """Which pair ids read backwards: the draws of ``reoriented`` (one per id up to the
@@ -436,7 +440,7 @@ class ShardSource:
     ) -> StreamedShifts:
         """One pass over every block: checks, held-out shifts, normaliser and x_rms."""
         fraction = min(val_fraction, rows / self.num_rows)
-        moments, held, splits, dim = ShiftMoments(), [], set(), None
+        moments, held, splits, dim, ids = ShiftMoments(), [], set(), None, []
         digest = hashlib.sha256()
         for block, block_rows in _read_ahead(self.blocks, self.read_rows):
             if dim is None and len(block_rows.pair_id):
@@ -447,6 +451,7 @@ class ShardSource:
                     f"{block_rows.z.shape[1]}, the first {dim}; re-create the folder"
                 )
             splits |= set(block_rows.split.tolist())
+            ids.append(block_rows.pair_id)  # 8 bytes a pair: checked for repeats at the end
             pair_id, delta = self.selected(block_rows)
             check_shifts(delta, pair_id, normalize, block.file)
             digest.update(pair_id.astype("<i8").tobytes())
@@ -454,6 +459,8 @@ class ShardSource:
             mask = held_out(pair_id, fraction)
             moments.add(delta[~mask], normalize)
             held.append(delta[mask])
+        require_unique_ids(np.concatenate(ids), self.path)
+        del ids
         _check_rows(self, moments, splits)
         normalizer = Normalizer.from_moments(
             normalize, moments.mean, moments.sq_deviation, moments.count

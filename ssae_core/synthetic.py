@@ -11,10 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from ssae_core.errors import InputError, require_finite, require_memory
-from ssae_core.io import EmbeddingTable, safe_output, stamped
+from ssae_core.io import EmbeddingTable, safe_output, stamped, write_table_file
 
 SYNTH_COMMAND = "synth"
 
@@ -146,7 +145,7 @@ def write_synthetic(
         table = make_synthetic(cfg)
         if entangled:
             table = entangle(table, seed=cfg.seed + 1)
-        pq.write_table(stamped(table.to_arrow(), SYNTH_COMMAND), tmp)
+        write_table_file(stamped(table.to_arrow(), SYNTH_COMMAND), tmp)
     return table
 
 

@@ -31,7 +31,7 @@ def snapshot(folder: Path) -> dict[str, str]:
     return found
 
 
-def ssae(command_line: str, *, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:
+def ssae(command_line: str, *, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
     """Run ``ssae COMMAND_LINE`` (split as a POSIX shell would) in a new Python process, as a
     user runs it."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}

@@ -296,12 +296,15 @@ def test_bad_arguments() -> None:
 
 def test_stage_writes_the_table(tmp_path, monkeypatch) -> None:
     import stages.common
+    from ssae_core.study.layout import StudyLayout
     from stages import generate_pairs
 
     params = tmp_path / "params.yaml"
     params.write_text("pairs:\n  seed: 1\n  test_fraction: 0.25\n")
     monkeypatch.setattr(stages.common, "PARAMS_FILE", params)
-    out = tmp_path / "pairs" / "gender.parquet"
-    monkeypatch.setattr(sys, "argv", ["generate_pairs", "gender", "--out", str(out)])
+    monkeypatch.setattr(generate_pairs, "LAYOUT", StudyLayout(tmp_path))
+    monkeypatch.setattr(sys, "argv", ["generate_pairs", "gender"])
     generate_pairs.main()
+    out = tmp_path / "data" / "pairs" / "gender.parquet"
     assert pq.read_table(out).equals(make_pairs("gender", seed=1))
+    assert not (tmp_path / "data" / "pairs" / "lang.parquet").exists()  # only the sets named

@@ -129,3 +129,51 @@ def test_labels_travel_with_embedding_tables_and_swap_with_reversed_pairs(tmp_pa
     assert rev.any() and (~rev).any()
     assert (flipped.labels.x_states[rev, 0] == "fr").all()
     assert (flipped.labels.x_states[~rev, 0] == "en").all()
+
+
+def test_repeated_pair_ids_are_refused_by_every_reader(tmp_path):
+    from ssae_core.io import load_pairs, pair_table, write_parquet
+    from ssae_core.streaming import ShardSource
+
+    t = _table(8)
+    t.pair_id[5] = 2  # 8 rows, 7 distinct ids
+    save_embeddings(t, tmp_path / "e.parquet")
+    with pytest.raises(
+        InputError, match=r"e.parquet: 1 pair_id\(s\) occur more than once \(e.g. 2\)"
+    ):
+        load_embeddings(tmp_path / "e.parquet")
+    with pytest.raises(InputError, match="occur more than once"):
+        ShardSource.open(tmp_path / "e.parquet").prepare("global", 0.1, 64, 2)
+    pairs = pair_table(["a b", "c d", "e f"], ["b a", "d c", "f e"], ["train"] * 3, None, None)
+    pairs = pairs.set_column(0, "pair_id", pa.array([0, 1, 1], pa.int64()))
+    write_parquet(pairs, tmp_path / "pairs.parquet")
+    with pytest.raises(InputError, match="renumber the pairs"):
+        load_pairs(tmp_path / "pairs.parquet")
+
+
+def test_a_damaged_shard_is_refused_by_every_reader(tmp_path, capsys):
+    """200 bytes flipped inside a shard's data pages: every reader refuses it in one line that
+    names the shard and the fix (before page checksums, values changed by up to 17 and trained)."""
+    from ssae_core.cli import main
+    from ssae_core.streaming import ShardSource
+
+    t = _table(400, 16)
+    (tmp_path / "emb").mkdir()
+    save_embeddings(t.select(np.arange(400) < 200), tmp_path / "emb" / "shard-00000.parquet")
+    shard = tmp_path / "emb" / "shard-00001.parquet"
+    save_embeddings(t.select(np.arange(400) >= 200), shard)
+    data = bytearray(shard.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 200] = bytes(b ^ 0x5A for b in data[middle : middle + 200])
+    shard.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=r"shard-00001.parquet: damaged .* delete it and re-run"):
+        load_embeddings(tmp_path / "emb")
+    with pytest.raises(InputError, match=r"shard-00001.parquet: damaged"):
+        ShardSource.open(tmp_path / "emb").prepare("global", 0.1, 64, 2)
+    argv = ["train", str(tmp_path / "emb"), "--out", str(tmp_path / "run"), "--latent-dim", "2"]
+    for loading in ("memory", "stream"):
+        assert main([*argv, "--loading", loading]) == 2
+        errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+        assert len(errors) == 1 and errors[0].startswith("error: "), errors
+        assert "shard-00001.parquet: damaged" in errors[0]
+    assert not (tmp_path / "run").exists()

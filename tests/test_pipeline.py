@@ -59,7 +59,7 @@ def test_dvc_repro_end_to_end(reproduced):
     assert set(results["synth_4_3"]) == {"ssae", "aff"}
     assert set(results["synth_4_3"]["ssae"]) == {"m4", "m8"}
     assert len(results["synth_4_3"]["ssae"]["m4"]["mcc"]["values"]) == 2
-    sets = {"lang", "gender", "binary", "truthfulqa", "mine"}  # tests/project.py's study.sets
+    sets = {"lang", "binary", "truthfulqa", "mine"}  # tests/project.py's study.sets
     layers = {"1", "final"}
     llm = json.loads((metrics / "identifiability.json").read_text())["layers"]
     assert set(llm) == layers
@@ -76,7 +76,7 @@ def test_dvc_repro_end_to_end(reproduced):
         assert "mcc" not in llm[key]["sets"]["mine"]["aff"]
         assert len(llm[key]["sets"]["mine"]["aff"]["decoder_mcc"]["values"]) == 1  # 2 seeds
         ood = set(steering[key]["out_of_distribution"])
-        assert ood == {"binary->gender", "binary->lang"}  # corr is not a study set here
+        assert ood == {"binary->lang"}  # gender and corr are not study sets here
     assert set(json.loads((metrics / "behaviour.json").read_text())["layers"]) == layers
     assert sorted(p.name for p in (metrics / "plots" / "behaviour").iterdir()) == [
         "language_1.csv",

@@ -128,7 +128,7 @@ def test_a_killed_run_resumes_keeping_its_completed_shards(
     args = [str(pairs_file), str(out), str(tiny_lm_dir), cluster]
     done = subprocess.run(
         [sys.executable, "-c", CRASH_AFTER_TWO_SHARDS, *args],
-        env=env, capture_output=True, text=True, timeout=120,
+        env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == -signal.SIGKILL, done.stderr
     kept = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.glob("layer-*/*.parquet")}

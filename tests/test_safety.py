@@ -135,6 +135,22 @@ def test_an_earlier_output_of_the_same_command_is_replaced(ws, capsys, argv):
     assert not [name for name in after if STAGING_TAG in name]
 
 
+def test_a_file_the_user_saved_in_an_earlier_run_folder_is_never_deleted(ws, capsys):
+    """Replacing a run folder removes only what `ssae train` wrote there (its marker lists it):
+    a file of the user's in it means refusal, naming the file."""
+    (ws / "run" / "MY_NOTES.txt").write_text("seed 0 looks best\n")
+    (ws / "run" / "seed-0" / "plot.png").write_bytes(b"png")
+    before = snapshot(ws)
+    argv = ["train", "data.parquet", "--out", "run", "--latent-dim", "2", "--seeds", "5"]
+    code, _, err = ssae_in_process(capsys, *argv, *FAST_TRAIN)
+    assert_one_line_error(code, err, "MY_NOTES.txt (and 1 more), which `ssae train` did not write")
+    assert snapshot(ws) == before
+    (ws / "run" / "MY_NOTES.txt").unlink()
+    (ws / "run" / "seed-0" / "plot.png").unlink()
+    code, _, err = ssae_in_process(capsys, *argv, *FAST_TRAIN)
+    assert code == 0, err
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write in any folder")
 def test_a_folder_without_write_permission_is_refused(ws, capsys):
     (ws / "locked").mkdir()
@@ -203,7 +219,7 @@ def test_no_staging_folder_outlives_a_crash_beyond_the_next_run(ws, sig):
     assert _staging_folders(ws), process.communicate()
     time.sleep(0.5)  # into the training loop
     process.send_signal(sig)
-    _, err = process.communicate(timeout=60)
+    _, err = process.communicate(timeout=300)
     assert process.returncode in (130, 128 + sig, -sig), err
     assert snapshot(ws / "run") == old_run  # the old output was never touched
     if sig == signal.SIGKILL:

@@ -408,14 +408,14 @@ def test_download_over_http_follows_redirect(tmp_path, http_hub, monkeypatch):
         tmp_path / "f.parquet",
         endpoint=http_hub,
         sha256=hashlib.sha256(data).hexdigest(),
-        timeout=5,
+        timeout=60,
     )
     assert dest.read_bytes() == data
 
 
 def test_http_error_names_revision(tmp_path, http_hub):
     with pytest.raises(InputError, match=r"HTTP 404 .*truthfulqa\.revision"):
-        tqa.download(tmp_path / "f.parquet", endpoint=http_hub, revision="0" * 40, timeout=5)
+        tqa.download(tmp_path / "f.parquet", endpoint=http_hub, revision="0" * 40, timeout=60)
     assert not (tmp_path / "f.parquet").exists()
 
 

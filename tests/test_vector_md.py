@@ -208,6 +208,17 @@ def test_vector_md_of_embedding_shards(pairs, tiny_lm_dir, tmp_path, capsys):
     assert main(["vector", "md", str(shards), "--out", str(out), "--layer", "2"]) == 2
     assert "omit --layer" in capsys.readouterr().err
 
+    # every output is checked before the first is written: a refused --export-gguf leaves no
+    # safetensors file behind, and the message names the commands that exist
+    notes, fresh = tmp_path / "notes.txt", tmp_path / "fresh.safetensors"
+    notes.write_text("my notes\n")
+    argv = ["vector", "md", str(shards), "--out", str(fresh), "--export-gguf", str(notes)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--export-gguf" in err and "`ssae vector md` or `ssae steer --export`" in err, err
+    assert "steering-vector" not in err and len(err.strip().splitlines()) == 1
+    assert not fresh.exists() and notes.read_text() == "my notes\n"
+
 
 @pytest.mark.parametrize("operator", ["project_out", "add_keep_norm"])
 def test_steer_with_an_operator_as_a_subprocess(pairs, tiny_lm_dir, tmp_path, operator):

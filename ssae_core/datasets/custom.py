@@ -37,7 +37,14 @@ import pyarrow.parquet as pq
 
 from ssae_core.datasets.semisynthetic import DATASETS, split_entities
 from ssae_core.errors import InputError
-from ssae_core.io import PairLabels, is_text, pair_table, safe_output, stamped
+from ssae_core.io import (
+    PairLabels,
+    is_text,
+    pair_table,
+    safe_output,
+    stamped,
+    write_table_file,
+)
 
 PAIRS_COMMAND = "pairs"
 FORMATS = ("auto", "csv", "tsv", "jsonl", "parquet", "hf")
@@ -563,5 +570,5 @@ def write_custom_pairs(
     which must be new or an earlier output of ``ssae pairs`` (nothing else is ever replaced)."""
     with safe_output(out, PAIRS_COMMAND, kind="file", inputs=[cfg.path]) as tmp:
         pairs = build_custom_pairs(cfg, name)
-        pq.write_table(stamped(pairs.table, PAIRS_COMMAND), tmp)
+        write_table_file(stamped(pairs.table, PAIRS_COMMAND), tmp)
     return pairs

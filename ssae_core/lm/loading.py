@@ -499,8 +499,15 @@ def load_model(
     kwargs = source.load_kwargs()
     if torch_device.type != "cpu":
         kwargs["device_map"] = {"": torch_device}
+    from safetensors import SafetensorError
+
     try:
         model = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch_dtype, **kwargs)
+    except SafetensorError as exc:
+        raise InputError(
+            f"model {source.name}: its weight files are damaged or truncated "
+            f"({_first_line(exc)}); download or convert the model again"
+        ) from None
     except (OSError, ValueError, KeyError) as exc:
         raise InputError(
             f"model {source.name}: cannot load its weights ({_first_line(exc)})"

@@ -15,14 +15,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from ssae_core.datasets.semisynthetic import OOD_EVALUATIONS, ood_vocabulary_overlap
 from ssae_core.errors import InputError
 from ssae_core.evaluation.identifiability import score_run
 from ssae_core.evaluation.probes import evaluate_probe_steering
 from ssae_core.evaluation.steering_accuracy import SteeringModel, evaluate_steering
-from ssae_core.io import EmbeddingTable, load_embeddings
+from ssae_core.io import EmbeddingTable, load_embeddings, read_table
 from ssae_core.runs import load_run
 from ssae_core.study.budgets import Budgets
 from ssae_core.study.config import StudyConfig
@@ -137,9 +135,7 @@ def _evaluate(
 
 def _require_disjoint_vocabulary(at: LayerLayout, source: str, target: str) -> None:
     """OOD must not reuse words: no test word of ``target`` may occur in ``source``'s training."""
-    overlap = ood_vocabulary_overlap(
-        pq.read_table(at.pairs(source)), pq.read_table(at.pairs(target))
-    )
+    overlap = ood_vocabulary_overlap(read_table(at.pairs(source)), read_table(at.pairs(target)))
     if overlap:
         raise InputError(
             f"{at.pairs(target)}: {len(overlap)} test words also occur in {source}'s "
