@@ -68,8 +68,12 @@ def add_config_options(
         required = default is None and field.default is dataclasses.MISSING
         if not required:
             help_text += f" (default: {_default_text(default)})"
+        flag = (flags or {}).get(name, f"--{name.replace('_', '-')}")
+        parser.set_defaults(
+            _option_flags={**(parser.get_default("_option_flags") or {}), name: flag}
+        )
         parser.add_argument(
-            (flags or {}).get(name, f"--{name.replace('_', '-')}"),
+            flag,
             dest=name,
             type=kind,
             default=list(default) if name in repeated else default,
@@ -89,15 +93,20 @@ def config_from_args(cls: type, args: argparse.Namespace, **extra: object) -> ob
     try:
         return cls(**{**values, **extra})
     except InputError as exc:
-        raise InputError(_as_option(str(exc), values)) from None
+        flags = getattr(args, "_option_flags", None) or {}
+        flags = {k: v for k, v in flags.items() if k in values}
+        raise InputError(_as_options(str(exc), flags)) from None
 
 
-def _as_option(message: str, options: Mapping[str, object]) -> str:
-    """A config message that starts ``field=value`` as the user typed it: ``--field value``."""
+def _as_options(message: str, flags: Mapping[str, str]) -> str:
+    """A config message in the words of the command line: a leading ``field=value`` becomes
+    ``--flag value`` and every other field name its flag (``num_pairs`` -> ``--pairs``)."""
     head = re.match(r"([a-z_]+)=", message)
-    if head is None or head.group(1) not in options:
-        return message
-    return f"--{head.group(1).replace('_', '-')} {message[head.end() :]}"
+    if head is not None and head.group(1) in flags:
+        message = f"{flags[head.group(1)]} {message[head.end() :]}"
+    for name, flag in flags.items():
+        message = re.sub(rf"(?<![\w-]){name}\b", flag, message)
+    return message
 
 
 def add_device_arguments(p: argparse.ArgumentParser) -> None:
@@ -315,7 +324,7 @@ def _run_synth(args: argparse.Namespace) -> None:
     from ssae_core.synthetic import SynthConfig, write_synthetic
 
     cfg = config_from_args(SynthConfig, args)
-    table = write_synthetic(cfg, args.out, entangled=args.entangle)
+    table = write_synthetic(cfg, args.out, entangled=args.entangle, option="OUT")
     print(f"wrote {len(table)} pairs (d={table.dim}, n={cfg.num_concepts}) to {args.out}")
 
 
@@ -435,6 +444,24 @@ def _layer_text(text: str) -> str:
     return text
 
 
+MAX_ALPHA = 1e5
+"""Largest |--alpha|: residual norms of the models steered here are at most ~3e4, so a larger
+scale only overflows the forward pass (float32 inf, then empty text)."""
+
+
+def _alpha(text: str) -> float:
+    """An ``--alpha`` value: a finite number with |alpha| <= MAX_ALPHA."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not abs(value) <= MAX_ALPHA:  # also NaN
+        raise argparse.ArgumentTypeError(
+            f"{text}: must be a finite number with |alpha| <= {MAX_ALPHA:g}"
+        )
+    return value
+
+
 def _add_export_arguments(p: argparse.ArgumentParser) -> None:
     """--export-gguf and --model-hint, shared by the commands that write steering vectors."""
     p.add_argument(
@@ -476,11 +503,11 @@ def _add_steer(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--alpha",
-        type=float,
+        type=_alpha,
         default=None,
         help="scale of the unit vector of a model folder, in raw embedding units (norms: ~50 "
         "for the final normed state of SmolLM2; the sign picks the direction; not needed by "
-        "project_out); for a vector file, a multiplier (default 1)",
+        f"project_out); for a vector file, a multiplier (default 1); |alpha| <= {MAX_ALPHA:g}",
     )
     p.add_argument(
         "--operator",

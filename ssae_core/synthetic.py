@@ -137,11 +137,12 @@ def entangle(table: EmbeddingTable, seed: int, max_condition: float = 10.0) -> E
 
 
 def write_synthetic(
-    cfg: SynthConfig, out: str | Path, *, entangled: bool = False
+    cfg: SynthConfig, out: str | Path, *, entangled: bool = False, option: str = "out"
 ) -> EmbeddingTable:
     """``ssae synth``: write synthetic data (entangled: mixed with a map seeded ``cfg.seed + 1``)
-    to the Parquet file ``out``, which must be new or an earlier output of ``ssae synth``."""
-    with safe_output(out, SYNTH_COMMAND, kind="file") as tmp:
+    to the Parquet file ``out``, which must be new or an earlier output of ``ssae synth``
+    (``option``: how messages name it)."""
+    with safe_output(out, SYNTH_COMMAND, kind="file", option=option) as tmp:
         table = make_synthetic(cfg)
         if entangled:
             table = entangle(table, seed=cfg.seed + 1)

@@ -228,6 +228,29 @@ def test_duplicates_and_identical_texts_are_dropped_and_counted(tmp_path, capsys
     assert code == 0, err
 
 
+def test_texts_are_compared_in_nfc_form(tmp_path):
+    import unicodedata
+
+    rows = user_rows(threads=4)
+    nfc, nfd = "un café noir", unicodedata.normalize("NFD", "un café noir")
+    assert nfc != nfd
+    rows.append({**rows[0], "post": nfc, "reply": nfd})  # one text in two forms: identical
+    rows.append({**rows[1], "post": nfd, "reply": "a black coffee"})
+    table = build(tmp_path, rows, group="thread")
+    texts = table.column("x").to_pylist() + table.column("x_tilde").to_pylist()
+    assert nfd not in texts and nfc in texts  # stored as NFC
+    assert table.num_rows == len(rows) - 1  # the NFC/NFD pair was dropped as identical
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_a_cell_larger_than_a_read_block_is_read(tmp_path, suffix):
+    rows = user_rows(threads=4)
+    rows[2]["reply"] = "long reply " * 300_000  # 3.3 MB in one cell
+    source = write_rows(rows, tmp_path / f"posts{suffix}")
+    table = build_custom_pairs(CustomPairsConfig(str(source), "post", "reply")).table
+    assert max(len(t) for t in table.column("x_tilde").to_pylist()) == len(rows[2]["reply"])
+
+
 def test_unlabelled_custom_pairs_embed_and_train(tmp_path, tiny_lm_dir):
     from ssae_core.lm.embed import extract_embeddings
     from ssae_core.runs import train_run

@@ -361,6 +361,11 @@ def test_loading_bad_files_is_an_input_error(tmp_path):
     for path in (tmp_path / "missing.safetensors", tmp_path / "junk.safetensors"):
         with pytest.raises(InputError):
             vf.load_steering_vectors(path)
+    from safetensors.torch import save_file
+
+    save_file({"15": torch.arange(8, dtype=torch.int64)}, str(tmp_path / "int.safetensors"))
+    with pytest.raises(InputError, match="tensor 15 holds int64; a steering vector holds floats"):
+        vf.load_steering_vectors(tmp_path / "int.safetensors")
 
 
 # --------------------------------------------------------------------------- from a trained model

@@ -7,6 +7,8 @@ importer does with it:
 
 * ``pair_id`` is the row's position in the file (0 = the first data row), so every pair can be
   traced back to its source row.
+* Texts are stored in Unicode NFC form (``é`` as one code point, whether the file wrote it as
+  one or as ``e`` + a combining accent), so one text is one text however it was typed.
 * Rows with an empty text are an error (naming the first such row); rows whose two texts are
   identical and exact duplicates of an earlier pair (same ``x`` and ``x_tilde``) are dropped and
   counted (:class:`CustomPairs`).
@@ -26,6 +28,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -216,23 +220,52 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+BLOCK_BYTES = 1 << 20
+"""pyarrow's first block size for CSV and JSON Lines; a row larger than a block is read again
+with blocks 4x larger, up to the file's size (one 3 MB cell is a valid row)."""
+
+
+def _in_blocks(path: Path, read: Callable[[int], pa.Table]) -> pa.Table:
+    """``read(block_size)`` with a block size large enough for the file's largest row."""
+    block, size = BLOCK_BYTES, path.stat().st_size
+    while True:
+        try:
+            return read(block)
+        except pa.ArrowInvalid as exc:
+            if "block" not in str(exc) or block >= size:
+                raise
+            block *= 4
+
+
 def _read_delimited(path: Path, delimiter: str) -> pa.Table:
     """Every column as text (no type guessing: '007' stays '007', 'NA' stays 'NA')."""
     from pyarrow import csv
 
     parse = csv.ParseOptions(delimiter=delimiter, newlines_in_values=True)
-    names = csv.open_csv(path, parse_options=parse).schema.names
-    convert = csv.ConvertOptions(
-        column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=False
-    )
-    return csv.read_csv(path, parse_options=parse, convert_options=convert)
+
+    def read(block: int) -> pa.Table:
+        options = csv.ReadOptions(block_size=block)
+        names = csv.open_csv(path, read_options=options, parse_options=parse).schema.names
+        convert = csv.ConvertOptions(
+            column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=False
+        )
+        return csv.read_csv(
+            path, read_options=options, parse_options=parse, convert_options=convert
+        )
+
+    return _in_blocks(path, read)
 
 
 def _read_jsonl(path: Path) -> pa.Table:
     from pyarrow import json as pajson
 
     parse = pajson.ParseOptions(newlines_in_values=False, unexpected_field_behavior="infer")
-    return pajson.read_json(path, parse_options=parse)
+    return _in_blocks(
+        path,
+        lambda block: pajson.read_json(
+            path, read_options=pajson.ReadOptions(block_size=block), parse_options=parse
+        ),
+    )
 
 
 def _read_hf_dataset(folder: Path) -> pa.Table:
@@ -341,7 +374,8 @@ def _texts(table: pa.Table, name: str, path: Path) -> np.ndarray:
         raise InputError(
             f"{path}: column {name!r} holds {column.type} values, not texts; give a text column"
         )
-    return _filled(np.asarray(column.to_pylist(), dtype=object), name, path, "text(s)")
+    texts = _filled(np.asarray(column.to_pylist(), dtype=object), name, path, "text(s)")
+    return np.array([unicodedata.normalize("NFC", t) for t in texts], dtype=object)
 
 
 def _filled(values: np.ndarray, name: str, path: Path, what: str) -> np.ndarray:

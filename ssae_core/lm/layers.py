@@ -81,7 +81,15 @@ def num_layers(config: Any) -> int:
         value = getattr(text, key, None)
         if isinstance(value, int):
             return value
-    raise InputError(f"model {getattr(config, 'name_or_path', '?')}: config has no layer count")
+    raise InputError(
+        f"{model_label(getattr(config, 'name_or_path', ''))}: config has no layer count"
+    )
+
+
+def model_label(name: object) -> str:
+    """``model NAME``, or ``the model`` where its name is not known."""
+    text = str(name or "").strip()
+    return f"model {text}" if text and text != "?" else "the model"
 
 
 def check_layer(layer: int | None, n_layers: int, model_name: str) -> int | None:
@@ -90,13 +98,14 @@ def check_layer(layer: int | None, n_layers: int, model_name: str) -> int | None
         return None
     if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < n_layers:
         raise InputError(
-            f"layer {layer!r}: out of range for model {model_name} with {n_layers} blocks; "
+            f"layer {layer!r}: out of range for {model_label(model_name)} with {n_layers} "
+            "blocks; "
             f"use 0..{n_layers - 1} (residual after that block) or omit it (final normed state)"
         )
     return layer
 
 
-def resolve_layer(layer: object, n_layers: int, model_name: str = "?") -> Layer:
+def resolve_layer(layer: object, n_layers: int, model_name: str = "") -> Layer:
     """The layer ``layer`` names in a model of ``n_layers`` blocks: ``None`` (final) or a block
     index in ``0..n_layers-1``; a negative index counts from the end, as in Python (-1 is block
     ``n_layers - 1``). Out of range: :class:`InputError` (by :func:`check_layer`)."""

@@ -149,7 +149,7 @@ class SteeringVector:
         are summed (as llama.cpp sums repeated directions); the ``layer`` metadata, if any,
         names the resolved layers."""
         n_layers = model if isinstance(model, int) else num_layers(model.config)
-        name = "?" if isinstance(model, int) else getattr(model.config, "name_or_path", "?")
+        name = "" if isinstance(model, int) else getattr(model.config, "name_or_path", "")
         vectors: dict[Layer, torch.Tensor] = {}
         for key, vector in self.layer_activations.items():
             layer = resolve_layer(key, n_layers, name)

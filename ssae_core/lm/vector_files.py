@@ -76,6 +76,12 @@ def load_steering_vectors(path: str | Path) -> SteeringVector:
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
     except Exception as exc:  # safetensors raises its own error types
         raise InputError(f"{path}: not a safetensors steering vector ({exc})") from None
+    for key, tensor in tensors.items():
+        if not tensor.is_floating_point():
+            raise InputError(
+                f"{path}: tensor {key} holds {str(tensor.dtype).removeprefix('torch.')}; a "
+                "steering vector holds floats (float32, float16 or bfloat16): re-export it"
+            )
     try:
         return SteeringVector(tensors, metadata)
     except InputError as exc:
