@@ -1,18 +1,23 @@
 """Benchmark: batched extraction vs. a naive one-text-at-a-time loop, in the same invocation.
 
     python benchmarks/bench_extract.py [--model embedded] [--texts 256] [--batch-size 32]
+                                       [--layers 15,final]
 
-Three ways to embed the same distinct texts with the same loaded model:
+Three ways to embed the same distinct texts, tokenised as the library tokenises them (the BOS
+token the extraction prepends, ``embed.bos: auto``), at the same layers (default: the pipeline's
+``embed.layers``), with the same loaded model:
 
-- naive: what a first script does: ``model(**tokenizer(text), output_hidden_states=True)`` per
-  text (full forward with the LM head and every hidden state), take ``hidden_states[-1][0, -1]``;
-- one-by-one: ssae_core's forward path (no LM head), batch size 1;
+- naive: what a first script does: ``model(input_ids, output_hidden_states=True)`` per text
+  (full forward with the LM head and every hidden state), take each layer's last-token state
+  (block L: ``hidden_states[L + 1]``; final: ``hidden_states[-1]``, the final-norm output);
+- one-by-one: ssae_core's forward path (no LM head, every layer read in one pass), batch size 1;
 - batched: ssae_core's forward path, texts grouped by length, left-padded, ``--batch-size``.
 
-It prints texts/s of each, the speed-up of batched over naive, the largest deviation between the
-two (cosine), and the fraction of the machine's matmul peak reached: useful FLOPs = 2 x (parameters
-used per token: the decoder body, not the embedding lookup) x (real tokens), against the best rate
-of a large square matmul in the model's dtype, measured here.
+It prints texts/s of each, the speed-up of batched over naive, the worst per-row cosine between
+the library's states and the naive reference over every layer (the two compute the same thing,
+so it should be >= 0.99999), and the fraction of the machine's matmul peak reached: useful FLOPs
+= 2 x (parameters used per token: the decoder body, not the embedding lookup) x (real tokens, BOS
+included), against the best rate of a large square matmul in the model's dtype, measured here.
 """
 
 from __future__ import annotations
@@ -30,8 +35,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
+from ssae_core.config import read_section  # noqa: E402
 from ssae_core.lm import embed  # noqa: E402
 from ssae_core.lm import loading as lm  # noqa: E402
+from ssae_core.lm.layers import layer_name, num_layers, resolve_layer  # noqa: E402
 
 WORDS = [
     "the",
@@ -147,7 +154,11 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="model (default: the embedded SmolLM2)")
     parser.add_argument("--texts", type=int, default=256, help="distinct texts (default 256)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--layer", type=int, default=None)
+    parser.add_argument(
+        "--layers",
+        default=None,
+        help="comma-separated layers read in one pass (default: params.yaml embed.layers)",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--matmul-size", type=int, default=2048)
@@ -175,7 +186,13 @@ def main() -> None:
     load_s = time.perf_counter() - start
 
     texts = make_texts(args.texts)
-    ids = embed.tokenize(tokenizer, texts)
+    ids = embed.tokenize(tokenizer, texts)  # the library's: BOS prepended where it adds one
+    wanted = (
+        args.layers.split(",")
+        if args.layers
+        else read_section(ROOT / "params.yaml", "embed")["layers"]
+    )
+    layers = [resolve_layer(x, num_layers(model.config)) for x in wanted]
     tokens = sum(len(i) for i in ids)
     body = model.base_model
     embedding_params = body.get_input_embeddings().weight.numel()
@@ -183,32 +200,34 @@ def main() -> None:
     pad_id = embed.pad_token_id(tokenizer)
 
     # warm-up (allocator, kernels) on a few texts of each path
-    embed.embed_token_ids(
-        model, ids[:4], layer=args.layer, batch_size=args.batch_size, pad_id=pad_id
-    )
+    embed.embed_token_ids_at(model, ids[:4], layers, batch_size=args.batch_size, pad_id=pad_id)
 
     def naive() -> np.ndarray:
-        index = -1 if args.layer is None else args.layer + 1
+        indices = [-1 if layer is None else layer + 1 for layer in layers]
         rows = []
         with torch.inference_mode():
-            for text in texts:
-                inputs = tokenizer(text, return_tensors="pt").to(device)
-                hidden = model(**inputs, output_hidden_states=True).hidden_states[index]
-                rows.append(hidden[0, -1].float().cpu().numpy())
-        return np.stack(rows)
+            for token_ids in ids:
+                inputs = torch.tensor([token_ids], device=device)
+                hidden = model(input_ids=inputs, output_hidden_states=True).hidden_states
+                rows.append(np.stack([hidden[i][0, -1].float().cpu().numpy() for i in indices]))
+        return np.stack(rows, axis=1)  # [L, N, d]
 
     def one_by_one() -> np.ndarray:
-        return embed.embed_token_ids(model, ids, layer=args.layer, batch_size=1, pad_id=pad_id)
+        return embed.embed_token_ids_at(model, ids, layers, batch_size=1, pad_id=pad_id)
 
     def batched() -> np.ndarray:
-        return embed.embed_token_ids(
-            model, ids, layer=args.layer, batch_size=args.batch_size, pad_id=pad_id
+        return embed.embed_token_ids_at(
+            model, ids, layers, batch_size=args.batch_size, pad_id=pad_id
         )
 
     naive_out, naive_s = timed(naive, device)
     single_out, single_s = timed(one_by_one, device)
     batched_out, batched_s = timed(batched, device)
-    cosine = min(_min_cosine(batched_out, naive_out), _min_cosine(single_out, naive_out))
+    cosine = min(
+        _min_cosine(out[k], naive_out[k])
+        for out in (batched_out, single_out)
+        for k in range(len(layers))
+    )
     peak = matmul_peak(dtype, device, args.matmul_size, repeats=5)
     flops = 2 * params * tokens
 
@@ -219,6 +238,8 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "texts": len(texts),
         "tokens": tokens,
+        "bos_prepended": all(i[0] == tokenizer.bos_token_id for i in ids),
+        "layers": [layer_name(layer) for layer in layers],
         "batch_size": args.batch_size,
         "resolve_s": round(resolve_s, 2),
         "load_s": round(load_s, 2),
