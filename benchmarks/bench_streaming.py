@@ -2,7 +2,7 @@
 `ssae train` streaming the same pairs stored as users store them, against the in-memory path.
 
     python benchmarks/bench_streaming.py [--workdir DIR] [--pairs 1000000] [--dim 576]
-        [--epochs 1] [--small-groups 10000] [--shard-rows 2048]
+        [--epochs 1] [--small-groups 10000] [--shard-rows 2048] [--memory-pairs 200000]
 
 It writes synthetic pairs (z ~ N(0, I), z_tilde = z + A d_c with sparse d_c, as `ssae synth`) under
 --workdir (default: the system's temp folder; removed afterwards unless --keep) in three layouts
@@ -12,13 +12,16 @@ of the same rows:
 - small-groups: one file of --small-groups rows per row group;
 - many-files: files of --shard-rows rows (what `ssae embed` writes);
 
-then runs `ssae train` as a subprocess, as a user would: in memory once (on the many-files
-table), and streaming on each layout (default memory budget: streaming is chosen because the
-table is larger than it). It reads each command's peak resident memory from the operating system
-(wait4's ru_maxrss), pairs/s over the run's train_seconds (run.json: the preparing pass and the
-epochs) against the in-memory run's, and the agreement of each streamed run's decoders with the
-in-memory run's (MCC between the decoder rows of the same seed, mean over seeds: the batch
-order differs, so close to 1, not equal). Goal: peak <= 1.5 GiB and >= 0.8x the in-memory
+then runs `ssae train` as a subprocess, as a user would: streaming on each layout (default
+memory budget: streaming is chosen because the table is larger than it), and in memory on the
+first --memory-pairs pairs (the many-files shards that hold them, hard-linked): loading takes
+about 5x the table's z and z_tilde, so 1M x 576 does not fit a 24 GiB machine in memory.
+
+For each run it reads the peak resident memory from the operating system (wait4's ru_maxrss),
+pairs/s over the run's train_seconds (run.json: the preparing pass and the epochs) against the
+in-memory run's, and the agreement of its decoders with the in-memory run's (MCC between the
+decoder rows of the same seed, mean over seeds) and with the true mixing matrix A of the data
+(MCC of the decoder rows against A's columns). Goal: peak <= 1.5 GiB and >= 0.8x the in-memory
 pairs/s in every layout.
 """
 
@@ -44,10 +47,15 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
 
+def mixing(dim: int, concepts: int) -> np.ndarray:
+    """The true mixing matrix A [D, n] of the synthetic pairs."""
+    return np.random.default_rng(0).standard_normal((dim, concepts)).astype(np.float32)
+
+
 def synthetic_parts(pairs: int, dim: int, part_rows: int, concepts: int) -> Iterator[pa.Table]:
     """Synthetic pairs, ``part_rows`` at a time (the same rows whatever ``part_rows`` divides)."""
-    rng = np.random.default_rng(0)
-    mixing_DN = rng.standard_normal((dim, concepts)).astype(np.float32)
+    rng = np.random.default_rng(1)
+    mixing_DN = mixing(dim, concepts)
     for start in range(0, pairs, part_rows):
         rows = min(part_rows, pairs - start)
         shift = np.where(rng.random((rows, concepts)) < 2 / concepts, 1.0, 0.0)
@@ -79,24 +87,46 @@ def write_layouts(work: Path, args: argparse.Namespace) -> dict[str, Path]:
     small = work / "small-groups.parquet"
     pq.write_table(whole, small, row_group_size=args.small_groups)
     del whole
-    return {"one-group": one, "small-groups": small, "many-files": many}
+    subset = work / "memory-subset"
+    subset.mkdir()
+    for path in sorted(many.glob("*.parquet"))[: -(-args.memory_pairs // part)]:
+        os.link(path, subset / path.name)
+    return {"one-group": one, "small-groups": small, "many-files": many, "subset": subset}
 
 
-def decoder_agreement(run: Path, reference: Path) -> float:
-    """Mean over seeds of the MCC between the decoder rows of ``run`` and ``reference``."""
+def decoder_agreement(run: Path, reference: Path | np.ndarray) -> float:
+    """Mean over seeds of the MCC between the decoder rows of ``run`` and those of the same seed
+    of ``reference`` (a run folder), or the rows of ``reference`` (an array [n, D])."""
     from ssae_core.metrics import vector_mcc
     from ssae_core.runs import load_run
 
+    members = load_run(run)
+    others = load_run(reference) if isinstance(reference, Path) else [None] * len(members)
     scores = []
-    for a, b in zip(load_run(run), load_run(reference), strict=True):
-        scores.append(vector_mcc(a.steering_vectors(), b.steering_vectors()))
+    for a, b in zip(members, others, strict=True):
+        rows = reference if b is None else b.steering_vectors
+        scores.append(vector_mcc(a.steering_vectors, rows))
     return float(np.mean(scores))
+
+
+PEAKED = """
+import runpy, sys
+sys.argv = ["ssae", *sys.argv[1:]]
+try:
+    runpy.run_module("ssae_core.cli", run_name="__main__")
+finally:
+    with open("/proc/self/status") as status:
+        peak = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
+    sys.stderr.write(f"\\nPEAK_KIB {peak}\\n")
+"""
+"""`ssae ARGS`, then the process's own peak resident memory (VmHWM: that of the program after
+exec; wait4's ru_maxrss would also count what the parent held when it forked)."""
 
 
 def run_train(table: Path, out: Path, loading: str, args: argparse.Namespace) -> dict:
     """`ssae train` in a subprocess: its peak RSS, wall time and what run.json records."""
     command = [
-        sys.executable, "-m", "ssae_core.cli", "train", str(table), "--out", str(out),
+        sys.executable, "-c", PEAKED, "train", str(table), "--out", str(out),
         "--loading", loading, "--latent-dim", str(args.concepts), "--seeds", args.seeds,
         "--epochs", str(args.epochs), "--min-steps", "0", "--patience", "0", "--allow-inactive",
         "--batch-size", str(args.batch_size), "--quiet",
@@ -108,12 +138,13 @@ def run_train(table: Path, out: Path, loading: str, args: argparse.Namespace) ->
     stdout, stderr = process.stdout.read().decode(), process.stderr.read().decode()
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"ssae train failed:\n{stdout}{stderr}")
+    peak_kib = int(stderr.split("PEAK_KIB")[-1].split()[0])
     run = json.loads((out / "run.json").read_text())
     member = json.loads((out / run["members"][0] / "config.json").read_text())
     trained = member["num_train_shifts"] * run["epochs_run"]
     return {
         "loading": loading,
-        "peak_rss_gib": usage.ru_maxrss / 2**20,  # KiB on Linux
+        "peak_rss_gib": peak_kib / 2**20,
         "wall_s": wall,
         "train_s": run["train_seconds"],
         "pairs_per_s_training": trained / run["train_seconds"],
@@ -144,6 +175,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--shard-rows", type=int, default=2048, help="rows per file (many-files)")
     parser.add_argument("--small-groups", type=int, default=10_000, help="rows per row group")
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument(
+        "--memory-pairs", type=int, default=200_000, help="pairs of the in-memory reference run"
+    )
     parser.add_argument("--concepts", type=int, default=8, help="n, and the latent size m")
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--batch-size", type=int, default=256)
@@ -165,7 +199,8 @@ def main() -> None:
             f"float32) in 3 layouts in {time.perf_counter() - started:.0f} s; m={args.concepts}, "
             f"seeds {args.seeds}, batch {args.batch_size}"
         )
-        memory = run_train(layouts["many-files"], work / "run-memory", "memory", args)
+        truth = mixing(args.dim, args.concepts).T
+        memory = run_train(layouts.pop("subset"), work / "run-memory", "memory", args)
         show("in memory", memory)
         rows = []
         for name, table in layouts.items():
@@ -182,19 +217,28 @@ def main() -> None:
                     "decoder_mcc_vs_memory": round(
                         decoder_agreement(work / f"run-{name}", work / "run-memory"), 4
                     ),
+                    "decoder_mcc_vs_truth": round(
+                        decoder_agreement(work / f"run-{name}", truth), 4
+                    ),
                     "loading": result["loading"],
+                    "train_pairs": result["train_pairs"],
                 }
             )
-        print("\n| layout | peak RSS (GiB) | pairs/s | vs in memory | decoder MCC vs in memory |")
-        print("|---|---|---|---|---|")
+        print(
+            "\n| layout | training pairs | peak RSS (GiB) | pairs/s | vs in memory | decoder MCC "
+            "vs in memory | decoder MCC vs true A |"
+        )
+        print("|---|---|---|---|---|---|---|")
         for row in rows:
             print(
-                f"| {row['layout']} | {row['peak_rss_gib']:.2f} | {row['pairs_per_s']:,} | "
-                f"{row['vs_memory']:.2f}x | {row['decoder_mcc_vs_memory']:.4f} |"
+                f"| {row['layout']} | {row['train_pairs']:,} | {row['peak_rss_gib']:.2f} | "
+                f"{row['pairs_per_s']:,} | {row['vs_memory']:.2f}x | "
+                f"{row['decoder_mcc_vs_memory']:.4f} | {row['decoder_mcc_vs_truth']:.4f} |"
             )
         print(
-            f"| in memory | {memory['peak_rss_gib']:.2f} | "
-            f"{memory['pairs_per_s_training']:,.0f} | 1.00x | 1 |"
+            f"| in memory | {memory['train_pairs']:,} | {memory['peak_rss_gib']:.2f} | "
+            f"{memory['pairs_per_s_training']:,.0f} | 1.00x | 1 | "
+            f"{decoder_agreement(work / 'run-memory', truth):.4f} |"
         )
         args.out.parent.mkdir(parents=True, exist_ok=True)
         summary = {

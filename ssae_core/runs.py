@@ -33,7 +33,13 @@ from ssae_core.io import (
 from ssae_core.model import ShiftAutoencoder, check_shifts
 from ssae_core.progress import show_message
 from ssae_core.streaming import Reversal, ShardSource
-from ssae_core.train import TrainConfig, TrainResult, check_constraint_active, train
+from ssae_core.train import (
+    TrainConfig,
+    TrainResult,
+    check_constraint_active,
+    check_on_budget,
+    train,
+)
 
 RUN_FILE = "run.json"
 HISTORY_FILE = "history.csv"
@@ -164,6 +170,9 @@ def train_run(
         problems = check_constraint_active(result, where=str(out_dir))
         if problems and require_active:
             raise InputError(problems[0])
+        if progress:  # the caller may report or gate these itself (the study does)
+            for line in [*problems, *check_on_budget(result, where=str(out_dir))]:
+                show_message(f"warning: {line}")
         write_run(result, cfg, tmp, seconds=seconds, concepts=data.table.concepts)
     return result
 

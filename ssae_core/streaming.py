@@ -72,8 +72,9 @@ ORDER_SEED = 0x0BDE_5EED
 READ_COLUMNS = ("pair_id", "split", "z", "z_tilde")
 MIB = 2**20
 READ_AHEAD = 1
-SLICE_BYTES = 16 * MIB
-"""Most bytes of z and z_tilde (uncompressed) decoded at once from a row group."""
+SLICE_BYTES = 8 * MIB
+"""Most bytes of z and z_tilde (uncompressed) decoded at once from a row group; decoding list
+columns takes about 6x a slice's bytes while it runs (measured), so about 50 MB a slice."""
 READ_BUFFER = MIB
 """Bytes pyarrow reads from a column chunk at a time (a buffered stream: without it, pyarrow
 reads a row group's whole column chunks before decoding the first slice)."""

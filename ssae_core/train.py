@@ -887,6 +887,30 @@ def check_constraint_active(result: TrainResult, *, where: str = "training") -> 
     return warnings
 
 
+OFF_BUDGET_TOLERANCE = 0.05
+"""How far above its budget an SSAE member's final training L1 may end before it is reported."""
+
+
+def check_on_budget(result: TrainResult, *, where: str = "training") -> list[str]:
+    """Warnings for SSAE members whose final training L1 (the mean over the last epoch's batches,
+    what the constraint acts on) ended more than OFF_BUDGET_TOLERANCE above their budget: the
+    constraint did not bring them onto it (not converged, or infeasible)."""
+    warnings = []
+    for model in result.models:
+        config = model.config
+        if config["method"] != "ssae" or config["final"]["multiplier"] <= 0:
+            continue
+        l1, budget = config["final"]["l1"], config["sparsity"]
+        if l1 > budget * (1 + OFF_BUDGET_TOLERANCE):
+            warnings.append(
+                f"{where}: seed {config['seed']} ended with training L1 {l1:.3f}, "
+                f"{l1 / budget:.2f}x its budget {budget:g}: not on its budget (not converged, "
+                "or the budget cannot be met); train longer (--epochs, --min-steps) or raise "
+                "--sparsity"
+            )
+    return warnings
+
+
 @contextlib.contextmanager
 def torch_threads(num: int | None) -> Iterator[None]:
     """Temporarily set torch's intra-op thread count."""

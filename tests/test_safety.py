@@ -324,3 +324,15 @@ def test_vector_exports_never_replace_a_file_the_tool_did_not_write(tmp_path):
     save_steering_vector(vector * 2, ours)  # an earlier vector file of ours is replaced
     back = load_steering_vectors(ours)
     assert float(back.layer_activations[1][0]) == 2.0 and "ssae.output" not in back.metadata
+
+
+def test_train_says_when_a_member_ends_off_its_budget(ws, capsys):
+    """One epoch at a budget far below the data's L1: the run is written, and stderr says, one
+    line per member, that it did not reach its budget."""
+    argv = ["train", "data.parquet", "--out", "tight", "--latent-dim", "2", "--seeds", "0,1"]
+    code, _, err = ssae_in_process(
+        capsys, *argv, "--sparsity", "0.01", "--epochs", "1", "--min-steps", "0", "--patience", "0"
+    )
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 2 and all("x its budget 0.01: not on its budget" in w for w in warnings)
