@@ -807,6 +807,32 @@ def _add_vector(sub: argparse._SubParsersAction) -> None:
     _add_export_arguments(md)
     md.add_argument("--quiet", action="store_true", help="no progress")
     md.set_defaults(func=_run_vector_md)
+    show = kinds.add_parser(
+        "show",
+        help="print what a steering vector file holds: layers, norms and its metadata",
+        description="Print a steering vector file's layers, width and norms, and every metadata "
+        "entry it records (method, model, layer, concept, ...). Reads the files of `ssae steer "
+        "--export` and `ssae vector md`, and llama.cpp control vectors (.gguf, as repeng and "
+        "llama.cpp write them).",
+        epilog="example:\n  ssae vector show lang-md.safetensors",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    show.add_argument("file", help="a .safetensors or .gguf steering vector")
+    show.set_defaults(func=_run_vector_show)
+
+
+def _run_vector_show(args: argparse.Namespace) -> None:
+    """``ssae vector show``: the layers, norms and metadata of a vector file."""
+    from ssae_core.lm.layers import layer_name
+    from ssae_core.lm.vector_files import load_steering_vectors
+
+    vector = load_steering_vectors(args.file)
+    kind = "llama.cpp control vector" if args.file.endswith(".gguf") else "steering vector"
+    print(f"{args.file}: {kind}, width {vector.dim}")
+    for layer, values in vector.layer_activations.items():
+        print(f"  layer {layer_name(layer)}: norm {float(values.norm()):.4g}")
+    for key, value in sorted(vector.metadata.items()):
+        print(f"  {key}: {value}")
 
 
 def _run_vector_md(args: argparse.Namespace) -> None:

@@ -273,3 +273,31 @@ def test_concepts_metadata_is_names(stored, names):
 def test_a_complete_extraction_folder_reads(ws):
     _extractor_shards(ws, ["1", "1"], keep=[0, 1])
     assert read_table(ws / "bad").num_rows == 200
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["synth", "x.parquet", "--concepts", "2", "--max-changes", "1", "--pairs", "0"],
+         "need --pairs >= 10 and 0 < --test-fraction < 1"),
+        (["synth", "x.parquet", "--concepts", "1", "--max-changes", "2"],
+         "--max-changes=2 must be in 1..--concepts (1)"),
+        (["synth", "", "--concepts", "2", "--max-changes", "1"], "OUT '': give a path"),
+        (["train", "data.parquet", "--out", "r", "--lr", "-1"], "--lr -1.0, --dual-lr=0.001"),
+    ],
+    ids=["pairs", "max-changes", "out", "lr"],
+)  # fmt: skip
+def test_messages_use_the_command_line_names(ws, capsys, argv, message):
+    code, _, err = ssae_in_process(capsys, *argv)
+    assert_one_line_error(code, err, message)
+    assert "num_pairs" not in err and "num_concepts" not in err
+
+
+def test_a_layer_out_of_range_names_the_model_or_says_the_model():
+    from ssae_core.lm.layers import resolve_layer
+    from ssae_core.lm.steer import SteeringVector
+
+    with pytest.raises(InputError, match=r"layer 7: out of range for the model with 3 blocks"):
+        SteeringVector({7: torch.ones(4)}).resolved(3)
+    with pytest.raises(InputError, match=r"out of range for model tiny-llama with 3 blocks"):
+        resolve_layer(-4, 3, "tiny-llama")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -103,3 +104,16 @@ def test_truncated_model_weights_are_one_line(tiny_lm_dir, tmp_path):
 def test_writes_go_through_without_a_limit(tmp_path):
     write_parquet(pa.table({"a": [1, 2]}), tmp_path / "t.parquet")
     assert os.path.getsize(tmp_path / "t.parquet") > 0
+
+
+def test_ssae_pairs_at_the_file_size_limit_is_one_line(tmp_path):
+    rng = np.random.default_rng(0)  # random letters: the table does not compress below the limit
+    words = ["".join(rng.choice(list("abcdefghij"), 80)) for _ in range(4000)]
+    rows = ["post,reply"] + [f"{words[2 * i]},{words[2 * i + 1]}" for i in range(2000)]
+    (tmp_path / "posts.csv").write_text("\n".join(rows) + "\n")
+    done = ssae_limited(
+        "pairs", "posts.csv", "--x", "post", "--x-tilde", "reply", "--out", "pairs.parquet",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert_refused(done, "pairs.parquet")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["posts.csv"]

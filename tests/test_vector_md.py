@@ -258,3 +258,23 @@ def test_steer_a_model_folder_at_a_negative_layer_without_loading_the_lm(tiny_lm
     assert fields["ssae.layer"] == "1"
     assert main(["steer", str(folder), "--latent", "0", "--export", "x.safetensors"]) == 2
     assert main(["steer", str(gguf_out), "--latent", "0", "--export", "x.safetensors"]) == 2
+
+
+def test_vector_show_prints_layers_norms_and_metadata_of_either_format(tmp_path, capsys):
+    import os
+
+    vector = SteeringVector({2: 3 * torch.ones(4)}, {"method": "md", "concept": "lang"})
+    vector.metadata["model_type"] = "llama"
+    mask = os.umask(0o022)
+    try:
+        safetensors = vf.save_steering_vector(vector, tmp_path / "v.safetensors")
+        gguf_file = vf.export_gguf(vector, tmp_path / "v.gguf")
+    finally:
+        os.umask(mask)
+    assert safetensors.stat().st_mode & 0o777 == 0o644  # the umask's mode, as every output
+    for path, kind in ((safetensors, "steering vector"), (gguf_file, "llama.cpp control vector")):
+        assert main(["vector", "show", str(path)]) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert out[0] == f"{path}: {kind}, width 4"
+        assert "  layer 2: norm 6" in out and "  concept: lang" in out and "  method: md" in out
+    assert main(["vector", "show", str(tmp_path / "missing.safetensors")]) == 2

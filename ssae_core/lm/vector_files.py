@@ -25,6 +25,7 @@ A negative block index (counted from the end) must be resolved against a model f
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,15 @@ def save_steering_vector(
     with safe_output(path, VECTOR_COMMAND, kind="file", option=option) as tmp:
         metadata = {**vector.metadata, **output_stamp(VECTOR_COMMAND)}
         save_file(tensors, str(tmp), metadata=metadata)
+        _follow_umask(tmp)
     return path
+
+
+def _follow_umask(path: Path) -> None:
+    """Give a file the mode the umask gives new files (safetensors writes 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    path.chmod(0o666 & ~mask)
 
 
 def load_steering_vectors(path: str | Path) -> SteeringVector:
