@@ -407,19 +407,20 @@ def _run_embed(args: argparse.Namespace) -> None:
 
 
 STEER_EXAMPLE = """\
-example (after `dvc repro`, from the repository root; models/study/lang/aff is the aff run of
-the lang set, English -> French nouns: one concept, so one latent, latent 0):
-  ssae steer models/study/lang/aff/seed-0 --lm models/lm --latent 0 --alpha 30 \\
+example (after `dvc repro`, from the repository root; models/study/layer-15/lang/aff is the
+aff run of the lang set at block 15, English -> French nouns: one concept, so one latent, 0):
+  ssae steer models/study/layer-15/lang/aff/seed-0 --lm models/lm --latent 0 --alpha 30 \\
       --prompt "My favourite food is" --max-new-tokens 16
-  ssae steer models/study/lang/aff/seed-0 --latent 0 --alpha 30 --positions generated \\
+  ssae steer models/study/layer-15/lang/aff/seed-0 --latent 0 --alpha 30 --positions generated \\
       --prompt "The weather today is" --prompt "My house has a" --max-new-tokens 30
-  ssae steer models/study/lang/aff/seed-0 --latent 0 --operator project_out \\
+  ssae steer models/study/layer-15/lang/aff/seed-0 --latent 0 --operator project_out \\
       --prompt "Le chat est"                           # ablate the direction instead
-  ssae steer models/study/lang/aff/seed-0 --latent 0 --alpha 30 --export lang.safetensors
+  ssae steer models/study/layer-15/lang/aff/seed-0 --latent 0 --alpha 30 --export lang.safetensors
   ssae steer lang-md.safetensors --lm models/lm --prompt "My favourite food is"
-SSAE runs of the selected grid cell (metrics/udr.json) are in models/study/SET/grid/lr-LR/,
-one folder per budget and seed (eps-0.25_seed-0...). `ssae train` trains your own;
-`ssae vector md` writes the supervised mean-difference vector of a pair or embedding table.
+SSAE runs of the selected grid cell (metrics/udr.json) are in
+models/study/layer-L/SET/grid/lr-LR/, one folder per budget and seed (eps-0.25_seed-0...).
+`ssae train` trains your own; `ssae vector md` writes the supervised mean-difference vector of
+a pair or embedding table.
 
 Decoder columns have an arbitrary sign: if the text moves away from the concept, flip --alpha.
 alpha is in embedding units (the fitted size of each concept's shift, alpha_fit, is listed in
@@ -870,7 +871,7 @@ def _run_vector_md(args: argparse.Namespace) -> None:
 INSPECT_EXAMPLE = """\
 examples (after `dvc repro`, from the repository root; the selected cell of a set is in
 metrics/udr.json: its run folder and L1 budget):
-  ssae inspect models/study/binary/grid/lr-0.003 --sparsity 0.5 --pairs data/embeddings/binary \\
+  ssae inspect models/study/layer-15/binary/aff --pairs data/embeddings/binary/layer-15 \\
       --texts data/pairs/binary.parquet --lm models/lm --out inspect/binary
   ssae inspect runs/demo --pairs data/pairs/lang.parquet --out inspect/lang   # embeds the pairs
   ssae inspect runs/synth --pairs data.parquet --out inspect/synth           # no LM: no steering
