@@ -21,9 +21,14 @@ from ssae_core.errors import InputError, OneLineParser
 EXAMPLES = """\
 examples:
   ssae pairs replies.csv --x post --x-tilde reply --group thread --out pairs.parquet
+  ssae embed pairs.parquet --out emb --layers 15,final      # the embedded SmolLM2 by default
   ssae synth data.parquet --concepts 5 --max-changes 3
   ssae train data.parquet --out runs/demo --latent-dim 5 --seeds 0,1,2
   ssae encode runs/demo/seed-0 data.parquet --out codes.parquet
+  ssae vector md emb/layer-15 --out md.safetensors
+  ssae vector show md.safetensors
+  ssae steer md.safetensors --prompt "My favourite food is"
+  ssae inspect runs/demo --pairs data.parquet --out inspect/demo
 """
 
 
@@ -748,8 +753,8 @@ def _steer_label(args: argparse.Namespace, vector) -> str:
 
 VECTOR_EXAMPLE = """\
 examples (after `dvc repro`, from the repository root):
-  ssae vector md data/embeddings/lang --out lang-md.safetensors
-  ssae vector md data/embeddings/binary --concept gender --out gender-md.safetensors
+  ssae vector md data/embeddings/lang/layer-15 --out lang-md.safetensors
+  ssae vector md data/embeddings/binary/layer-15 --concept gender --out gender-md.safetensors
   ssae vector md data/pairs/lang.parquet --lm models/lm --layer -1 --out lang-md.safetensors \\
       --export-gguf lang-md.gguf
   ssae steer lang-md.safetensors --prompt "My favourite food is"
