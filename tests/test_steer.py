@@ -502,7 +502,10 @@ def test_cli_help_has_a_complete_example(capsys):
     with pytest.raises(SystemExit):
         parse(["--help"])
     text = capsys.readouterr().out
-    assert "ssae steer models/study/lang/aff/seed-0 --lm models/lm --latent 0 --alpha 30" in text
+    from ssae_core.study.layout import StudyLayout
+
+    run = StudyLayout(Path()).aff_run("lang", 15) / "seed-0"  # where the pipeline writes it
+    assert f"ssae steer {run.as_posix()} --lm models/lm --latent 0 --alpha 30" in text
     for option in ("--positions", "--max-new-tokens", "--export", "--export-gguf", "--concept"):
         assert option in text
 
