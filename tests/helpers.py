@@ -8,6 +8,7 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,9 +32,11 @@ def snapshot(folder: Path) -> dict[str, str]:
     return found
 
 
-def ssae(command_line: str, *, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
+def ssae(
+    command_line: str, *, cwd: Path, timeout: float = 900, **run_options: Any
+) -> subprocess.CompletedProcess:
     """Run ``ssae COMMAND_LINE`` (split as a POSIX shell would) in a new Python process, as a
-    user runs it."""
+    user runs it (``run_options``: more arguments of ``subprocess.run``, e.g. ``preexec_fn``)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     return subprocess.run(
         [sys.executable, "-m", "ssae_core.cli", *shlex.split(command_line)],
@@ -42,6 +45,7 @@ def ssae(command_line: str, *, cwd: Path, timeout: float = 900) -> subprocess.Co
         capture_output=True,
         text=True,
         timeout=timeout,
+        **run_options,
     )
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import errno
 import os
 import resource
+import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,7 @@ import pytest
 
 from ssae_core.errors import InputError
 from ssae_core.io import atomic_file, resource_errno, write_parquet
-from tests.helpers import snapshot, ssae_in_process
+from tests.helpers import snapshot, ssae, ssae_in_process
 
 LIMIT = 64 * 1024  # bytes a process may write to one file (ulimit -f)
 
@@ -27,14 +27,7 @@ def ssae_limited(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (LIMIT, LIMIT))
 
-    return subprocess.run(
-        [sys.executable, "-m", "ssae_core.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        preexec_fn=limit,
-        timeout=900,
-    )
+    return ssae(shlex.join(args), cwd=cwd, preexec_fn=limit)
 
 
 def assert_refused(done: subprocess.CompletedProcess, path: str) -> None:
