@@ -1,7 +1,8 @@
 """How long must SSAE train for its budget to bind? Trains aff and the SSAE grid of the study on
 one or more pair sets (the pipeline's embeddings, read as the study reads them) for several step
-counts and prints, per cell, the held-out L1 relative to its budget and the multiplier, with the
-usable rule of ssae_core.study.budgets. Used to size study.optim; run from the project root after
+counts and prints, per cell, the L1 over the training shifts relative to its budget and the
+multiplier, with the statuses of ssae_core.record. Used to size study.optim; run from the project
+root after
 `dvc repro extract_embeddings`:
 
     python benchmarks/budget_convergence.py --sets lang binary --steps 400 1200 --layer final
@@ -18,12 +19,13 @@ import numpy as np
 
 from ssae_core.config import load_config, read_section
 from ssae_core.lm.layers import parse_layer
+from ssae_core.record import USABLE
 from ssae_core.runs import resolve_latent_dim
 from ssae_core.study.budgets import Budgets
 from ssae_core.study.config import StudyConfig
 from ssae_core.study.layout import StudyLayout
 from ssae_core.study.sets import load_set
-from ssae_core.study.usability import USABLE, usability
+from ssae_core.study.usability import usability
 from ssae_core.train import train
 
 
@@ -62,18 +64,18 @@ def main() -> None:
                 optim = replace(base.optim, dual_lr_ratio=dual, lr_decay=decay, dual_optimizer=kind)
                 tuned = replace(base, optim=optim)
                 for lr in args.lr or study.grid.lr:
-                    cfg = tuned.train_config("ssae", lr=lr, sparsity=list(budgets.budgets))
+                    cfg = tuned.train_config(
+                        "ssae", lr=lr, sparsity=list(budgets.budgets), ratios=budgets.ratios
+                    )
                     started = time.perf_counter()
                     models = train(
                         rows.delta, replace(cfg, latent_dim=latent), progress=False
                     ).models
                     seconds = time.perf_counter() - started
                     for ratio in budgets.ratios:
-                        members = [
-                            m for m in models if m.config["sparsity"] == budgets.budget(ratio)
-                        ]
-                        rel = [m.config["final"]["val_l1"] / budgets.budget(ratio) for m in members]
-                        mult = [m.config["final"]["multiplier"] for m in members]
+                        members = [m for m in models if m.record.budget_ratio == ratio]
+                        rel = [m.record.l1 / m.record.budget for m in members]
+                        mult = [m.record.multiplier for m in members]
                         ok = sum(usability(m, study.usable_tolerance) == USABLE for m in members)
                         print(
                             f"{name:10s} steps {steps:5d} dual {kind} {dual:g} decay {decay:.2f} "

@@ -170,6 +170,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     add_config_options(
         p,
         TrainConfig,
+        only=[f.name for f in dataclasses.fields(TrainConfig) if f.name != "budget_ratios"],
         types={"seeds": _seeds, "sparsity": _sparsities},
         choices={"method": METHODS, "normalize": NORMALIZATIONS, "loading": LOADINGS},
     )
@@ -200,10 +201,12 @@ def _run_train(args: argparse.Namespace) -> None:
         progress=not args.quiet,
     )
     for model in result.models:
-        final = model.config["final"]
+        record = model.record
+        budget = "" if record.budget is None else f" (budget {record.budget:g})"
         print(
-            f"seed {model.config['seed']}: val_loss {final['val_loss']:.4f}  "
-            f"L1 {final['val_l1']:.3f}  multiplier {final['multiplier']:.3f}"
+            f"seed {record.seed}: loss {record.train_loss:.4f}  L1 {record.l1:.3f}{budget}  "
+            f"held-out loss {record.val_loss:.4f}, L1 {record.val_l1:.3f}  multiplier "
+            f"{record.multiplier:.3f}  {record.steps} steps  {record.status}"
         )
     print(f"wrote {len(result.models)} model(s) to {args.out}")
 

@@ -29,6 +29,7 @@ from torch import nn
 
 from ssae_core.errors import InputError
 from ssae_core.io import pair_ids, read_json
+from ssae_core.record import RECORD_KEY, MemberRecord
 
 NORMALIZATIONS = ("global", "layer", "none")
 MODEL_FILE = "model.safetensors"
@@ -257,6 +258,13 @@ class ShiftAutoencoder:
     net: StackedSSAE  # a stack of one
     normalizer: Normalizer
     config: dict
+
+    @property
+    def record(self) -> MemberRecord:
+        """The typed training record of this member (budget, L1 measures, status, steps)."""
+        return MemberRecord.from_dict(
+            self.config.get(RECORD_KEY), f"model of seed {self.config['seed']}"
+        )
 
     @property
     def steering_vectors(self) -> np.ndarray:

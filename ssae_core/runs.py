@@ -32,12 +32,12 @@ from ssae_core.io import (
 )
 from ssae_core.model import ShiftAutoencoder, check_shifts
 from ssae_core.progress import show_message
+from ssae_core.record import SLACK
 from ssae_core.streaming import Reversal, ShardSource
 from ssae_core.train import (
     TrainConfig,
     TrainResult,
-    check_constraint_active,
-    check_on_budget,
+    status_warnings,
     train,
 )
 
@@ -167,11 +167,11 @@ def train_run(
             provenance={"embeddings": data.source, "split": split, **data.table.metadata},
         )
         seconds = time.perf_counter() - started
-        problems = check_constraint_active(result, where=str(out_dir))
-        if problems and require_active:
-            raise InputError(problems[0])
+        problems = status_warnings(result, where=str(out_dir))
+        if require_active and any(m.record.status == SLACK for m in result.models):
+            raise InputError(next(line for line in problems if f" is {SLACK} " in line))
         if progress:  # the caller may report or gate these itself (the study does)
-            for line in [*problems, *check_on_budget(result, where=str(out_dir))]:
+            for line in problems:
                 show_message(f"warning: {line}")
         write_run(result, cfg, tmp, seconds=seconds, concepts=data.table.concepts)
     return result

@@ -107,7 +107,7 @@ def assert_identical(a, b) -> None:
         wb = mb.net.state_dict()
         for name, value in ma.net.state_dict().items():
             assert torch.equal(value, wb[name]), name
-    assert [m.config["final"] for m in a.models] == [m.config["final"] for m in b.models]
+    assert [m.record for m in a.models] == [m.record for m in b.models]
     assert len(a.history) == len(b.history)
 
 

@@ -18,8 +18,17 @@ from ssae_core.study.summary import MAX_KEYS, headline_metrics
 SETS = ("binary", "corr", "cat")
 
 
-def _scores(udr: float, state: float) -> dict:
-    return {"decoder_mcc": {"udr": udr}, "state_mcc": {"mean": state, "rank": 2}}
+def _interval(difference: float, half_width: float = 0.05) -> dict:
+    return {
+        "difference": difference,
+        "low": difference - half_width,
+        "high": difference + half_width,
+    }
+
+
+def _scores(udr: float, state: float, versus: float | None = None) -> dict:
+    out = {"decoder_mcc": {"udr": udr}, "state_mcc": {"mean": state, "rank": 2}}
+    return out | ({} if versus is None else {"versus_aff": _interval(versus)})
 
 
 def _probe(flip: float) -> dict:
@@ -28,7 +37,11 @@ def _probe(flip: float) -> dict:
 
 def _metrics(ssae_udr=0.95, ssae_state=0.8, aff_state=0.6, aff_drop=0.0, flips=(0.9, 0.5)):
     sets = {
-        n: {"ssae": _scores(ssae_udr, ssae_state), "aff": _scores(1.0, aff_state)} for n in SETS
+        n: {
+            "ssae": _scores(ssae_udr, ssae_state, ssae_state - aff_state),
+            "aff": _scores(1.0, aff_state),
+        }
+        for n in SETS
     }
     entangled = {
         n: {"ssae": _scores(ssae_udr, ssae_state - 0.01), "aff": _scores(1.0, aff_state - aff_drop)}
@@ -43,9 +56,14 @@ def _metrics(ssae_udr=0.95, ssae_state=0.8, aff_state=0.6, aff_drop=0.0, flips=(
             "aff": _probe(flips[1]),
             "md": _probe(1.0),
             "probe_common_set": {},
+            "probe_differences": {
+                "ssae-aff": _interval(flips[0] - flips[1]),
+                "md-identity": _interval(0.8),
+            },
         }
-        for n in SETS
+        for n in (*SETS, "lang")
     }
+    steering["lang"]["probe_differences"]["ssae-aff"] = _interval(-0.5)  # a control: never counts
     llm = {"sets": sets, "entangled": entangled, "overcomplete": overcomplete}
     return {
         "identifiability": {"layers": {"final": llm}},
@@ -54,18 +72,24 @@ def _metrics(ssae_udr=0.95, ssae_state=0.8, aff_state=0.6, aff_drop=0.0, flips=(
     }
 
 
+def _decided(metrics: dict, config: ClaimsConfig | None = None) -> dict:
+    found = decide_claims(
+        config or ClaimsConfig(), metrics["identifiability"], metrics["steering"], ("lang",)
+    )
+    return {v.claim.split(" (")[0]: v for v in found}
+
+
 def _verdicts(metrics: dict, config: ClaimsConfig | None = None) -> dict[str, str]:
-    found = decide_claims(config or ClaimsConfig(), metrics["identifiability"], metrics["steering"])
-    return {v.claim.split(" (")[0]: v.verdict for v in found}
+    return {claim: v.verdict for claim, v in _decided(metrics, config).items()}
 
 
-def test_claims_follow_the_numbers_and_thresholds():
+def test_claims_follow_the_intervals_and_thresholds():
     verdicts = _verdicts(_metrics())
     assert verdicts["cross-seed consistency"] == REPRODUCED
     assert verdicts["SSAE identifies the concepts better than aff"] == REPRODUCED
     assert verdicts["robustness to entanglement"] == NOT_TESTABLE  # the map costs aff nothing
     assert verdicts["robustness to an overcomplete m"] == NOT_REPRODUCED  # 0.8 -> 0.7
-    assert verdicts["better steering than aff in distribution"] == REPRODUCED
+    assert verdicts["better steering than aff in distribution"] == REPRODUCED  # lang left out
     assert verdicts["better steering than aff out of distribution"] == NOT_TESTABLE
     worse = _verdicts(_metrics(ssae_udr=0.5, ssae_state=0.6, aff_drop=0.2, flips=(0.5, 0.9)))
     assert worse["cross-seed consistency"] == NOT_REPRODUCED
@@ -76,15 +100,33 @@ def test_claims_follow_the_numbers_and_thresholds():
     assert loose["robustness to an overcomplete m"] == REPRODUCED
 
 
-def test_a_set_without_usable_ssae_counts_against_the_claims():
+def test_a_difference_whose_interval_holds_zero_is_no_win():
+    metrics = _metrics(ssae_state=0.62)  # SSAE - aff = +0.02, interval [-0.03, +0.07]
+    assert _verdicts(metrics)["SSAE identifies the concepts better than aff"] == NOT_REPRODUCED
+
+
+def test_a_set_without_an_admissible_ssae_model_is_not_testable():
     metrics = _metrics()
-    metrics["identifiability"]["layers"]["final"]["sets"]["cat"]["ssae"] = {
-        "status": "no usable cell",
-        "usable": False,
-    }
-    verdicts = _verdicts(metrics)
-    assert verdicts["cross-seed consistency"] == NOT_REPRODUCED
-    assert verdicts["SSAE identifies the concepts better than aff"] == NOT_REPRODUCED
+    sets = metrics["identifiability"]["layers"]["final"]["sets"]
+    sets["cat"]["ssae"] = {"status": "no usable cell", "usable": False}
+    decided = _decided(metrics)
+    assert decided["cross-seed consistency"].verdict == REPRODUCED  # on the 2 testable sets
+    assert (
+        decided["cross-seed consistency"].testable,
+        decided["cross-seed consistency"].total,
+    ) == (2, 3)
+    for name in SETS:
+        sets[name]["ssae"] = {"status": "no usable cell", "usable": False}
+    assert _verdicts(metrics)["SSAE identifies the concepts better than aff"] == NOT_TESTABLE
+
+
+def test_steering_that_no_vector_can_show_is_not_testable():
+    metrics = _metrics()
+    steering = metrics["steering"]["layers"]["final"]["in_distribution"]
+    for name in SETS:  # even MD cannot be told from no steering (binary -> gender, say)
+        steering[name]["probe_differences"]["md-identity"] = _interval(0.0)
+    decided = _decided(metrics)["better steering than aff in distribution"]
+    assert (decided.verdict, decided.testable, decided.total) == (NOT_TESTABLE, 0, 3)
 
 
 def test_headline_metrics_are_few_and_name_the_layer():
@@ -102,14 +144,15 @@ def test_headline_metrics_are_few_and_name_the_layer():
         headline_metrics(ReportConfig(headline_layer="7"), _metrics())
 
 
-def test_unusable_overcomplete_or_entangled_runs_never_count_for_ssae():
+def test_unusable_overcomplete_or_entangled_runs_are_not_tested():
     metrics = _metrics()
     llm = metrics["identifiability"]["layers"]["final"]
     llm["overcomplete"]["cat"]["m270"]["ssae"] = _scores(0.9, 0.8)  # no drop: reproduced ...
     assert _verdicts(metrics)["robustness to an overcomplete m"] == REPRODUCED
-    llm["overcomplete"]["cat"]["m135"]["ssae"]["usable"] = False  # ... unless m = n is unusable
-    assert _verdicts(metrics)["robustness to an overcomplete m"] == NOT_REPRODUCED
+    llm["overcomplete"]["cat"]["m135"]["ssae"]["usable"] = False  # m = n unusable: no test
+    assert _verdicts(metrics)["robustness to an overcomplete m"] == NOT_TESTABLE
     tested = _metrics(aff_drop=0.2)  # the map costs aff 0.2: testable, SSAE loses 0.01
     assert _verdicts(tested)["robustness to entanglement"] == REPRODUCED
-    tested["identifiability"]["layers"]["final"]["entangled"]["cat"]["ssae"]["usable"] = False
-    assert _verdicts(tested)["robustness to entanglement"] == NOT_REPRODUCED
+    for name in SETS:
+        tested["identifiability"]["layers"]["final"]["entangled"][name]["ssae"]["usable"] = False
+    assert _verdicts(tested)["robustness to entanglement"] == NOT_TESTABLE

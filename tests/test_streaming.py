@@ -152,7 +152,7 @@ def test_streaming_learns_what_the_in_memory_path_learns(synth, shards):
         assert mcc(a.encode(test.delta), test.shift) > 0.99
         assert mcc(b.encode(test.delta), test.shift) > 0.99
         assert _matched_cosines(a.steering_vectors, b.steering_vectors).min() > 0.995
-        assert b.config["final"]["multiplier"] > 0
+        assert b.record.multiplier > 0
         assert abs(b.config["num_train_shifts"] - a.config["num_train_shifts"]) < 100
 
 

@@ -3,6 +3,8 @@ report's tables, and the expanded reconstruction loss used in training."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -11,11 +13,12 @@ from ssae_core.config import load_config
 from ssae_core.errors import InputError
 from ssae_core.io import EmbeddingTable
 from ssae_core.model import Normalizer, ShiftAutoencoder, StackedSSAE
+from ssae_core.record import RECORD_KEY, MemberRecord
 from ssae_core.study.budgets import Budgets
 from ssae_core.study.config import StudyConfig
 from ssae_core.study.report import pm, selection_section, steering_section, table
 from ssae_core.study.selection import select_cell
-from ssae_core.study.usability import usability
+from ssae_core.study.usability import admissible, usability
 
 
 def _table(num: int = 200, dim: int = 6) -> EmbeddingTable:
@@ -54,7 +57,8 @@ def _cell(lr, ratio, dec, codes, usable=True):
         "budget_ratio": ratio,
         "sparsity": ratio * 0.4,
         "usable": usable,
-        "usability": ["usable"] if usable else ["multiplier 0"],
+        "usability": ["usable"] if usable else ["slack"],
+        "sensitivity": {"usable": usable},
         "decoder_mcc": {"udr": dec, "mean": dec, "std": 0.0},
         "codes_mcc": {"udr": codes, "mean": codes, "std": 0.0},
         "l1": {"mean": ratio * 0.4, "std": 0.0},
@@ -76,30 +80,34 @@ def test_select_cell_takes_the_best_decoder_udr_among_usable_cells():
     assert select_cell(unusable) is None  # never an unusable cell
 
 
-def _member(multiplier: float, val_l1: float, budget: float) -> ShiftAutoencoder:
+def _member(
+    multiplier: float, l1: float, budget: float | None, settled: bool = True
+) -> ShiftAutoencoder:
     net = StackedSSAE(4, 2, [0], x_rms=1.0)
-    config = {"sparsity": budget, "final": {"multiplier": multiplier, "val_l1": val_l1}}
+    values = dict.fromkeys(f.name for f in dataclasses.fields(MemberRecord))
+    values |= {"method": "aff" if budget is None else "ssae", "seed": 0, "budget": budget}
+    values |= {"l1": l1, "multiplier": multiplier, "settled": settled}
+    config = {"seed": 0, RECORD_KEY: values}
     return ShiftAutoencoder(net, Normalizer("none", np.zeros(4, np.float32), 1.0), config)
 
 
 def test_budgets_are_ratios_of_the_aff_l1_and_the_usable_rule():
-    aff = [_member(0.0, 0.4, 0.0), _member(0.0, 0.6, 0.0)]
+    aff = [_member(0.0, 0.4, None), _member(0.0, 0.6, None)]
     budgets = Budgets.from_aff(aff, [0.25, 0.5])
     assert budgets.aff_l1 == pytest.approx(0.5)
     assert budgets.budgets == (0.125, 0.25)
-    assert budgets.ratio_of(0.25) == 0.5
-    with pytest.raises(InputError, match="ratios"):
-        budgets.ratio_of(0.3)
     assert usability(_member(0.2, 0.26, 0.25), 0.05) == "usable"  # within 5%
-    assert usability(_member(0.2, 0.24, 0.25), 0.05) == "usable"
-    assert usability(_member(0.0, 0.25, 0.25), 0.05) == "multiplier 0"
-    assert usability(_member(0.2, 0.5, 0.25), 0.05) == "L1 2.00x budget"  # never converged
-    assert usability(_member(0.2, 0.2, 0.25), 0.05) == "L1 0.80x budget"
-    on_budget_in_training = _member(0.2, 0.3, 0.25)
-    on_budget_in_training.config["final"]["l1"] = 0.25
-    assert usability(on_budget_in_training, 0.05) == "L1 1.20x budget (training 1.00x)"
-    with pytest.raises(InputError, match="held-out L1"):
-        Budgets.from_aff([_member(0.0, 0.0, 0.0)], [0.5])
+    assert usability(_member(0.2, 0.2, 0.25), 0.05) == "usable"  # sparser: one-sided
+    assert usability(_member(0.0, 0.25, 0.25), 0.05) == "slack"
+    assert usability(_member(0.2, 0.5, 0.25, settled=False), 0.05) == "not converged"
+    assert usability(_member(0.2, 0.5, 0.25, settled=True), 0.05) == "infeasible"
+    assert usability(_member(0.2, 0.28, 0.25), 0.05) == "infeasible"
+    assert usability(_member(0.2, 0.28, 0.25), 0.15) == "usable"  # the sensitivity tolerance
+    assert usability(aff[0], 0.05) == "unconstrained"
+    assert admissible("slack", control=True) and not admissible("slack", control=False)
+    assert not admissible("infeasible", control=True)
+    with pytest.raises(InputError, match="L1"):
+        Budgets.from_aff([_member(0.0, 0.0, None)], [0.5])
 
 
 @pytest.mark.parametrize(
@@ -162,7 +170,7 @@ def test_report_tables_render_selection_and_steering():
     assert "| **lang** | 0.001 | 0.5 | 0.200 | 0.900 | 0.800 | 0.400 ± 0.100 |" in text
     assert (
         "| lang | 0.003 | 0.5 | 0.200 | 0.950 | 0.800 | – | 0.200 ± 0.000 | 0.300 ± 0.000 | "
-        "multiplier 0 |" in text
+        "slack |" in text
     )
     none = {"sets": {"lang": {"selected": None, "rule": "max UDR", "cells": [bad]}}}
     assert "no usable cell" in "\n".join(selection_section(none))

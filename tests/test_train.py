@@ -11,7 +11,7 @@ from ssae_core.model import StackedSSAE
 from ssae_core.synthetic import SynthConfig, make_synthetic
 from ssae_core.train import TrainConfig, train
 
-FAST = {"epochs": 3, "min_steps": 0, "patience": 0, "batch_size": 64}
+FAST = {"epochs": 3, "min_steps": 0, "patience": 0, "settle_tol": 0.0, "batch_size": 64}
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +35,8 @@ def test_stacked_equals_separate_runs(synth, method):
         )
         for name, value in _weights(alone, 0).items():
             torch.testing.assert_close(_weights(stacked, k)[name], value, atol=2e-5, rtol=1e-4)
-        assert stacked.models[k].config["final"]["multiplier"] == pytest.approx(
-            alone.models[0].config["final"]["multiplier"], abs=1e-6
+        assert stacked.models[k].record.multiplier == pytest.approx(
+            alone.models[0].record.multiplier, abs=1e-6
         )
 
 
@@ -100,9 +100,10 @@ def test_ssae_constraint_active_at_the_end(synth):
     cfg = TrainConfig(latent_dim=3, seeds=(0, 1), sparsity=0.75)
     result = train(synth.subset("train").delta, cfg, progress=False)
     for model in result.models:
-        final = model.config["final"]
-        assert final["multiplier"] > 0
-        assert final["val_l1"] == pytest.approx(0.75, rel=0.1)
+        record = model.record
+        assert record.multiplier > 0
+        assert record.status == "usable"
+        assert record.l1 == pytest.approx(0.75, rel=0.1)
     test = synth.subset("test")
     assert min(mcc(m.encode(test.delta), test.shift) for m in result.models) > 0.95
 

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ssae_core.io import EmbeddingTable, PairLabels
-from ssae_core.metrics import mcc, pairwise, summary, udr, vector_mcc
+from ssae_core.metrics import bootstrap_interval, mcc, pairwise, rounded, summary, udr, vector_mcc
 from ssae_core.model import ShiftAutoencoder
 
 
@@ -92,6 +92,47 @@ def score_run(models: list[ShiftAutoencoder], test: EmbeddingTable) -> dict:
     code_pairs = pairwise(codes, mcc)
     out["decoder_mcc"] = {**summary(dec_pairs), "udr": round(udr(dec_pairs), 6)}
     out["codes_mcc"] = {**summary(code_pairs), "udr": round(udr(code_pairs), 6)}
-    out["multiplier"] = summary([m.config["final"]["multiplier"] for m in models])
-    out["l1"] = summary([m.config["final"]["val_l1"] for m in models])
+    records = [m.record for m in models]
+    out["multiplier"] = summary([r.multiplier for r in records])
+    out["l1"] = summary([r.l1 for r in records])
+    out["val_l1"] = summary([r.val_l1 for r in records])
+    out["val_l1_se"] = summary([r.val_l1_se for r in records])
+    out["steps"] = summary([r.steps for r in records])
     return out
+
+
+def mcc_difference(
+    first: list[ShiftAutoencoder],
+    second: list[ShiftAutoencoder],
+    test: EmbeddingTable,
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict | None:
+    """Paired bootstrap interval over test entities (``labels.group``) of the seed-mean MCC of
+    ``first``'s codes minus ``second``'s, against the full-rank coding of the labels (or the known
+    shifts of a table without labels). None where there is nothing to score against."""
+    if test.labels is not None and len(test):
+        target = state_coding(test.labels).codes_NC
+        groups = test.labels.group
+    elif test.shift is not None:
+        target, groups = np.asarray(test.shift, dtype=np.float64), np.arange(len(test))
+    else:
+        return None
+    if not target.size or np.ptp(target, axis=0).max() == 0:
+        return None
+    codes = [np.stack([m.encode(test.delta) for m in side]) for side in (first, second)]
+    num_first = len(first)
+    stacked = np.concatenate(codes, axis=0)  # [members, N, M]
+    rows = np.arange(len(test))
+
+    def difference(picked: np.ndarray) -> float:
+        r = picked.astype(np.int64)
+        values = [mcc(stacked[k][r], target[r]) for k in range(len(stacked))]
+        return float(np.mean(values[:num_first]) - np.mean(values[num_first:]))
+
+    interval = bootstrap_interval(
+        rows, groups, difference, resamples=resamples, seed=seed, level=level
+    ).to_dict()
+    return {"difference": rounded(difference(rows)), **interval}

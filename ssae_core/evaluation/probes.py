@@ -585,6 +585,61 @@ def _interval(
     ).to_dict()
 
 
+def _difference_interval(
+    pairs: ProbePairs,
+    first: list[np.ndarray],
+    second: list[np.ndarray],
+    mask_K: np.ndarray,
+    config: ProbeConfig,
+) -> dict | None:
+    """Paired bootstrap interval over test entities of (seed mean of ``first``) minus (seed mean
+    of ``second``), each the concept macro-average of per-pair values over the concepts of
+    ``mask_K``: both sides see the same resampled entities, so the interval of the difference is
+    narrower than two separate intervals would suggest."""
+    rows = mask_K[pairs.concept_N]
+    if not rows.any():
+        return None
+    a = np.stack([v[rows] for v in first]).mean(axis=0)
+    b = np.stack([v[rows] for v in second]).mean(axis=0)
+    values = np.column_stack([pairs.concept_N[rows], a, b])
+
+    def difference(data: np.ndarray) -> float:
+        return _concept_macro_mean(data[:, [0, 1]]) - _concept_macro_mean(data[:, [0, 2]])
+
+    interval = bootstrap_interval(
+        values,
+        pairs.group_N[rows],
+        difference,
+        resamples=config.resamples,
+        seed=config.bootstrap_seed,
+        level=config.level,
+    ).to_dict()
+    return {"difference": rounded(difference(values)), **interval}
+
+
+DIFFERENCES = (("ssae", "aff"), ("md", "identity"))
+"""The paired flip-rate differences every evaluation reports (where both sides exist): SSAE
+against aff (the paper's steering claims) and MD against no steering (whether the evaluation can
+tell a steering vector from none at all)."""
+
+
+def _differences(
+    pairs: ProbePairs,
+    scores: Mapping[str, list[_Scores]],
+    identity: Effects,
+    mask_K: np.ndarray,
+    config: ProbeConfig,
+) -> dict:
+    """:data:`DIFFERENCES` of the flip rate on the concepts of ``mask_K`` (the common set)."""
+    flips = {name: [m.effects.flip_N for m in members] for name, members in scores.items()}
+    flips["identity"] = [identity.flip_N]
+    return {
+        f"{a}-{b}": _difference_interval(pairs, flips[a], flips[b], mask_K, config)
+        for a, b in DIFFERENCES
+        if a in flips and b in flips
+    }
+
+
 def _column(
     members: list[tuple[Effects, np.ndarray]],
     pairs: ProbePairs,
@@ -847,4 +902,5 @@ def evaluate_probe_steering(
         },
         "references": _references(pairs, sets, identity, ceiling, config),
         "methods": methods,
+        "differences": _differences(pairs, scores, identity, sets.common_K, config),
     }

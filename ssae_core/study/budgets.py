@@ -3,9 +3,10 @@
 An absolute budget means different things on different data: on a one-concept set the
 unconstrained aff solution may already be sparser than the budget, and the "SSAE" run is then an
 aff run under another name. So every SSAE budget of the study is a ratio r of the L1 that the aff
-solution reaches on the same data, latent size and normalisation (its held-out L1, mean over
-seeds): ``budget = r * aff_l1``. Which runs are usable is decided by
-:mod:`ssae_core.study.usability`.
+solution reaches on the same data, latent size and normalisation: ``budget = r * aff_l1``, where
+``aff_l1`` is the one L1 measure of :mod:`ssae_core.record` (eval mode, over every training
+shift; mean over seeds), the same measure each SSAE member's status compares with its budget.
+Which runs are usable is decided by :mod:`ssae_core.study.usability`.
 """
 
 from __future__ import annotations
@@ -29,15 +30,15 @@ class Budgets:
     """The budgets of one set's SSAE runs, derived from its aff run."""
 
     aff_l1: float
-    """Held-out L1 of the aff run (mean over its members), in units of x_rms."""
+    """L1 of the aff run over its training shifts (mean over its members), in units of x_rms."""
     ratios: tuple[float, ...]
     """The budget ratios r."""
 
     @classmethod
     def from_aff(cls, aff: Sequence[ShiftAutoencoder], ratios: Sequence[float]) -> Budgets:
-        l1 = float(np.mean([m.config["final"]["val_l1"] for m in aff]))
+        l1 = float(np.mean([m.record.l1 for m in aff]))
         if not np.isfinite(l1) or l1 <= 0:
-            raise InputError(f"the aff run has held-out L1 {l1}; no budget can be derived from it")
+            raise InputError(f"the aff run has L1 {l1}; no budget can be derived from it")
         return cls(l1, tuple(float(r) for r in ratios))
 
     def budget(self, ratio: float) -> float:
@@ -46,13 +47,6 @@ class Budgets:
     @property
     def budgets(self) -> tuple[float, ...]:
         return tuple(self.budget(r) for r in self.ratios)
-
-    def ratio_of(self, budget: float) -> float:
-        """The ratio a recorded budget was made from."""
-        for ratio in self.ratios:
-            if self.budget(ratio) == budget:
-                return ratio
-        raise InputError(f"budget {budget} was not made from ratios {list(self.ratios)}")
 
     def save(self, folder: Path) -> None:
         write_json({"aff_l1": self.aff_l1, "ratios": list(self.ratios)}, folder / BUDGETS_FILE)

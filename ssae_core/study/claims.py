@@ -1,25 +1,32 @@
 """The paper's claims, decided from the metrics files: reproduced, not reproduced, or not testable.
 
 Each claim is checked at every layer of the study from the numbers the pipeline wrote, against
-thresholds kept in params.yaml (``report.claims``, :class:`ClaimsConfig`); a claim's verdict
-lists the numbers that decide it. A set whose SSAE grid has no usable cell counts against a claim
-about SSAE (it is never replaced by an unusable run); so does an unusable entangled or
-overcomplete SSAE run (shown as –).
+thresholds kept in params.yaml (``report.claims``, :class:`ClaimsConfig`), set by set. A set (or
+evaluation) is *testable* only where SSAE has an admissible model there (a set whose grid has no
+admissible cell is "not testable", never a loss) and, for steering, only where the evaluation can
+tell a steering vector from none (the MD vector's paired flip-rate interval against no steering
+lies above 0). A claim is *reproduced* when it holds on every testable set, *not reproduced* when
+it fails on one, and *not testable* when no set is testable; each verdict says how many sets were
+testable. Claims 2, 5 and 6 are decided from paired bootstrap intervals over test entities of the
+difference SSAE - aff (not from point values): SSAE wins a set only where the whole interval lies
+above the margin. The control sets (``study.controls``: one concept per pair, where sparsity
+cannot help) are left out of every SSAE-vs-aff claim.
 
-1. Cross-seed consistency: SSAE's decoder UDR is at least ``udr_min`` on every multi-concept set.
-2. Identifiability: SSAE's held-out MCC against the full-rank coding of the labels exceeds aff's
-   by at least ``identifiability_margin`` on every multi-concept set.
+1. Cross-seed consistency: SSAE's decoder UDR is at least ``udr_min``.
+2. Identifiability: the interval of SSAE's minus aff's held-out MCC against the full-rank coding
+   of the labels lies above ``identifiability_margin``.
 3. Robustness to entanglement: testable only where the entangling map costs aff at least
-   ``entangle_aff_drop_min`` of that MCC; then SSAE loses at most ``entangle_ssae_drop_max``.
+   ``entangle_aff_drop_min`` of that MCC; then SSAE loses at most ``entangle_ssae_drop_max``
+   (point values over seeds: the two drops have no paired interval).
 4. Robustness to an overcomplete m: SSAE's MCC at the largest m is within ``overcomplete_drop_max``
-   of its MCC at m = n.
-5. / 6. Better steering in distribution / out of distribution: SSAE's probe flip rate (common
-   concept set) exceeds aff's by at least ``steering_margin`` on every evaluation with probes.
+   of its MCC at m = n (point values).
+5. / 6. Better steering in distribution / out of distribution: the interval of SSAE's minus aff's
+   probe flip rate (common concept set) lies above ``steering_margin``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -36,16 +43,18 @@ class ClaimsConfig:
     """The sets whose pairs change several concepts: the real tests of identifiability."""
     udr_min: float = 0.9
     """Claim 1: the decoder UDR SSAE must reach."""
-    identifiability_margin: float = 0.02
-    """Claim 2: how much higher SSAE's MCC against the full-rank coding must be than aff's."""
+    identifiability_margin: float = 0.0
+    """Claim 2: the lower end of the interval of SSAE's minus aff's MCC against the full-rank
+    coding must lie above this."""
     entangle_aff_drop_min: float = 0.05
     """Claim 3 is testable only where entanglement costs aff at least this much MCC."""
     entangle_ssae_drop_max: float = 0.02
     """Claim 3: the most MCC SSAE may lose to entanglement."""
     overcomplete_drop_max: float = 0.05
     """Claim 4: the most MCC SSAE may lose from m = n to the largest m."""
-    steering_margin: float = 0.02
-    """Claims 5 and 6: how much higher SSAE's flip rate must be than aff's."""
+    steering_margin: float = 0.0
+    """Claims 5 and 6: the lower end of the interval of SSAE's minus aff's flip rate must lie
+    above this."""
 
 
 class Verdict(NamedTuple):
@@ -55,11 +64,50 @@ class Verdict(NamedTuple):
     evidence: str
     """The numbers that decide it."""
     threshold: str
+    testable: int = 0
+    """How many sets (or evaluations) could test it."""
+    total: int = 0
+    """How many sets (or evaluations) it was checked on."""
+
+
+class Outcome(NamedTuple):
+    """One set's part in a claim: whether it could test it, whether it passed, and its numbers."""
+
+    name: str
+    testable: bool
+    passed: bool
+    shown: str
+
+
+def _verdict(outcomes: Sequence[Outcome]) -> str:
+    tested = [o for o in outcomes if o.testable]
+    if not tested:
+        return NOT_TESTABLE
+    return REPRODUCED if all(o.passed for o in tested) else NOT_REPRODUCED
+
+
+def _claim(claim: str, layer: str, outcomes: Sequence[Outcome], threshold: str) -> Verdict:
+    shown = "; ".join(o.shown + ("" if o.testable else " (not testable)") for o in outcomes)
+    testable = sum(o.testable for o in outcomes)
+    return Verdict(
+        claim,
+        layer,
+        _verdict(outcomes),
+        shown or "nothing to test",
+        threshold,
+        testable,
+        len(outcomes),
+    )
 
 
 def _mean(entry: Mapping | None, key: str) -> float | None:
     part = (entry or {}).get(key)
     return None if not part else part.get("mean")
+
+
+def _admissible(entry: Mapping | None) -> bool:
+    """An SSAE entry of a selected, admissible cell (not ``no usable cell``, not unusable)."""
+    return bool(entry) and not entry.get("status") and entry.get("usable") is not False
 
 
 def _usable_mean(entry: Mapping | None, key: str) -> float | None:
@@ -71,44 +119,54 @@ def _fmt(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
-def _all_pass(checks: Sequence[tuple[str, bool]]) -> str:
-    return REPRODUCED if checks and all(ok for _, ok in checks) else NOT_REPRODUCED
+def interval_text(entry: Mapping | None) -> str:
+    """``+0.120 [0.050, 0.190]`` for a difference with its interval; – without one."""
+    if not entry or entry.get("low") is None:
+        return "–"
+    return f"{entry['difference']:+.3f} [{entry['low']:+.3f}, {entry['high']:+.3f}]"
 
 
-def _consistency(config: ClaimsConfig, llm: Mapping, key: str) -> Verdict:
-    checks, shown = [], []
-    for name in config.multi_concept_sets:
-        udr = (llm["sets"].get(name, {}).get("ssae", {}).get("decoder_mcc") or {}).get("udr")
-        checks.append((name, udr is not None and udr >= config.udr_min))
-        shown.append(f"{name} {_fmt(udr)}")
-    return Verdict(
-        "cross-seed consistency (SSAE decoder UDR)",
-        key,
-        _all_pass(checks),
-        ", ".join(shown),
-        f">= {config.udr_min}",
+def _above(entry: Mapping | None, margin: float) -> bool:
+    return bool(entry) and entry.get("low") is not None and entry["low"] > margin
+
+
+def _multi_concept(config: ClaimsConfig, llm: Mapping) -> list[tuple[str, Mapping]]:
+    return [(n, llm["sets"][n]) for n in config.multi_concept_sets if n in llm["sets"]]
+
+
+def _consistency(config: ClaimsConfig, llm: Mapping, key: str, ssae: str = "ssae") -> Verdict:
+    outcomes = []
+    for name, methods in _multi_concept(config, llm):
+        entry = methods.get(ssae)
+        udr = (entry or {}).get("decoder_mcc", {}).get("udr") if _admissible(entry) else None
+        ok = udr is not None and udr >= config.udr_min
+        outcomes.append(Outcome(name, udr is not None, ok, f"{name} {_fmt(udr)}"))
+    return _claim(
+        "cross-seed consistency (SSAE decoder UDR)", key, outcomes, f">= {config.udr_min}"
     )
 
 
-def _identifiability(config: ClaimsConfig, llm: Mapping, key: str) -> Verdict:
-    checks, shown = [], []
-    for name in config.multi_concept_sets:
-        methods = llm["sets"].get(name, {})
-        ssae, aff = _mean(methods.get("ssae"), "state_mcc"), _mean(methods.get("aff"), "state_mcc")
-        ok = ssae is not None and aff is not None and ssae - aff >= config.identifiability_margin
-        checks.append((name, ok))
-        shown.append(f"{name} SSAE {_fmt(ssae)} vs aff {_fmt(aff)}")
-    return Verdict(
+def _identifiability(config: ClaimsConfig, llm: Mapping, key: str, ssae: str = "ssae") -> Verdict:
+    outcomes = []
+    for name, methods in _multi_concept(config, llm):
+        entry = methods.get(ssae)
+        testable = _admissible(entry) and (entry.get("versus_aff") or {}).get("low") is not None
+        diff = (entry or {}).get("versus_aff") if testable else None
+        shown = (
+            f"{name} SSAE {_fmt(_mean(entry, 'state_mcc'))} vs aff "
+            f"{_fmt(_mean(methods.get('aff'), 'state_mcc'))}, difference {interval_text(diff)}"
+        )
+        outcomes.append(Outcome(name, testable, _above(diff, config.identifiability_margin), shown))
+    return _claim(
         "SSAE identifies the concepts better than aff (MCC vs full-rank coding)",
         key,
-        _all_pass(checks),
-        "; ".join(shown),
-        f"SSAE - aff >= {config.identifiability_margin}",
+        outcomes,
+        f"interval of SSAE - aff above {config.identifiability_margin:g}",
     )
 
 
 def _entanglement(config: ClaimsConfig, llm: Mapping, key: str) -> Verdict:
-    shown, tested = [], []
+    outcomes = []
     for name in config.multi_concept_sets:
         plain, mixed = llm["sets"].get(name, {}), llm["entangled"].get(name, {})
         drops = {}
@@ -117,38 +175,42 @@ def _entanglement(config: ClaimsConfig, llm: Mapping, key: str) -> Verdict:
                 _usable_mean(plain.get(method), "state_mcc"),
                 _usable_mean(mixed.get(method), "state_mcc"),
             )
+            if method == "ssae" and not (
+                _admissible(plain.get(method)) and _admissible(mixed.get(method))
+            ):
+                before = after = None
             drops[method] = None if before is None or after is None else before - after
-        shown.append(f"{name} drop aff {_fmt(drops['aff'])}, SSAE {_fmt(drops['ssae'])}")
-        if drops["aff"] is not None and drops["aff"] >= config.entangle_aff_drop_min:
-            ssae_ok = drops["ssae"] is not None and drops["ssae"] <= config.entangle_ssae_drop_max
-            tested.append((name, ssae_ok))
-    verdict = _all_pass(tested) if tested else NOT_TESTABLE
-    return Verdict(
+        testable = (
+            drops["aff"] is not None
+            and drops["ssae"] is not None
+            and drops["aff"] >= config.entangle_aff_drop_min
+        )
+        ok = testable and drops["ssae"] <= config.entangle_ssae_drop_max
+        shown = f"{name} drop aff {_fmt(drops['aff'])}, SSAE {_fmt(drops['ssae'])}"
+        outcomes.append(Outcome(name, testable, ok, shown))
+    return _claim(
         "robustness to entanglement",
         key,
-        verdict,
-        "; ".join(shown),
+        outcomes,
         f"testable where aff drops >= {config.entangle_aff_drop_min}; "
         f"SSAE drop <= {config.entangle_ssae_drop_max}",
     )
 
 
 def _overcompleteness(config: ClaimsConfig, llm: Mapping, key: str) -> Verdict:
-    shown, checks = [], []
+    outcomes = []
     for name, sizes in llm["overcomplete"].items():
         ordered = sorted(sizes, key=lambda m: int(m[1:]))
         values = [_usable_mean(sizes[m].get("ssae"), "state_mcc") for m in ordered]
         pairs = zip(ordered, values, strict=True)
-        shown.append(f"{name} " + ", ".join(f"{m} {_fmt(v)}" for m, v in pairs))
-        ok = None not in (values[0], values[-1]) and values[0] - values[-1] <= (
-            config.overcomplete_drop_max
-        )
-        checks.append((name, ok))
-    return Verdict(
+        shown = f"{name} " + ", ".join(f"{m} {_fmt(v)}" for m, v in pairs)
+        testable = None not in (values[0], values[-1])
+        ok = testable and values[0] - values[-1] <= config.overcomplete_drop_max
+        outcomes.append(Outcome(name, testable, ok, shown))
+    return _claim(
         "robustness to an overcomplete m (SSAE MCC vs full-rank coding)",
         key,
-        _all_pass(checks),
-        "; ".join(shown),
+        outcomes,
         f"drop from m = n to the largest m <= {config.overcomplete_drop_max}",
     )
 
@@ -158,40 +220,62 @@ def _flip_rate(summary: Mapping, method: str) -> float | None:
     return None if probe is None else _mean(probe["common"], "flip_rate")
 
 
-def _steering(config: ClaimsConfig, steering: Mapping, key: str, part: str) -> Verdict:
-    checks, shown = [], []
+def _steering(
+    config: ClaimsConfig, steering: Mapping, key: str, part: str, controls: Sequence[str]
+) -> Verdict:
+    outcomes = []
     for name, summary in steering[part].items():
-        if "probe_common_set" not in summary:
+        if "probe_common_set" not in summary or name in controls:
             continue
+        differences = summary.get("probe_differences") or {}
+        versus, sensitive = differences.get("ssae-aff"), differences.get("md-identity")
+        steers = _above(sensitive, 0.0)
+        testable = "ssae" in summary and steers and (versus or {}).get("low") is not None
         ssae, aff, md = (_flip_rate(summary, m) for m in ("ssae", "aff", "md"))
-        ok = ssae is not None and aff is not None and ssae - aff >= config.steering_margin
-        checks.append((name, ok))
-        shown.append(f"{name} SSAE {_fmt(ssae)}, aff {_fmt(aff)}, MD {_fmt(md)}")
+        shown = (
+            f"{name} SSAE {_fmt(ssae)}, aff {_fmt(aff)}, MD {_fmt(md)}; SSAE - aff "
+            f"{interval_text(versus)}"
+            + ("" if steers else f"; MD - unsteered {interval_text(sensitive)}: cannot tell")
+            + ("" if "ssae" in summary else "; no admissible SSAE model")
+        )
+        outcomes.append(Outcome(name, testable, _above(versus, config.steering_margin), shown))
     where = "in distribution" if part == "in_distribution" else "out of distribution"
-    return Verdict(
+    return _claim(
         f"better steering than aff {where} (probe flip rate)",
         key,
-        _all_pass(checks) if checks else NOT_TESTABLE,
-        "; ".join(shown) or "no evaluation with probes",
-        f"SSAE - aff >= {config.steering_margin}",
+        outcomes,
+        f"interval of SSAE - aff above {config.steering_margin:g}",
     )
 
 
-CHECKS: tuple[Callable[[ClaimsConfig, Mapping, str], Verdict], ...] = (
-    _consistency,
-    _identifiability,
-    _entanglement,
-    _overcompleteness,
-)
-
-
 def decide_claims(
-    config: ClaimsConfig, identifiability: Mapping, steering: Mapping
+    config: ClaimsConfig,
+    identifiability: Mapping,
+    steering: Mapping,
+    controls: Sequence[str] = (),
 ) -> list[Verdict]:
-    """Every claim at every layer, from metrics/identifiability.json and metrics/steering.json."""
+    """Every claim at every layer, from metrics/identifiability.json and metrics/steering.json;
+    the sets of ``controls`` are left out of the steering claims (the identifiability claims read
+    ``config.multi_concept_sets`` only)."""
     verdicts = []
     for key, llm in identifiability["layers"].items():
-        verdicts += [check(config, llm, key) for check in CHECKS]
+        verdicts += [
+            _consistency(config, llm, key),
+            _identifiability(config, llm, key),
+            _entanglement(config, llm, key),
+            _overcompleteness(config, llm, key),
+        ]
         for part in ("in_distribution", "out_of_distribution"):
-            verdicts.append(_steering(config, steering["layers"][key], key, part))
+            verdicts.append(_steering(config, steering["layers"][key], key, part, controls))
     return verdicts
+
+
+def sensitivity_claims(config: ClaimsConfig, identifiability: Mapping, key: str) -> list[Verdict]:
+    """Claims 1 and 2 with the cells selected at the second tolerance (their scores are in
+    metrics/identifiability.json under ``sensitivity``); the other claims need runs or
+    evaluations of those cells that the study does not make."""
+    llm = identifiability["layers"][key]
+    return [
+        _consistency(config, llm, key, "sensitivity"),
+        _identifiability(config, llm, key, "sensitivity"),
+    ]

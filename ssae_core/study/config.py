@@ -1,7 +1,8 @@
 """The ``study`` and ``entangle`` sections of params.yaml: how the LLM study trains.
 
-Every run of the study has a fixed length (``optim.steps`` optimiser steps, rounded up to whole
-epochs, no early stopping), so every cell and seed trains for the same time.
+Every SSAE run of the study trains at least ``optim.steps`` optimiser steps and then until its
+Lagrangian settles (``optim.settle_tol``), or until ``optim.max_steps``; aff trains
+``optim.steps``. Each member records the steps it used and its status (:mod:`ssae_core.record`).
 """
 
 from __future__ import annotations
@@ -57,7 +58,13 @@ class OptimConfig:
     """Optimisation settings shared by every run of the study."""
 
     steps: int = 400
-    """Optimiser steps per run (rounded up to whole epochs); no early stopping."""
+    """Optimiser steps of aff, and the least an SSAE run trains (rounded up to whole epochs)."""
+    max_steps: int = 1600
+    """The most steps an SSAE run trains before it counts as not converged."""
+    settle_tol: float = 0.02
+    """SSAE stops once every member's multiplier and L1 settled within this fraction (see
+    ssae_core.train.TrainConfig.settle_tol)."""
+
     batch_size: int = 256
     """Shifts per batch."""
     dual_lr_ratio: float = 1.0
@@ -94,8 +101,23 @@ class StudyConfig:
     budget_ratio: float = 0.5
     """The budget ratio of the entangled and overcompleteness runs (the grid has its own list)."""
     usable_tolerance: float = 0.05
-    """An SSAE run is usable only if its multiplier is positive and its held-out L1 is within
-    this fraction of its budget; any other run is marked wherever it appears, never selected."""
+    """An SSAE member is usable only if its multiplier is positive and its L1 over its training
+    shifts is at most budget x (1 + this); any other member is marked wherever it appears, and a
+    cell with one is never selected."""
+    sensitivity_tolerance: float = 0.15
+    """The second tolerance at which the report repeats the grid selection and the claims."""
+    controls: tuple[str, ...] = ("lang", "gender", "truthfulqa")
+    """Sets whose every pair changes one concept: the true code's L1 equals aff's, so sparsity
+    cannot help. They use ``control_budget_ratio``, a slack member is admissible there, and they
+    are left out of the SSAE-vs-aff claims (the report's controls table)."""
+    control_budget_ratio: tuple[float, ...] = (0.9, 1.0, 1.1)
+    """The budget ratios of the control sets' grid."""
+    outlier_factor: float = 10.0
+    """A text or shift is an outlier when its norm exceeds this many times the median of its
+    set's training split (per layer); the report counts them per set, layer and split."""
+    drop_outliers: bool = False
+    """Drop the pairs whose shift is an outlier, from every split (training and evaluation
+    alike; see ssae_core.outliers)."""
     lr: float = 0.003
     """Learning rate of aff and of the entangled and overcompleteness runs."""
     grid: GridConfig = field(default_factory=GridConfig)
@@ -122,6 +144,12 @@ class StudyConfig:
                 f"entangled_sets={list(self.entangled_sets)}: give one or more sets of study.sets"
                 + (f" ({', '.join(outside)} is not one)" if outside else "")
             )
+        _positive_list("control_budget_ratio", self.control_budget_ratio)
+        if self.outlier_factor <= 1 or not 0 < self.sensitivity_tolerance < 1:
+            raise InputError(
+                f"outlier_factor={self.outlier_factor}, sensitivity_tolerance="
+                f"{self.sensitivity_tolerance}: the factor must be > 1 and the tolerance in (0, 1)"
+            )
         if self.budget_ratio <= 0 or not 0 < self.usable_tolerance < 1:
             raise InputError(
                 f"budget_ratio={self.budget_ratio}, usable_tolerance={self.usable_tolerance}: "
@@ -140,21 +168,37 @@ class StudyConfig:
             )
         return factor * len(concepts)
 
+    def is_control(self, name: str) -> bool:
+        return name in self.controls
+
+    def grid_ratios(self, name: str) -> tuple[float, ...]:
+        """The budget ratios of set ``name``'s grid."""
+        return self.control_budget_ratio if self.is_control(name) else self.grid.budget_ratio
+
     @property
     def overcomplete_seeds(self) -> tuple[int, ...]:
         return self.overcomplete.seeds or self.seeds
 
     def train_config(
-        self, method: str, *, lr: float, sparsity: float | Sequence[float] = 1.0
+        self,
+        method: str,
+        *,
+        lr: float,
+        sparsity: float | Sequence[float] = 1.0,
+        ratios: Sequence[float] = (),
     ) -> TrainConfig:
-        """The :class:`TrainConfig` of one fixed-length run of the study."""
+        """The :class:`TrainConfig` of one run of the study (``ratios``: the budget ratios the
+        budgets of ``sparsity`` were made from, recorded in every member)."""
         optim = self.optim
         values = {
             "method": method,
             "seeds": self.seeds,
             "sparsity": tuple(sparsity) if isinstance(sparsity, Sequence) else sparsity,
+            "budget_ratios": tuple(ratios),
             "epochs": 1,
             "min_steps": optim.steps,
+            "max_steps": optim.max_steps if method == "ssae" else optim.steps,
+            "settle_tol": optim.settle_tol,
             "patience": 0,
             "lr": lr,
             "dual_lr": lr * optim.dual_lr_ratio,

@@ -13,8 +13,17 @@ from pathlib import Path
 
 from ssae_core.errors import InputError
 from ssae_core.lm.layers import Layer, layer_name
+from ssae_core.record import STATUSES
 from ssae_core.runs import RUN_FILE
-from ssae_core.study.claims import Verdict, decide_claims
+from ssae_core.study.claims import (
+    NOT_REPRODUCED,
+    NOT_TESTABLE,
+    REPRODUCED,
+    Verdict,
+    decide_claims,
+    interval_text,
+    sensitivity_claims,
+)
 from ssae_core.study.config import ReportConfig, StudyConfig
 from ssae_core.study.layout import METHODS, StudyLayout, lr_folder
 
@@ -128,7 +137,9 @@ LLM_HEADER = (
     "MCC vs shifts",
     "MCC vs full-rank coding",
     "multiplier",
-    "L1 (val)",
+    "L1 (training shifts)",
+    "held-out L1 (SE)",
+    "steps",
 )
 
 
@@ -138,7 +149,7 @@ def _llm_rows(part: Mapping) -> list[list[str]]:
         for method in ("ssae", "aff"):
             s = methods[method]
             if s.get("status"):
-                out.append([name, method, f"**{s['status']}**", *["–"] * 6])
+                out.append([name, method, f"**{s['status']}**", *["–"] * 8])
                 continue
             out.append(
                 [
@@ -151,9 +162,23 @@ def _llm_rows(part: Mapping) -> list[list[str]]:
                     _state_mcc(s),
                     pm(s.get("multiplier")),
                     pm(s.get("l1")),
+                    _held_out(s),
+                    num(s.get("steps", {}).get("mean"), 0),
                 ]
             )
     return out
+
+
+def _held_out(scores: Mapping) -> str:
+    """The held-out L1 (mean over seeds) with the mean standard error of its members."""
+    val, se = scores.get("val_l1"), scores.get("val_l1_se")
+    if not val or val.get("mean") is None:
+        return "–"
+    return (
+        f"{val['mean']:.3f} ({se['mean']:.3f})"
+        if se and se.get("mean") is not None
+        else num(val["mean"])
+    )
 
 
 def _entangled_drop_rows(llm: Mapping) -> list[list[str]]:
@@ -232,11 +257,12 @@ def selection_section(udr: Mapping) -> list[str]:
     lines = [
         "## Model selection (UDR grid)",
         "",
-        "Every SSAE cell (budget ratio r x learning rate, all seeds; budget = r x the held-out L1 "
-        "of aff on the same data); selected without labels: "
-        f"{next(iter(udr['sets'].values()))['rule']}. **bold** = selected. A cell is unusable "
-        "when a member's multiplier ended at 0 or its held-out L1 is off its budget; unusable "
-        "cells are never selected. MCC vs shifts is shown, never used.",
+        "Every SSAE cell (budget ratio r x learning rate, all seeds; budget = r x aff's L1 over "
+        "the training shifts of the same data); selected without labels: "
+        f"{next(iter(udr['sets'].values()))['rule']}. **bold** = selected. A cell with a member "
+        "that is not admissible (see *How every SSAE member ended*) is never selected. L1 is "
+        "over the training shifts (eval mode), as the budget; MCC vs shifts is shown, never "
+        "used.",
         "",
     ]
     rows = []
@@ -394,18 +420,229 @@ def probe_section(steering: Mapping) -> list[str]:
     return lines
 
 
-def claims_section(verdicts: Sequence[Verdict]) -> list[str]:
+def claims_section(verdicts: Sequence[Verdict], sensitivity: Sequence[Verdict]) -> list[str]:
     """The paper's claims, decided from the metrics (thresholds: params.yaml report.claims)."""
-    rows = [[v.claim, v.layer, f"**{v.verdict}**", v.evidence, v.threshold] for v in verdicts]
+
+    def rows(found: Sequence[Verdict]) -> list[list[str]]:
+        return [
+            [v.claim, v.layer, f"**{v.verdict}**", f"{v.testable} of {v.total}", v.evidence,
+             v.threshold]
+            for v in found
+        ]  # fmt: skip
+
+    header = ["claim", "layer", "verdict", "testable sets", "numbers", "threshold"]
     return [
         "## The paper's claims, as measured here",
         "",
         "Each claim decided at every layer from the metrics files, against the thresholds in "
-        "params.yaml (`report.claims`); the numbers that decide it are shown. A set whose SSAE "
-        "grid has no usable cell counts against a claim about SSAE.",
+        "params.yaml (`report.claims`), set by set. Differences SSAE - aff are shown with their "
+        "95% paired bootstrap interval over test entities; SSAE wins a set only where the whole "
+        "interval lies above the margin. A set is not testable where SSAE has no admissible "
+        "model, or (steering) where even the MD vector cannot be told from no steering; a claim "
+        "with no testable set is not testable. The control sets are left out "
+        "(see *Controls*).",
         "",
-        *table(["claim", "layer", "verdict", "numbers", "threshold"], rows),
+        *table(header, rows(verdicts)),
+        "",
+        "**Sensitivity.** Claims 1 and 2 again, with the grid cells selected at the second "
+        "tolerance (`study.sensitivity_tolerance`); the other claims would need runs or "
+        "evaluations of those cells that the study does not make.",
+        "",
+        *table(header, rows(sensitivity)),
     ]
+
+
+def conclusion(verdicts: Sequence[Verdict], statuses: Mapping[str, int], model_name: str) -> str:
+    """The report's opening paragraph, generated from the verdicts and the members' statuses."""
+    counts = {
+        v: sum(x.verdict == v for x in verdicts) for v in (REPRODUCED, NOT_REPRODUCED, NOT_TESTABLE)
+    }
+    lost = sorted(
+        {
+            f"{v.claim.split(' (')[0]} at layer {v.layer}"
+            for v in verdicts
+            if v.verdict == NOT_REPRODUCED
+        }
+    )
+    won = sorted(
+        {
+            f"{v.claim.split(' (')[0]} at layer {v.layer}"
+            for v in verdicts
+            if v.verdict == REPRODUCED
+        }
+    )
+    total = sum(statuses.values())
+    status_text = ", ".join(f"{n} {k}" for k, n in statuses.items() if n)
+    text = (
+        f"**Conclusion.** On `{model_name}`, of {len(verdicts)} claim x layer checks "
+        f"{counts[REPRODUCED]} are reproduced, {counts[NOT_REPRODUCED]} not reproduced and "
+        f"{counts[NOT_TESTABLE]} not testable. "
+    )
+    if won:
+        text += f"Reproduced: {'; '.join(won)}. "
+    if lost:
+        text += f"Where SSAE does not do what the paper claims: {'; '.join(lost)}. "
+    if total:
+        text += f"Of {total} SSAE members trained for the grids: {status_text}."
+    return text
+
+
+def status_counts(udr: Mapping) -> dict[str, int]:
+    """How many SSAE grid members (every layer, set and cell) ended in each status."""
+    counts = dict.fromkeys(STATUSES, 0)
+    for layer in udr["layers"].values():
+        for entry in layer["sets"].values():
+            for cell in entry["cells"]:
+                for status in cell["usability"]:
+                    counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+def status_section(udr: Mapping) -> list[str]:
+    """Every grid member's status and the steps it used, per layer and set."""
+    rows = []
+    for key, layer in udr["layers"].items():
+        for name, entry in layer["sets"].items():
+            found = dict.fromkeys(STATUSES, 0)
+            steps = []
+            for cell in entry["cells"]:
+                for status in cell["usability"]:
+                    found[status] = found.get(status, 0) + 1
+                steps.append(cell["steps"]["mean"])
+            rows.append(
+                [key, name + (" (control)" if entry.get("control") else ""),
+                 *[str(found[s]) for s in STATUSES], f"{min(steps):.0f}-{max(steps):.0f}"]
+            )  # fmt: skip
+    counts = status_counts(udr)
+    total = sum(counts.values()) or 1
+    share = ", ".join(f"{k} {n} ({n / total:.0%})" for k, n in counts.items())
+    return [
+        "## How every SSAE member ended",
+        "",
+        "Status of every member of every grid cell (ssae_core/record.py): *usable* (multiplier > 0 "
+        "and its L1 over its training shifts at most its budget x (1 + tolerance)), *slack* "
+        "(multiplier 0: the budget never bound; admissible on a control set), *infeasible* "
+        "(above its budget although the Lagrangian settled) and *not converged* (above it and "
+        "still moving at the step limit); with the mean steps per cell. "
+        f"All grids: {share}.",
+        "",
+        *table(["layer", "set", *STATUSES, "steps (cells)"], rows),
+    ]
+
+
+def outlier_section(identifiability: Mapping) -> list[str]:
+    """Texts and shifts above the outlier factor x the training median, per set, layer, split."""
+    rows = []
+    for key, llm in identifiability["layers"].items():
+        for name, found in llm.get("outliers", {}).items():
+            for kind in ("texts", "shifts"):
+                entry = found[kind]
+                splits = [k for k in entry if k not in ("median_norm", "max_ratio")]
+                rows.append(
+                    [key, name, kind, num(entry["median_norm"], 1), f"{entry['max_ratio']:.1f}x",
+                     ", ".join(f"{k} {entry[k]}" for k in splits)]
+                )  # fmt: skip
+    some = next(
+        (f for llm in identifiability["layers"].values() for f in llm.get("outliers", {}).values()),
+        None,
+    )
+    if some is None:
+        return []
+    what = "dropped from every split" if some["dropped"] else "kept (study.drop_outliers: false)"
+    return [
+        "## Outliers",
+        "",
+        f"Texts (z and z~) and shifts whose norm exceeds {some['factor']:g} x the median of the "
+        f"set's training split at that layer (`study.outlier_factor`), per split; the largest "
+        f"ratio to the median. Outlier pairs are {what}.",
+        "",
+        *table(["layer", "set", "kind", "median norm", "largest / median", "outliers"], rows),
+    ]
+
+
+def control_section(identifiability: Mapping, steering: Mapping) -> list[str]:
+    """The control sets: is SSAE within its interval of aff?"""
+    rows = []
+    for key, llm in identifiability["layers"].items():
+        for name, methods in llm["sets"].items():
+            if not methods.get("control"):
+                continue
+            ssae = methods["ssae"]
+            versus = ssae.get("versus_aff")
+            probe = (
+                (steering["layers"][key]["in_distribution"].get(name) or {})
+                .get("probe_differences", {})
+                .get("ssae-aff")
+            )
+            inside = [
+                "yes" if d["low"] <= 0 <= d["high"] else "no"
+                for d in (versus, probe) if d and d.get("low") is not None
+            ]  # fmt: skip
+            rows.append(
+                [key, name, ssae.get("status") or _cell_label(ssae), interval_text(versus),
+                 interval_text(probe), " / ".join(inside) or "–"]
+            )  # fmt: skip
+    if not rows:
+        return []
+    return [
+        "## Controls: one concept per pair",
+        "",
+        "In these sets every pair changes the one concept, so the true code is non-zero on every "
+        "pair and its L1 equals aff's: a sparsity budget cannot help, and SSAE should equal aff "
+        "(budget ratios around 1, `study.control_budget_ratio`; a slack member is admissible). "
+        "Differences SSAE - aff with their paired 95% intervals; *within* = the interval holds 0.",
+        "",
+        *table(
+            [
+                "layer",
+                "set",
+                "SSAE cell",
+                "MCC SSAE - aff",
+                "flip rate SSAE - aff",
+                "within (MCC / flip)",
+            ],
+            rows,
+        ),
+    ]
+
+
+def layer_choice_section(identifiability: Mapping, steering: Mapping) -> list[str]:
+    """Per set, the layer chosen without labels (highest decoder UDR of the selected SSAE cell)
+    against the layer with the best SSAE probe flip rate."""
+    rows = []
+    names = next(iter(identifiability["layers"].values()))["sets"]
+    for name in names:
+        udrs, flips = {}, {}
+        for key, llm in identifiability["layers"].items():
+            entry = llm["sets"][name]["ssae"]
+            if _admissible_entry(entry):
+                udrs[key] = entry["decoder_mcc"]["udr"]
+            summary = steering["layers"][key]["in_distribution"].get(name) or {}
+            flip = ((summary.get("ssae") or {}).get("probe") or {}).get("common", {})
+            if flip.get("flip_rate", {}).get("mean") is not None:
+                flips[key] = flip["flip_rate"]["mean"]
+        by_udr = max(udrs, key=udrs.get) if udrs else None
+        by_flip = max(flips, key=flips.get) if flips else None
+        match = "–" if None in (by_udr, by_flip) else ("yes" if by_udr == by_flip else "no")
+        rows.append(
+            [name, by_udr or "–", ", ".join(f"{k} {v:.3f}" for k, v in udrs.items()) or "–",
+             by_flip or "–", ", ".join(f"{k} {v:.3f}" for k, v in flips.items()) or "–", match]
+        )  # fmt: skip
+    return [
+        "## The layer, chosen without labels",
+        "",
+        "Per set, the layer whose selected SSAE cell has the highest decoder UDR (no labels), "
+        "against the layer where SSAE's probe flip rate (labels) is best: the paper's promise is "
+        "steering vectors without supervision.",
+        "",
+        *table(
+            ["set", "by UDR", "UDR per layer", "by flip rate", "flip rate per layer", "same"], rows
+        ),
+    ]
+
+
+def _admissible_entry(entry: Mapping) -> bool:
+    return not entry.get("status") and entry.get("usable") is not False
 
 
 def overview_section(identifiability: Mapping, steering: Mapping) -> list[str]:
@@ -636,19 +873,36 @@ def build_report(
     """metrics/REPORT.md: every table of the study, from the metrics files; ``figures``: the
     (title, path relative to the report) of every rendered plot."""
     identifiability, steering = metrics["identifiability"], metrics["steering"]
+    verdicts = decide_claims(config.claims, identifiability, steering, study.controls)
+    sensitivity = [
+        v for key in identifiability["layers"]
+        for v in sensitivity_claims(config.claims, identifiability, key)
+    ]  # fmt: skip
     lines = [
         "# SSAE study report",
+        "",
+        conclusion(verdicts, status_counts(metrics["udr"]), model_name),
         "",
         "Generated by `dvc repro report` (stages/report.py) from the metrics files; do not edit.",
         f"Language model: `{model_name}`; layers {', '.join(identifiability['layers'])} "
         "(params `embed`). LLM study: "
         f"seeds {list(study.seeds)}, m = {study.latent_factor} x (number of concepts), "
-        f"{study.optim.steps} steps per run; SSAE budgets = ratio x the held-out L1 of aff on "
-        f"the same data and m, grid ratios {list(study.grid.budget_ratio)} x lr "
-        f"{list(study.grid.lr)}; an SSAE run is usable only if its multiplier is positive and "
-        f"its held-out L1 is within {study.usable_tolerance:.0%} of its budget.",
+        f"aff {study.optim.steps} steps, SSAE {study.optim.steps}-{study.optim.max_steps} "
+        "steps (until its Lagrangian settles); SSAE budgets = ratio x aff's L1 over the training "
+        f"shifts of the same data and m, grid ratios {list(study.grid.budget_ratio)} "
+        f"(controls {list(study.control_budget_ratio)}) x lr {list(study.grid.lr)}; an SSAE "
+        "member is usable only if its multiplier is positive and its L1 over its training "
+        f"shifts is at most its budget + {study.usable_tolerance:.0%}.",
         "",
-        *claims_section(decide_claims(config.claims, identifiability, steering)),
+        *claims_section(verdicts, sensitivity),
+        "",
+        *control_section(identifiability, steering),
+        "",
+        *status_section(metrics["udr"]),
+        "",
+        *outlier_section(identifiability),
+        "",
+        *layer_choice_section(identifiability, steering),
         "",
         *overview_section(identifiability, steering),
         "",

@@ -15,17 +15,27 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
+
+from ssae_core import outliers
 from ssae_core.datasets.semisynthetic import OOD_EVALUATIONS, ood_vocabulary_overlap
 from ssae_core.errors import InputError
-from ssae_core.evaluation.identifiability import score_run
+from ssae_core.evaluation.identifiability import mcc_difference, score_run
 from ssae_core.evaluation.probes import evaluate_probe_steering
 from ssae_core.evaluation.steering_accuracy import SteeringModel, evaluate_steering
 from ssae_core.io import EmbeddingTable, load_embeddings, read_table
+from ssae_core.metrics import rounded
 from ssae_core.runs import load_run
-from ssae_core.study.budgets import Budgets
 from ssae_core.study.config import StudyConfig
 from ssae_core.study.layout import METHODS, LayerLayout, StudyLayout
-from ssae_core.study.selection import score_ssae, selected_cell, selected_runs
+from ssae_core.study.selection import (
+    SENSITIVITY,
+    cell_members,
+    score_ssae,
+    selected_cell,
+    selected_runs,
+    sensitivity_cell,
+)
 from ssae_core.study.sets import load_set
 
 CELL_KEYS = ("lr", "budget_ratio", "sparsity", "usable")
@@ -52,6 +62,38 @@ def score_synthetic(
     return results
 
 
+def _bootstrap(study: StudyConfig) -> dict:
+    """The bootstrap settings of every interval of the study (``study.probes``)."""
+    probes = study.probes
+    return {"resamples": probes.resamples, "seed": probes.bootstrap_seed, "level": probes.level}
+
+
+def outlier_counts(study: StudyConfig, at: LayerLayout, name: str) -> dict:
+    """Texts (z and z~ alike) and shifts of one set whose norm exceeds ``study.outlier_factor``
+    x the median of the training split, per split, as read before any pair is dropped; with the
+    median norms and the largest ratio to them."""
+    table = load_embeddings(at.embeddings(name))
+    train = table.subset("train")
+    texts = {split: np.concatenate([t.z, t.z_tilde]) for split, t in _splits(table).items()}
+    shifts = {split: t.delta for split, t in _splits(table).items()}
+    train_texts = np.concatenate([train.z, train.z_tilde])
+    out = {"factor": study.outlier_factor, "dropped": study.drop_outliers}
+    for kind, rows, reference in (("texts", texts, train_texts), ("shifts", shifts, train.delta)):
+        median = float(np.median(outliers.norms(reference)))
+        out[kind] = {
+            "median_norm": rounded(median),
+            "max_ratio": rounded(
+                max(float(outliers.norms(r).max()) for r in rows.values()) / median
+            ),
+            **outliers.count(reference, rows, study.outlier_factor),
+        }
+    return out
+
+
+def _splits(table: EmbeddingTable) -> dict[str, EmbeddingTable]:
+    return {split: table.subset(split) for split in sorted(set(table.split)) if split}
+
+
 def _no_usable_cell() -> dict:
     return {"status": "no usable cell", "usable": False}
 
@@ -59,8 +101,8 @@ def _no_usable_cell() -> dict:
 def _aff_and_ssae(study: StudyConfig, folder: Path, test: EmbeddingTable) -> dict:
     """Scores of the ``aff`` and ``ssae`` runs in ``folder`` (SSAE with its budget ratio and
     usability)."""
-    budgets = Budgets.load(folder)
-    ssae = score_ssae(load_run(folder / "ssae"), test, budgets, study.usable_tolerance)
+    tolerances = (study.usable_tolerance, study.sensitivity_tolerance)
+    ssae = score_ssae(load_run(folder / "ssae"), test, tolerances, control=False)
     return {"ssae": ssae, "aff": score_run(load_run(folder / "aff"), test)}
 
 
@@ -73,15 +115,27 @@ def score_study(study: StudyConfig, at: LayerLayout) -> dict:
       study.budget_ratio);
     - ``overcomplete``: SSAE and aff with m = factor x n on ``study.overcomplete.set``.
     """
-    out: dict = {"sets": {}, "entangled": {}, "overcomplete": {}}
+    out: dict = {"sets": {}, "entangled": {}, "overcomplete": {}, "outliers": {}}
     for name in study.sets:
-        test = load_set(study, at, name).subset("test")
-        cell = selected_cell(at, name)
+        table = load_set(study, at, name)
+        out["outliers"][name] = outlier_counts(study, at, name)
+        test = table.subset("test")
         runs = selected_runs(at, name)
-        ssae = _no_usable_cell()
-        if cell is not None:
-            ssae = {**score_run(runs["ssae"], test), **{k: cell[k] for k in CELL_KEYS}}
-        out["sets"][name] = {"ssae": ssae, "aff": score_run(runs["aff"], test)}
+        entry = {"aff": score_run(runs["aff"], test), "control": study.is_control(name)}
+        for key, cell in (
+            ("ssae", selected_cell(at, name)),
+            (SENSITIVITY, sensitivity_cell(at, name)),
+        ):
+            if cell is None:
+                entry[key] = _no_usable_cell()
+                continue
+            members = cell_members(load_run(at.root / cell["run"]), cell["sparsity"])
+            entry[key] = {
+                **score_run(members, test),
+                **{k: cell[k] for k in CELL_KEYS},
+                "versus_aff": mcc_difference(members, runs["aff"], test, **_bootstrap(study)),
+            }
+        out["sets"][name] = entry
     for name in study.entangled_sets:
         entangled_test = load_set(study, at, name, entangled=True).subset("test")
         out["entangled"][name] = _aff_and_ssae(study, at.entangled_models(name), entangled_test)
@@ -111,6 +165,7 @@ def _summarize_steering(result: dict) -> dict:
             scores = probes["methods"][method]
             out[method]["probe"] = {part: scores[part] for part in PROBE_PARTS}
     if probes is not None:
+        out["probe_differences"] = probes["differences"]
         out["probe_references"] = probes["references"]
         out["probe_common_set"] = probes["common_set"]
         out["probe_accuracy"] = {v: p["test_accuracy"] for v, p in probes["probes"].items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ssae_core import outliers
 from ssae_core.io import EmbeddingTable, load_embeddings
 from ssae_core.study.config import StudyConfig
 from ssae_core.study.layout import LayerLayout
@@ -20,8 +21,15 @@ def load_set(
     makes the concept the main axis of variation (the cosine of each learnt vector with the
     mean-difference vector is in the behaviour section of metrics/REPORT.md) and leaves the
     steering scores unchanged (they are signed per pair).
+
+    With ``study.drop_outliers``, the pairs whose shift norm exceeds ``study.outlier_factor`` x
+    the median shift norm of the training split are dropped from every split.
     """
     path = at.entangled(name) if entangled else at.embeddings(name)
     table = load_embeddings(path).reoriented(study.reverse_fraction, study.reverse_seed)
     table.metadata["path"] = at.relative(path)
+    if study.drop_outliers:
+        train = table.subset("train").delta
+        keep = ~outliers.above(table.delta, outliers.threshold(train, study.outlier_factor))
+        table = table.select(keep)
     return table

@@ -49,7 +49,9 @@ def _train_aff_then_ssae(
     budgets = Budgets.from_aff(load_run(tmp / "aff"), ratios)
     budgets.save(tmp)
     for folder, lr, run_ratios in ssae_runs:
-        cfg = study.train_config("ssae", lr=lr, sparsity=[budgets.budget(r) for r in run_ratios])
+        cfg = study.train_config(
+            "ssae", lr=lr, sparsity=[budgets.budget(r) for r in run_ratios], ratios=run_ratios
+        )
         train_timed(table, tmp / folder, replace(cfg, **extra), checkpoint(folder))
 
 
@@ -59,7 +61,7 @@ def train_grid(study: StudyConfig, at: LayerLayout, name: str) -> None:
     latent = study.latent_dim(name, table.concepts, study.latent_factor)
     out_dir = at.study_models(name)
     runs = [
-        (at.grid_run(name, lr).relative_to(out_dir).as_posix(), lr, study.grid.budget_ratio)
+        (at.grid_run(name, lr).relative_to(out_dir).as_posix(), lr, study.grid_ratios(name))
         for lr in study.grid.lr
     ]
     with atomic_dir(out_dir) as tmp:

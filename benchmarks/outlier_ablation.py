@@ -1,0 +1,105 @@
+"""Which outlier treatment should the study use? Trains aff and SSAE on every pair set at every
+layer of the pipeline's embeddings under each option (normalize global, normalize layer, and
+global with the outlier pairs dropped from every split) and prints, per option, the held-out MCC
+against the full-rank coding of the labels (mean over seeds), the SSAE members' statuses and the
+outlier counts. Run from a project root after `dvc repro extract_embeddings`:
+
+    python benchmarks/outlier_ablation.py --seeds 0 1 2 --out ablation.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from ssae_core.config import load_config, read_section
+from ssae_core.evaluation.identifiability import score_run
+from ssae_core.lm.embed import EmbedConfig
+from ssae_core.runs import resolve_latent_dim
+from ssae_core.study.budgets import Budgets
+from ssae_core.study.config import StudyConfig
+from ssae_core.study.layout import StudyLayout
+from ssae_core.study.sets import load_set
+from ssae_core.train import train
+
+OPTIONS = {
+    "global": {"normalize": "global", "drop": False},
+    "layer": {"normalize": "layer", "drop": False},
+    "global+drop": {"normalize": "global", "drop": True},
+}
+
+
+def _mcc(scores: dict) -> float | None:
+    part = scores.get("state_mcc") or scores.get("mcc")
+    return None if part is None else part["mean"]
+
+
+def run_one(study: StudyConfig, at, name: str) -> dict:
+    """aff and SSAE (the set's middle grid ratio) on one set at one layer; held-out MCC."""
+    table = load_set(study, at, name)
+    train_rows, test = table.subset("train"), table.subset("test")
+    latent = resolve_latent_dim(study.train_config("aff", lr=study.lr), train_rows)
+    aff_cfg = replace(study.train_config("aff", lr=study.lr), latent_dim=latent)
+    aff = train(train_rows.delta, aff_cfg, progress=False).models
+    ratios = study.grid_ratios(name)
+    ratio = sorted(ratios)[len(ratios) // 2]
+    budget = Budgets.from_aff(aff, [ratio]).budget(ratio)
+    cfg = study.train_config("ssae", lr=study.lr, sparsity=budget, ratios=(ratio,))
+    ssae = train(train_rows.delta, replace(cfg, latent_dim=latent), progress=False).models
+    return {
+        "n_train": len(train_rows),
+        "n_test": len(test),
+        "ratio": ratio,
+        "aff": _mcc(score_run(aff, test)),
+        "ssae": _mcc(score_run(ssae, test)),
+        "statuses": [m.record.status_at(study.usable_tolerance) for m in ssae],
+        "steps": int(np.mean([m.record.steps for m in ssae])),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, default=Path.cwd(), help="project root")
+    parser.add_argument("--params", type=Path, default=None, help="default: ROOT/params.yaml")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--sets", nargs="+", default=None, help="default: study.sets")
+    parser.add_argument("--options", nargs="+", default=list(OPTIONS), choices=list(OPTIONS))
+    parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
+    args = parser.parse_args()
+    params = args.params or args.root / "params.yaml"
+    study = load_config(StudyConfig, read_section(params, "study"), "study")
+    study = replace(study, seeds=tuple(args.seeds))
+    layers = load_config(EmbedConfig, read_section(params, "embed"), "embed").layer_list
+    layout = StudyLayout(args.root)
+    results: dict = {}
+    for layer in layers:
+        at = layout.at(layer)
+        for name in args.sets or study.sets:
+            for option in args.options:
+                setting = OPTIONS[option]
+                variant = replace(
+                    study,
+                    drop_outliers=setting["drop"],
+                    optim=replace(study.optim, normalize=setting["normalize"]),
+                )
+                started = time.perf_counter()
+                found = run_one(variant, at, name)
+                found["seconds"] = round(time.perf_counter() - started, 1)
+                results.setdefault(at.key, {}).setdefault(name, {})[option] = found
+                print(
+                    f"layer {at.key} {name:10s} {option:12s} aff {found['aff']:.3f} ssae "
+                    f"{found['ssae']:.3f} n_train {found['n_train']} statuses "
+                    f"{sorted(set(found['statuses']))} ({found['seconds']} s)",
+                    flush=True,
+                )
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
