@@ -70,10 +70,13 @@ def main() -> None:
     parser.add_argument("--sets", nargs="+", default=None, help="default: study.sets")
     parser.add_argument("--options", nargs="+", default=list(OPTIONS), choices=list(OPTIONS))
     parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = parser.parse_args()
     params = args.params or args.root / "params.yaml"
     study = load_config(StudyConfig, read_section(params, "study"), "study")
-    study = replace(study, seeds=tuple(args.seeds))
+    study = replace(
+        study, seeds=tuple(args.seeds), optim=replace(study.optim, threads=args.threads)
+    )
     layers = load_config(EmbedConfig, read_section(params, "embed"), "embed").layer_list
     layout = StudyLayout(args.root)
     results: dict = {}

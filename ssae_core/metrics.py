@@ -205,10 +205,26 @@ def bootstrap_interval(
         raise InputError(f"level={level!r}: must be in (0, 1), e.g. 0.95")
     rows = group_resamples(groups, resamples, seed)
     stats = np.array([float(statistic(data[r])) for r in rows])
+    return percentile_interval(stats, level, len(np.unique(np.asarray(groups))))
+
+
+def percentile_interval(stats: np.ndarray, level: float, n_groups: int) -> Interval:
+    """The percentile interval of the resampled ``stats`` (non-finite ones left out)."""
+    resamples = len(stats)
     stats = stats[np.isfinite(stats)]
-    n_groups = len(np.unique(np.asarray(groups)))
     if not len(stats):
         return Interval(None, None, level, resamples, n_groups)
     tail = 100 * (1 - level) / 2
     low, high = np.percentile(stats, [tail, 100 - tail])
     return Interval(float(low), float(high), level, resamples, n_groups)
+
+
+def resample_weights(
+    groups: Sequence[object] | np.ndarray, resamples: int, seed: int
+) -> np.ndarray:
+    """[resamples, N]: how often each row is drawn in each of :func:`group_resamples`' resamples
+    (the same resamples), for statistics that are weighted sums."""
+    num = len(np.asarray(groups))
+    return np.stack(
+        [np.bincount(r, minlength=num) for r in group_resamples(groups, resamples, seed)]
+    ).astype(np.float64)

@@ -16,7 +16,17 @@ from typing import NamedTuple
 import numpy as np
 
 from ssae_core.io import EmbeddingTable, PairLabels
-from ssae_core.metrics import bootstrap_interval, mcc, pairwise, rounded, summary, udr, vector_mcc
+from ssae_core.metrics import (
+    match_columns,
+    mcc,
+    pairwise,
+    percentile_interval,
+    resample_weights,
+    rounded,
+    summary,
+    udr,
+    vector_mcc,
+)
 from ssae_core.model import ShiftAutoencoder
 
 
@@ -101,6 +111,26 @@ def score_run(models: list[ShiftAutoencoder], test: EmbeddingTable) -> dict:
     return out
 
 
+def _matched_columns(codes_NM: np.ndarray, target_NC: np.ndarray) -> np.ndarray:
+    """[N, 2, J]: the code and target columns that :func:`match_columns` pairs on all rows."""
+    matching = match_columns(codes_NM, target_NC)
+    return np.stack([codes_NM[:, matching.rows], target_NC[:, matching.cols]], axis=1)
+
+
+def _weighted_mcc(columns_N2J: np.ndarray, weights_RN: np.ndarray) -> np.ndarray:
+    """[R]: mean |Pearson correlation| of each matched (code, target) column pair under each row
+    weighting (a column constant under a weighting counts 0)."""
+    a, b = columns_N2J[:, 0], columns_N2J[:, 1]
+    total = weights_RN.sum(axis=1, keepdims=True)
+    mean_a, mean_b = weights_RN @ a / total, weights_RN @ b / total
+    cov = weights_RN @ (a * b) / total - mean_a * mean_b
+    var_a = np.clip(weights_RN @ (a * a) / total - mean_a**2, 0, None)
+    var_b = np.clip(weights_RN @ (b * b) / total - mean_b**2, 0, None)
+    denominator = np.sqrt(var_a * var_b)
+    corr = np.divide(cov, denominator, out=np.zeros_like(cov), where=denominator > 1e-12)
+    return np.abs(corr).mean(axis=1)
+
+
 def mcc_difference(
     first: list[ShiftAutoencoder],
     second: list[ShiftAutoencoder],
@@ -112,7 +142,9 @@ def mcc_difference(
 ) -> dict | None:
     """Paired bootstrap interval over test entities (``labels.group``) of the seed-mean MCC of
     ``first``'s codes minus ``second``'s, against the full-rank coding of the labels (or the known
-    shifts of a table without labels). None where there is nothing to score against."""
+    shifts of a table without labels). Each member's column matching is made once on all test
+    pairs (the MCC reported) and kept in the resamples, so the interval covers the sampling of
+    test entities, not the matching's own variance. None where there is nothing to score against."""
     if test.labels is not None and len(test):
         target = state_coding(test.labels).codes_NC
         groups = test.labels.group
@@ -122,17 +154,18 @@ def mcc_difference(
         return None
     if not target.size or np.ptp(target, axis=0).max() == 0:
         return None
-    codes = [np.stack([m.encode(test.delta) for m in side]) for side in (first, second)]
-    num_first = len(first)
-    stacked = np.concatenate(codes, axis=0)  # [members, N, M]
-    rows = np.arange(len(test))
+    sides = [
+        [_matched_columns(m.encode(test.delta).astype(np.float64), target) for m in side]
+        for side in (first, second)
+    ]
 
-    def difference(picked: np.ndarray) -> float:
-        r = picked.astype(np.int64)
-        values = [mcc(stacked[k][r], target[r]) for k in range(len(stacked))]
-        return float(np.mean(values[:num_first]) - np.mean(values[num_first:]))
+    weights = resample_weights(groups, resamples, seed)
+    full = np.ones((1, len(test)))
 
-    interval = bootstrap_interval(
-        rows, groups, difference, resamples=resamples, seed=seed, level=level
-    ).to_dict()
-    return {"difference": rounded(difference(rows)), **interval}
+    def difference(w: np.ndarray) -> np.ndarray:
+        means = [np.mean([_weighted_mcc(c, w) for c in side], axis=0) for side in sides]
+        return means[0] - means[1]
+
+    n_groups = len(np.unique(np.asarray(groups)))
+    interval = percentile_interval(difference(weights), level, n_groups).to_dict()
+    return {"difference": rounded(float(difference(full)[0])), **interval}
