@@ -217,3 +217,20 @@ def test_synthetic_workers_must_be_a_positive_integer():
     for bad in (0, 1.5, True):
         with pytest.raises(InputError, match="workers"):
             load_synthetic_runs({"workers": bad}, "ssae")
+
+
+def test_a_slack_member_is_admissible_on_a_control_set_only():
+    """The one-concept control path: at a budget ratio around 1 the constraint may not bind
+    (slack); on a control set that is SSAE = aff, a valid outcome, and the cell can be
+    selected; on a multi-concept set it cannot."""
+    from ssae_core.study.selection import SENSITIVITY, score_ssae
+
+    members = [_member(0.0, 0.5, 0.55), _member(0.1, 0.55, 0.55)]
+    for member in members:
+        member.config[RECORD_KEY] |= {"budget_ratio": 1.0}
+        member.record  # noqa: B018  (a complete record)
+    test = _table(dim=4).reoriented(0.5, seed=3).subset("test")
+    control = score_ssae(members, test, (0.05, 0.15), control=True)
+    assert control["usability"] == ["slack", "usable"]
+    assert control["usable"] and control[SENSITIVITY]["usable"]
+    assert not score_ssae(members, test, (0.05, 0.15), control=False)["usable"]
