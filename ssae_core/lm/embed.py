@@ -53,6 +53,7 @@ from ssae_core.errors import InputError
 from ssae_core.io import (
     LABEL_COLUMNS,
     LABEL_KEYS,
+    STAGING_TAG,
     VERIFY,
     EmbeddingTable,
     PairLabels,
@@ -388,19 +389,15 @@ def _shift_matrix(table: pa.Table, path: object) -> np.ndarray | None:
     return values
 
 
-def _check_out_dir(out: Path, layered: bool) -> None:
+def _check_out_dir(out: Path, layered: bool, *, in_layer: bool = False) -> None:
     """Refuse a folder that holds anything but shards (with ``layered``: ``layer-*`` folders of
-    shards) and hidden files: it is not ours to fill."""
+    shards) and hidden files (``in_layer``, a layer folder: none but staging folders): it is not
+    ours to fill."""
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is a file; give a folder for the embedding shards")
     if not out.is_dir():
         return
-    pattern = LAYER_FOLDER_PATTERN if layered else SHARD_PATTERN
-    foreign = sorted(
-        p.name
-        for p in out.iterdir()
-        if not p.name.startswith(".") and not (pattern.fullmatch(p.name) and p.is_dir() == layered)
-    )
+    foreign = sorted(p.name for p in out.iterdir() if not _is_piece(p, layered, in_layer))
     if foreign:
         kind = "per-layer folders of embedding shards" if layered else "embedding shards"
         raise InputError(
@@ -410,7 +407,20 @@ def _check_out_dir(out: Path, layered: bool) -> None:
     if layered:
         for child in out.iterdir():
             if LAYER_FOLDER_PATTERN.fullmatch(child.name):
-                _check_out_dir(child, layered=False)
+                _check_out_dir(child, layered=False, in_layer=True)
+
+
+def _is_piece(path: Path, layered: bool, in_layer: bool) -> bool:
+    """Whether ``path`` may be in a folder of embedding shards: a shard (``layered``: a layer
+    folder), a staging folder, or, outside layer folders, any hidden file. A layer folder is
+    removed whole when a run no longer asks for its layer, so it may hold nothing of the user's,
+    hidden or not."""
+    if STAGING_TAG in path.name:
+        return True
+    if path.name.startswith("."):
+        return not in_layer
+    pattern = LAYER_FOLDER_PATTERN if layered else SHARD_PATTERN
+    return bool(pattern.fullmatch(path.name)) and path.is_dir() == layered
 
 
 def _holds_only_shards(folder: Path, layered: bool) -> bool:
