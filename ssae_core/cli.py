@@ -625,19 +625,12 @@ def _lm_config(name: str):
     return loading.load_config(loading.resolve_model(name, verbose=False))
 
 
-def _write_vector_files(args: argparse.Namespace, vector, config) -> None:
-    """The exports asked for (--out / --export, --export-gguf), checked before anything is
-    written; with a known model config, negative layers are resolved and its type recorded."""
+def _export_targets(args: argparse.Namespace) -> tuple[str | None, str]:
+    """The safetensors path (--out / --export, or None) and its option, after checking every
+    export path (two different files, each new or an earlier vector file of ours): called before
+    any work, and again just before writing."""
     from ssae_core.io import check_output
-    from ssae_core.lm.vector_files import (
-        VECTOR_COMMAND,
-        check_gguf_exportable,
-        export_gguf,
-        gguf_model_hint,
-        recorded_model_config,
-        save_steering_vector,
-        with_model,
-    )
+    from ssae_core.lm.vector_files import VECTOR_COMMAND
 
     safetensors = getattr(args, "out", None) or getattr(args, "export", None)
     option = "--out" if getattr(args, "out", None) else "--export"
@@ -645,25 +638,33 @@ def _write_vector_files(args: argparse.Namespace, vector, config) -> None:
     targets = [(path, flag) for path, flag in targets if path]
     if len(targets) == 2 and Path(targets[0][0]).resolve() == Path(targets[1][0]).resolve():
         raise InputError(f"{option} and --export-gguf: name the same file; give two paths")
-    for path, flag in targets:  # every output checked before the first is written
+    for path, flag in targets:
         check_output(path, VECTOR_COMMAND, kind="file", option=flag)
+    return safetensors, option
+
+
+def _write_vector_files(args: argparse.Namespace, vector, config) -> None:
+    """The exports asked for (--out / --export, --export-gguf), all or nothing; with a known
+    model config, negative layers are resolved and its type recorded."""
+    from ssae_core.lm.vector_files import recorded_model_config, save_vector_files, with_model
+
+    safetensors, option = _export_targets(args)
     if config is None and _needs_model_config(vector, args, safetensors):
         config = _lm_config(args.lm) if args.lm else recorded_model_config(vector)
     if config is not None:
         vector = with_model(vector, config)
-    if args.export_gguf:
-        check_gguf_exportable(vector)
-        gguf_model_hint(vector, args.model_hint)
-    if safetensors:
-        save_steering_vector(vector, safetensors, option=option)
-        print(f"wrote {safetensors}")
-    if args.export_gguf:
-        export_gguf(vector, args.export_gguf, model_hint=args.model_hint)
-        print(f"wrote {args.export_gguf}")
-        if getattr(args, "operator", "add") != "add":
-            print(
-                f"note: llama.cpp adds control vectors; it cannot {args.operator}", file=sys.stderr
-            )
+    save_vector_files(
+        vector,
+        safetensors=safetensors,
+        option=option,
+        gguf=args.export_gguf,
+        model_hint=args.model_hint,
+    )
+    for path in (safetensors, args.export_gguf):
+        if path:
+            print(f"wrote {path}")
+    if args.export_gguf and getattr(args, "operator", "add") != "add":
+        print(f"note: llama.cpp adds control vectors; it cannot {args.operator}", file=sys.stderr)
 
 
 def _add_prompt_form_arguments(p: argparse.ArgumentParser) -> None:
@@ -715,20 +716,20 @@ def _run_steer(args: argparse.Namespace) -> None:
 
     if not args.prompt and not (args.export or args.export_gguf):
         raise InputError("give --prompt TEXT to generate, or --export/--export-gguf FILE")
+    _export_targets(args)
     vector = _steering_vector(args)
     if args.export_gguf and not any(k is not None and k < 0 for k in vector.layer_activations):
         check_gguf_exportable(vector)  # fail before loading a model
-    net = tokenizer = None
-    if args.prompt:
-        net, tokenizer = _load_lm(args, vector.metadata.get("model", ""))
-        vector = with_model(vector, net.config)
-    _write_vector_files(args, vector, None)
-    if net is None:
+    if not args.prompt:
+        _write_vector_files(args, vector, None)
         return
+    net, tokenizer = _load_lm(args, vector.metadata.get("model", ""))
+    vector = with_model(vector, net.config)
     reading = {"max_new_tokens": args.max_new_tokens, **_prompt_form(args, vector.metadata)}
     plain = complete(net, tokenizer, args.prompt, **reading)
     with steer(net, vector, positions=args.positions, operator=args.operator):
         steered = complete(net, tokenizer, args.prompt, **reading)
+    _write_vector_files(args, vector, None)  # once every prompt was read: all or nothing
     print(
         f"steering: {_steer_label(args, vector)}, operator {args.operator}, "
         f"layer {vector.metadata.get('layer', '?')}, positions {args.positions}"
@@ -845,6 +846,7 @@ def _run_vector_md(args: argparse.Namespace) -> None:
     """``ssae vector md``: embed (pair tables) or read the table, average, write the files."""
     from ssae_core.evaluation.mean_difference import load_or_embed, mean_difference_vector
 
+    _export_targets(args)
     embedded = load_or_embed(
         args.table,
         lm=args.lm,

@@ -30,6 +30,7 @@ from ssae_core.io import atomic_file
 from ssae_core.model import NORMALIZATIONS, Normalizer, ShiftAutoencoder, StackedSSAE
 from ssae_core.progress import show_message, show_progress
 from ssae_core.streaming import ShardSource, StreamedShifts, buffer_rows
+from ssae_core.tensor_files import tensor_digest
 
 METHODS = ("ssae", "aff")
 DUAL_OPTIMIZERS = ("adam", "sgd")
@@ -248,8 +249,8 @@ def _epoch_batches(
 #
 # A checkpoint is one safetensors file: every tensor of the run's state (model, optimiser moments,
 # multipliers, shuffling generators) as a tensor, and everything else (the nesting of the state
-# dicts, history, epoch, best loss, the run's fingerprint) as JSON in the header metadata under
-# CHECKPOINT_KEY. Nothing is ever unpickled.
+# dicts, history, epoch, best loss, the run's fingerprint, the tensors' content hash) as JSON in the
+# header metadata under CHECKPOINT_KEY. Nothing is ever unpickled; a damaged one is not resumed.
 
 CHECKPOINT_KEY = "ssae.checkpoint"
 CHECKPOINT_FORMAT = 1
@@ -351,9 +352,12 @@ class _Checkpoint:
         document, tensors = found
         try:
             saved = json.loads(document)
-            if saved["fingerprint"] == self.fingerprint:
+            if saved.get("tensors_sha256") not in (None, tensor_digest(tensors)):
+                reason = "is damaged (its tensors fail their content hash)"
+            elif saved["fingerprint"] == self.fingerprint:
                 return _unpack(saved["state"], tensors)
-            reason = "was written with other settings or data"
+            else:
+                reason = "was written with other settings or data"
         except (ValueError, KeyError, TypeError):
             reason = "is unreadable"
         show_message(f"{self.path}: checkpoint {reason}; starting fresh")
@@ -364,6 +368,7 @@ class _Checkpoint:
             return
         tensors: dict[str, torch.Tensor] = {}
         document = {"fingerprint": self.fingerprint, "state": _pack(state, tensors)}
+        document["tensors_sha256"] = tensor_digest(tensors)
         with atomic_file(self.path) as tmp:
             save_file(tensors, str(tmp), metadata={CHECKPOINT_KEY: json.dumps(document)})
 

@@ -153,3 +153,52 @@ def test_embed_never_removes_a_layer_folder_holding_a_file_of_the_users(
     code, _, err = run(capsys, *argv, "--layers", "1")
     assert code == 0, err
     assert not (outputs / "layered" / "layer-2").exists()
+
+
+# --------------------------------------------------------------------------- all or nothing
+
+LATE_FAILURES = {
+    # name: (argv with OUT, what the one-line error says); each fails only after reading its
+    # inputs, and leaves nothing behind
+    "pairs": (["pairs", "lang.csv", "--x", "x", "--x-tilde", "nosuch", "--out", "OUT"], "nosuch"),
+    "embed": (["embed", "pairs.parquet", "--model", "LM", "--layer", "9", "--quiet", "--out",
+               "OUT"], "9"),
+    "synth": (["synth", "OUT", "--concepts", "2", "--max-changes", "3"], "--max-changes"),
+    "train": (["train", "data.parquet", *FAST_TRAIN, "--split", "nosuch", "--out", "OUT"],
+              "nosuch"),
+    "encode": (["encode", "run/seed-0", "pairs.parquet", "--out", "OUT"], "pairs.parquet"),
+    "inspect": (["inspect", "run", "--pairs", "data.parquet", "--no-lm", "--sparsity", "0.5",
+                 "--quiet", "--out", "OUT"], "0.5"),
+    "vector md": (["vector", "md", "emb", "--split", "nosuch", "--out", "OUT"], "nosuch"),
+    "steer --export": (["steer", "md.safetensors", "--lm", "LM", "--prompt", "the cat",
+                        "--template", "chat", "--export", "OUT"], "no chat template"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(LATE_FAILURES))
+def test_a_command_that_fails_leaves_nothing_behind(name, outputs, tiny_lm_dir, capsys):
+    argv, message = LATE_FAILURES[name]
+    argv = [{"OUT": "new/out.x", "LM": str(tiny_lm_dir)}.get(a, a) for a in argv]
+    before = snapshot(outputs)
+    code, _, err = run(capsys, *argv)
+    last = err.strip().splitlines()[-1]  # after the LM loader's progress, where one is loaded
+    assert code == 2 and last.startswith("error: ") and message in last, err
+    assert snapshot(outputs) == before
+
+
+def test_vector_exports_are_written_all_or_nothing(outputs, capsys, monkeypatch):
+    """The disk fills while the llama.cpp file is written: the safetensors file written just
+    before it does not replace the earlier one either."""
+    import errno
+
+    from ssae_core.lm import vector_files
+
+    def full_disk(*args: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(vector_files, "_write_gguf", full_disk)
+    before = snapshot(outputs)
+    argv = ["vector", "md", "emb", "--split", "train", "--out", "md.safetensors"]
+    code, _, err = run(capsys, *argv, "--export-gguf", "md.gguf", "--model-hint", "llama")
+    assert_one_line_error(code, err, "md.gguf: cannot write it (No space left on device)")
+    assert snapshot(outputs) == before

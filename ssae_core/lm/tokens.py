@@ -77,6 +77,12 @@ def format_prompt(text: str, template: str | None, tokenizer: Any = None) -> str
     if template is None:
         return text
     if template == CHAT_TEMPLATE:
+        if not getattr(tokenizer, "chat_template", None):
+            name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+            raise InputError(
+                f"template chat: tokenizer {name} has no chat template; give a template with "
+                f"{TEXT_FIELD}, or none"
+            )
         messages = [{"role": "user", "content": text}]
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return template.replace(TEXT_FIELD, text)
