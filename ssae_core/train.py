@@ -49,33 +49,41 @@ class TrainConfig:
     method: str = "ssae"
     """ssae (sparsity-constrained, the paper's method) or aff (the unconstrained baseline)."""
     latent_dim: int = 0
-    """Number of latents m; 0 means: the number of concepts recorded in the data."""
+    """Number of latents m; 0 means: the number of concepts recorded in the data; range:
+    [0, inf)."""
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    """One member per seed; all train together as one stacked model."""
+    """One member per seed; all train together as one stacked model; range: [0, 4294967295]
+    each."""
     sparsity: float | tuple[float, ...] = 0.75
-    """Budget eps on mean ||h||_1 / x_rms; a list stacks one member per (value, seed)."""
+    """Budget eps on mean ||h||_1 / x_rms; a list stacks one member per (value, seed); range:
+    (0, inf) each."""
     normalize: str = "global"
     """Input normalisation: global (affine, default), layer (per sample, the paper's) or none."""
     epochs: int = 60
-    """Maximum number of passes over the training shifts (raised if needed to reach min_steps)."""
+    """Maximum number of passes over the training shifts (raised if needed to reach min_steps);
+    range: [1, inf)."""
     min_steps: int = 2500
     """At least this many optimiser steps before the plateau rule may stop training: small tables
-    give few steps per epoch, and the multiplier moves about dual_lr per step."""
+    give few steps per epoch, and the multiplier moves about dual_lr per step; range: [0, inf)."""
     patience: int = 8
     """Stop when the held-out loss has not improved by min_delta for this many epochs while every
-    member satisfies its budget (0: never stop early)."""
+    member satisfies its budget (0: never stop early); range: [0, inf)."""
     min_delta: float = 1e-3
-    """Relative improvement of the held-out loss that resets the patience counter."""
+    """Relative improvement of the held-out loss that resets the patience counter; range:
+    [0, inf)."""
     batch_size: int = 256
+    """Shifts per optimiser step (BatchNorm on the codes needs two); range: [2, inf)."""
     lr: float = 3e-3
-    """Primal learning rate (ExtraAdam for ssae, Adam for aff)."""
+    """Primal learning rate (ExtraAdam for ssae, Adam for aff); range: (0, inf)."""
     dual_lr: float = 1e-3
-    """Learning rate of the multiplier (ExtraAdam, ascent); keep it <= lr / 3."""
+    """Learning rate of the multiplier (ExtraAdam, ascent); keep it <= lr / 3; range: (0, inf)."""
     val_fraction: float = 0.1
-    """Fraction of the training shifts held out for the plateau criterion and the held-out loss."""
+    """Fraction of the training shifts held out for the plateau criterion and the held-out loss;
+    range: [0, 1)."""
     threads: int = 1
     """torch intra-op threads while training (0: torch's default). The model's tensors are small:
-    a second thread rarely helps and stalls badly when other processes share the cores."""
+    a second thread rarely helps and stalls badly when other processes share the cores; range:
+    [0, CPUs]."""
     device: str = "cpu"
     """Where the stacked model trains: cpu, cuda, cuda:N or auto (CUDA when torch sees one).
     Batches are drawn by the same CPU generators on every device, so a CUDA run sees the same
@@ -87,17 +95,17 @@ class TrainConfig:
     lr_decay: float = 0.0
     """Fraction of the final optimiser steps (of the epoch cap) over which the primal and the
     multiplier learning rates fall linearly to 0, so that the Lagrangian settles onto the budget
-    instead of oscillating around it (0: constant learning rates)."""
+    instead of oscillating around it (0: constant learning rates); range: [0, 1)."""
     loading: str = "auto"
     """How a table on disk is read: memory (load it whole), stream (read its shards in shuffled
     buffers, so memory does not grow with the number of pairs; held-out pairs chosen by pair id)
     or auto (stream when its z and z_tilde columns take more than memory_budget GiB)."""
     memory_budget: float = 1.0
     """GiB of z and z_tilde above which loading=auto streams (loading a table takes about 5x
-    that in memory)."""
+    that in memory); range: [0, inf)."""
     buffer_mb: float = 256.0
     """Streaming only: MiB of shifts per shuffle buffer (two are in memory at a time); the
-    held-out shifts take at most one buffer too."""
+    held-out shifts take at most one buffer too; range: (0, inf)."""
 
     def __post_init__(self) -> None:
         if self.loading not in LOADINGS:
@@ -887,7 +895,8 @@ def check_constraint_active(result: TrainResult, *, where: str = "training") -> 
             warnings.append(
                 f"{where}: seed {model.config['seed']} ended with multiplier 0 (L1 "
                 f"{model.config['final']['l1']:.3f} <= budget {model.config['sparsity']}): the "
-                "constraint did nothing; lower train.sparsity (about 0.75 x the aff L1)"
+                "constraint did nothing; lower the budget (--sparsity, or train.sparsity in "
+                "params.yaml; about 0.75 x the aff L1)"
             )
     return warnings
 

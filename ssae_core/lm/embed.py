@@ -122,18 +122,19 @@ class EmbedConfig:
     """The ``embed`` section of params.yaml: how texts become embeddings."""
 
     layer: int | None = None
-    """Decoder block whose output (residual stream) is taken, 0-based; null: final normed state."""
+    """Decoder block whose output (residual stream) is taken, 0-based; null: final normed state;
+    range: [0, blocks - 1]."""
     layers: list[int | str] | None = None
     """Several layers from one forward pass, e.g. [15, final]: one table per layer in
     OUT/layer-L/ (instead of layer); null: only layer, in OUT itself."""
     batch_size: int = 32
-    """Texts per forward pass (texts of similar length are batched together)."""
+    """Texts per forward pass (texts of similar length are batched together); range: [1, inf)."""
     dtype: str = "auto"
     """auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16 or float16."""
     device: str = "auto"
     """auto (CUDA when available), cpu, cuda or cuda:N."""
     shard_rows: int = 2048
-    """Pairs per output shard: the unit of resumption."""
+    """Pairs per output shard: the unit of resumption; range: [1, inf)."""
     template: str | None = None
     """Prompt with {text}, or "chat" (the tokenizer's chat template); null: the raw text."""
     bos: bool | str = "auto"
@@ -142,15 +143,21 @@ class EmbedConfig:
     engine: str = "local"
     """Where the model runs: local (this process) or ray (Ray Data actors, one model each)."""
     num_actors: int | None = None
-    """Ray actors (engine ray); null: one per GPU of the cluster, else its CPUs // actor_threads."""
+    """Ray actors (engine ray); null: one per GPU of the cluster, else its CPUs // actor_threads;
+    range: [1, inf)."""
     actor_threads: int = 1
-    """Torch threads of each CPU actor (engine ray)."""
+    """Torch threads of each CPU actor (engine ray); range: [1, inf)."""
     address: str | None = None
     """Ray cluster to run on, HOST:PORT of its head (engine ray); null: start a local Ray."""
 
     def __post_init__(self) -> None:
         self.bos = parse_bos(self.bos)
         _check_layer_choice(self.layer, self.layers)
+        _check_positive(batch_size=self.batch_size, shard_rows=self.shard_rows)
+        if self.layer is not None and not (isinstance(self.layer, int) and self.layer >= 0):
+            raise InputError(
+                f"layer={self.layer!r}: must be a block index >= 0 (null: the final normed state)"
+            )
         check_engine(self.engine, self.num_actors, self.actor_threads, self.address)
 
     @property
