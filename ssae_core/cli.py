@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import re
 import signal
 import sys
@@ -388,11 +389,17 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument(
         "--num-shards",
-        type=int,
+        type=in_range(int, 1),
         default=1,
-        help="split the work into this many parts (processes or machines)",
+        help="split the work into this many parts (processes or machines); range: [1, inf) "
+        "(default: %(default)s)",
     )
-    p.add_argument("--shard-index", type=int, default=0, help="which part this process does")
+    p.add_argument(
+        "--shard-index",
+        type=in_range(int, 0),
+        default=0,
+        help="which part this process does; range: [0, num-shards - 1] (default: %(default)s)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_embed)
 
@@ -401,6 +408,11 @@ def _run_embed(args: argparse.Namespace) -> None:
     from ssae_core.lm.embed import EmbedConfig, extract_embeddings
 
     config = config_from_args(EmbedConfig, args)
+    if args.shard_index >= args.num_shards:
+        raise InputError(
+            f"--shard-index {args.shard_index}: must be in [0, {args.num_shards - 1}] "
+            f"(--num-shards {args.num_shards})"
+        )
     out = extract_embeddings(
         args.pairs,
         args.out,
@@ -458,17 +470,32 @@ MAX_ALPHA = 1e5
 scale only overflows the forward pass (float32 inf, then empty text)."""
 
 
-def _alpha(text: str) -> float:
-    """An ``--alpha`` value: a finite number with |alpha| <= MAX_ALPHA."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not abs(value) <= MAX_ALPHA:  # also NaN
-        raise argparse.ArgumentTypeError(
-            f"{text}: must be a finite number with |alpha| <= {MAX_ALPHA:g}"
-        )
-    return value
+def range_text(low: float, high: float = math.inf, *, open_low: bool = False) -> str:
+    """An interval as the help texts write it: ``[1, inf)``, ``(0, inf)``, ``[-100000, 100000]``."""
+    high_text = "inf)" if high == math.inf else f"{high:g}]"
+    return f"{'(' if open_low else '['}{low:g}, {high_text}"
+
+
+def in_range(
+    kind: type, low: float, high: float = math.inf, *, open_low: bool = False
+) -> Callable[[str], float]:
+    """An argparse type: a finite ``kind`` (int or float) in :func:`range_text` (low, high)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        above = value > low if open_low else value >= low
+        if not (above and value <= high and math.isfinite(value)):  # NaN fails too
+            raise argparse.ArgumentTypeError(
+                f"{text}: must be in {range_text(low, high, open_low=open_low)}"
+            )
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
 
 
 def _add_export_arguments(p: argparse.ArgumentParser) -> None:
@@ -487,6 +514,7 @@ def _add_export_arguments(p: argparse.ArgumentParser) -> None:
 
 def _add_steer(sub: argparse._SubParsersAction) -> None:
     from ssae_core.lm.steer import OPERATORS, POSITIONS
+    from ssae_core.lm.tokens import MAX_NEW_TOKENS
 
     p = sub.add_parser(
         "steer",
@@ -505,18 +533,23 @@ def _add_steer(sub: argparse._SubParsersAction) -> None:
         "(.safetensors or .gguf, e.g. from `ssae vector md`)",
     )
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--latent", type=int, help="index of the latent whose vector is used")
+    which.add_argument(
+        "--latent",
+        type=in_range(int, 0),
+        help="index of the latent whose vector is used; range: [0, latents - 1]",
+    )
     which.add_argument(
         "--concept",
         help="concept name, for models with one latent per concept and a recorded matching",
     )
     p.add_argument(
         "--alpha",
-        type=_alpha,
+        type=in_range(float, -MAX_ALPHA, MAX_ALPHA),
         default=None,
         help="scale of the unit vector of a model folder, in raw embedding units (norms: ~50 "
         "for the final normed state of SmolLM2; the sign picks the direction; not needed by "
-        f"project_out); for a vector file, a multiplier (default 1); |alpha| <= {MAX_ALPHA:g}",
+        "project_out); for a vector file, a multiplier (default 1); range: "
+        f"{range_text(-MAX_ALPHA, MAX_ALPHA)}",
     )
     p.add_argument(
         "--operator",
@@ -553,7 +586,10 @@ def _add_steer(sub: argparse._SubParsersAction) -> None:
         "(default: %(default)s)",
     )
     p.add_argument(
-        "--max-new-tokens", type=int, default=20, help="tokens to generate (default: %(default)s)"
+        "--max-new-tokens",
+        type=in_range(int, 1, MAX_NEW_TOKENS),
+        default=20,
+        help=f"tokens to generate; range: {range_text(1, MAX_NEW_TOKENS)} (default: %(default)s)",
     )
     _add_prompt_form_arguments(p)
     add_device_arguments(p)
@@ -628,19 +664,12 @@ def _lm_config(name: str):
     return loading.load_config(loading.resolve_model(name, verbose=False))
 
 
-def _write_vector_files(args: argparse.Namespace, vector, config) -> None:
-    """The exports asked for (--out / --export, --export-gguf), checked before anything is
-    written; with a known model config, negative layers are resolved and its type recorded."""
+def _export_targets(args: argparse.Namespace) -> tuple[str | None, str]:
+    """The safetensors path (--out / --export, or None) and its option, after checking every
+    export path (two different files, each new or an earlier vector file of ours): called before
+    any work, and again just before writing."""
     from ssae_core.io import check_output
-    from ssae_core.lm.vector_files import (
-        VECTOR_COMMAND,
-        check_gguf_exportable,
-        export_gguf,
-        gguf_model_hint,
-        recorded_model_config,
-        save_steering_vector,
-        with_model,
-    )
+    from ssae_core.lm.vector_files import VECTOR_COMMAND
 
     safetensors = getattr(args, "out", None) or getattr(args, "export", None)
     option = "--out" if getattr(args, "out", None) else "--export"
@@ -648,25 +677,33 @@ def _write_vector_files(args: argparse.Namespace, vector, config) -> None:
     targets = [(path, flag) for path, flag in targets if path]
     if len(targets) == 2 and Path(targets[0][0]).resolve() == Path(targets[1][0]).resolve():
         raise InputError(f"{option} and --export-gguf: name the same file; give two paths")
-    for path, flag in targets:  # every output checked before the first is written
+    for path, flag in targets:
         check_output(path, VECTOR_COMMAND, kind="file", option=flag)
+    return safetensors, option
+
+
+def _write_vector_files(args: argparse.Namespace, vector, config) -> None:
+    """The exports asked for (--out / --export, --export-gguf), all or nothing; with a known
+    model config, negative layers are resolved and its type recorded."""
+    from ssae_core.lm.vector_files import recorded_model_config, save_vector_files, with_model
+
+    safetensors, option = _export_targets(args)
     if config is None and _needs_model_config(vector, args, safetensors):
         config = _lm_config(args.lm) if args.lm else recorded_model_config(vector)
     if config is not None:
         vector = with_model(vector, config)
-    if args.export_gguf:
-        check_gguf_exportable(vector)
-        gguf_model_hint(vector, args.model_hint)
-    if safetensors:
-        save_steering_vector(vector, safetensors, option=option)
-        print(f"wrote {safetensors}")
-    if args.export_gguf:
-        export_gguf(vector, args.export_gguf, model_hint=args.model_hint)
-        print(f"wrote {args.export_gguf}")
-        if getattr(args, "operator", "add") != "add":
-            print(
-                f"note: llama.cpp adds control vectors; it cannot {args.operator}", file=sys.stderr
-            )
+    save_vector_files(
+        vector,
+        safetensors=safetensors,
+        option=option,
+        gguf=args.export_gguf,
+        model_hint=args.model_hint,
+    )
+    for path in (safetensors, args.export_gguf):
+        if path:
+            print(f"wrote {path}")
+    if args.export_gguf and getattr(args, "operator", "add") != "add":
+        print(f"note: llama.cpp adds control vectors; it cannot {args.operator}", file=sys.stderr)
 
 
 def _add_prompt_form_arguments(p: argparse.ArgumentParser) -> None:
@@ -718,20 +755,20 @@ def _run_steer(args: argparse.Namespace) -> None:
 
     if not args.prompt and not (args.export or args.export_gguf):
         raise InputError("give --prompt TEXT to generate, or --export/--export-gguf FILE")
+    _export_targets(args)
     vector = _steering_vector(args)
     if args.export_gguf and not any(k is not None and k < 0 for k in vector.layer_activations):
         check_gguf_exportable(vector)  # fail before loading a model
-    net = tokenizer = None
-    if args.prompt:
-        net, tokenizer = _load_lm(args, vector.metadata.get("model", ""))
-        vector = with_model(vector, net.config)
-    _write_vector_files(args, vector, None)
-    if net is None:
+    if not args.prompt:
+        _write_vector_files(args, vector, None)
         return
+    net, tokenizer = _load_lm(args, vector.metadata.get("model", ""))
+    vector = with_model(vector, net.config)
     reading = {"max_new_tokens": args.max_new_tokens, **_prompt_form(args, vector.metadata)}
     plain = complete(net, tokenizer, args.prompt, **reading)
     with steer(net, vector, positions=args.positions, operator=args.operator):
         steered = complete(net, tokenizer, args.prompt, **reading)
+    _write_vector_files(args, vector, None)  # once every prompt was read: all or nothing
     print(
         f"steering: {_steer_label(args, vector)}, operator {args.operator}, "
         f"layer {vector.metadata.get('layer', '?')}, positions {args.positions}"
@@ -847,7 +884,11 @@ def _run_vector_show(args: argparse.Namespace) -> None:
 def _run_vector_md(args: argparse.Namespace) -> None:
     """``ssae vector md``: embed (pair tables) or read the table, average, write the files."""
     from ssae_core.evaluation.mean_difference import load_or_embed, mean_difference_vector
+    from ssae_core.lm.embed import EmbedConfig
 
+    # --batch-size, --template, --device and --dtype before any work (--layer is its own here)
+    config_from_args(EmbedConfig, args, layer=None)
+    _export_targets(args)
     embedded = load_or_embed(
         args.table,
         lm=args.lm,
@@ -938,9 +979,10 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-lm", action="store_true", help="no steering, no language model")
     p.add_argument(
         "--sparsity",
-        type=float,
+        type=in_range(float, 0, open_low=True),
         default=None,
-        help="the L1 budget of the members to inspect, for a run that stacks several",
+        help="the L1 budget of the members to inspect, for a run that stacks several; range: "
+        "(0, inf)",
     )
     add_config_options(
         p,

@@ -191,10 +191,17 @@ def check_ranges(limits: Mapping[str, tuple[float | None, float, float | None]])
             raise InputError(f"{name} {value!r}: must be {span}")
 
 
+MAX_MULTIPLIER = 1000.0
+"""Largest |multiplier| of a fitted alpha: far beyond any steering that still yields text."""
+
+
 def check_multipliers(values: object, name: str) -> None:
-    """A list of steering multipliers: finite numbers, at least one, none repeated."""
+    """A list of steering multipliers: numbers in [-MAX_MULTIPLIER, MAX_MULTIPLIER], at least
+    one, none repeated."""
     items = list(values) if isinstance(values, list | tuple) else []
-    if not items or not all(math.isfinite(float(m)) for m in items):
-        raise InputError(f"{name} {values!r}: give finite numbers")
+    if not items or not all(abs(float(m)) <= MAX_MULTIPLIER for m in items):  # NaN fails too
+        raise InputError(
+            f"{name} {values!r}: give numbers in [-{MAX_MULTIPLIER:g}, {MAX_MULTIPLIER:g}]"
+        )
     if len(set(items)) != len(items):
         raise InputError(f"{name} {values!r}: a value is repeated")

@@ -400,15 +400,14 @@ def safe_output(
 ) -> Iterator[Path]:
     """Write an output of ``command`` at a user-given path without ever losing data.
 
-    Checks ``path`` (:func:`check_output`), yields a temporary folder (``kind='folder'``, marked
-    with OUTPUT_MARKER) or file path (``kind='file'``; what is written there must carry
-    :func:`output_stamp`), and renames it onto ``path`` once the block has succeeded.
+    Checks ``path`` (:func:`check_output`), yields a temporary folder (``kind='folder'``; once
+    the block has succeeded it gets OUTPUT_MARKER, listing the files written) or file path
+    (``kind='file'``; what is written there must carry :func:`output_stamp`), and renames it onto
+    ``path`` once the block has succeeded.
     """
     target = check_output(path, command, kind=kind, inputs=inputs, option=option, accept=accept)
     writer = atomic_dir if kind == "folder" else atomic_file
     with writer(target, tidy_parents=True) as tmp:
-        if kind == "folder":
-            (tmp / OUTPUT_MARKER).write_text(_marker_text(command))
         yield tmp
         if kind == "folder":  # the record of what the command wrote: nothing else is replaced
             files = sorted(
@@ -565,7 +564,14 @@ def parquet_files(path: str | os.PathLike) -> list[Path]:
     if p.is_dir():
         files = sorted(p.glob(SHARD_GLOB)) or sorted(p.glob("*.parquet"))
         if not files:
-            raise InputError(f"{p}: folder holds no Parquet shards ({SHARD_GLOB}); check the path")
+            inner = [d.name for d in sorted(p.iterdir()) if d.is_dir() and any(d.glob(SHARD_GLOB))]
+            hint = (
+                f"it holds folders of shards ({', '.join(inner[:4])}, one per layer): give one, "
+                f"e.g. {p / inner[0]}"
+                if inner
+                else "check the path"
+            )
+            raise InputError(f"{p}: folder holds no Parquet shards ({SHARD_GLOB}); {hint}")
         return files
     if not p.exists():
         raise InputError(f"{p}: no such file or folder; check the path")

@@ -24,12 +24,12 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ssae_core.errors import InputError
 from ssae_core.io import pair_ids, read_json
 from ssae_core.record import RECORD_KEY, MemberRecord
+from ssae_core.tensor_files import load_tensors, save_tensors
 
 NORMALIZATIONS = ("global", "layer", "none")
 MODEL_FILE = "model.safetensors"
@@ -297,7 +297,7 @@ class ShiftAutoencoder:
         folder = Path(folder)
         tensors = {k: v[0].contiguous() for k, v in self.net.state_dict().items()}
         tensors["norm_mean_D"] = torch.as_tensor(self.normalizer.mean)
-        save_file(tensors, str(folder / MODEL_FILE))
+        save_tensors(tensors, folder / MODEL_FILE)
         (folder / CONFIG_FILE).write_text(json.dumps(self.config, indent=2) + "\n")
 
     @classmethod
@@ -311,13 +311,7 @@ class ShiftAutoencoder:
                 "give a folder written by `ssae train`"
             )
         config = _checked_config(read_json(folder / CONFIG_FILE), folder / CONFIG_FILE)
-        try:
-            tensors = load_file(str(folder / MODEL_FILE))
-        except Exception as exc:  # safetensors raises its own error types
-            raise InputError(
-                f"{folder / MODEL_FILE}: not a readable safetensors file ({_first_line(exc)}); "
-                "re-run ssae train"
-            ) from None
+        tensors, _ = load_tensors(folder / MODEL_FILE, fix="re-run ssae train")
         dim, latent_dim = config["dim"], config["latent_dim"]
         norm = config["normalization"]
         mean = tensors.pop("norm_mean_D", None)
@@ -380,7 +374,3 @@ def _checked_config(config: object, path: Path) -> dict:
             f"{path}: dim and latent_dim must be >= 1, x_rms and normalization.scale finite"
         )
     return config
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

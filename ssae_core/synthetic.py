@@ -25,20 +25,26 @@ class SynthConfig:
     """One synthetic data set (mirrors an entry of params.yaml ``synthetic.settings``)."""
 
     num_concepts: int
-    """n: number of concepts (columns of A)."""
+    """n: number of concepts (columns of A); range: [1, dim]."""
     max_changes: int
-    """k: each pair changes between 1 and k concepts."""
+    """k: each pair changes between 1 and k concepts; range: [1, concepts]."""
     dim: int = 64
-    """D: embedding width."""
+    """D: embedding width; range: [concepts, inf)."""
     num_pairs: int = 5000
+    """Number of pairs; range: [10, inf)."""
     test_fraction: float = 0.2
+    """Share of the pairs in the test split; range: (0, 1)."""
     values: str = "uniform"
     """Distribution of the non-zero shift values: uniform (-1, 1), nonneg (0, 1) or gaussian."""
     noise: float = 0.0
-    """Std of isotropic Gaussian noise added to z~, relative to the mean shift norm."""
+    """Std of isotropic Gaussian noise added to z~, relative to the mean shift norm; range:
+    [0, inf)."""
     seed: int = 0
+    """Seed of A, the shifts and the split; range: [0, inf)."""
 
     def __post_init__(self) -> None:
+        if self.num_concepts < 1:
+            raise InputError(f"synthetic: num_concepts={self.num_concepts} must be >= 1")
         if not 1 <= self.max_changes <= self.num_concepts:
             raise InputError(
                 f"synthetic: max_changes={self.max_changes} must be in 1..num_concepts "

@@ -38,6 +38,7 @@ from ssae_core.record import (
     member_status,
 )
 from ssae_core.streaming import ShardSource, StreamedShifts, buffer_rows
+from ssae_core.tensor_files import tensor_digest
 
 METHODS = ("ssae", "aff")
 DUAL_OPTIMIZERS = ("adam", "sgd")
@@ -58,51 +59,63 @@ class TrainConfig:
     method: str = "ssae"
     """ssae (sparsity-constrained, the paper's method) or aff (the unconstrained baseline)."""
     latent_dim: int = 0
-    """Number of latents m; 0 means: the number of concepts recorded in the data."""
+    """Number of latents m; 0 means: the number of concepts recorded in the data; range:
+    [0, inf)."""
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    """One member per seed; all train together as one stacked model."""
+    """One member per seed; all train together as one stacked model; range: [0, 4294967295]
+    each."""
     sparsity: float | tuple[float, ...] = 0.75
-    """Budget eps on mean ||h||_1 / x_rms; a list stacks one member per (value, seed)."""
+    """Budget eps on mean ||h||_1 / x_rms; a list stacks one member per (value, seed); range:
+    (0, inf) each."""
     normalize: str = "global"
     """Input normalisation: global (affine, default), layer (per sample, the paper's) or none."""
     epochs: int = 60
-    """Maximum number of passes over the training shifts (raised if needed to reach min_steps)."""
+    """Maximum number of passes over the training shifts (raised if needed to reach min_steps);
+    range: [1, inf)."""
     min_steps: int = 2500
     """At least this many optimiser steps before the plateau rule may stop training: small tables
-    give few steps per epoch, and the multiplier moves about dual_lr per step."""
+    give few steps per epoch, and the multiplier moves about dual_lr per step; range: [0, inf)."""
     max_steps: int = 0
     """At most this many optimiser steps (rounded up to whole epochs); 0: ``epochs`` alone caps
-    training."""
+    training; range: [0, inf)."""
     patience: int = 8
     """Stop when the held-out loss has not improved by min_delta for this many epochs while every
-    member satisfies its budget (0: never stop on the held-out loss)."""
+    member satisfies its budget (0: never stop on the held-out loss); range: [0, inf)."""
     settle_tol: float = 0.02
     """SSAE: the Lagrangian has settled when, over the last settle_window of the epochs, the
     multiplier and the L1 of every member changed by at most this fraction (mean of the window's
     second half against its first); training then stops (once past min_steps), and a member still
-    above its budget is infeasible rather than not converged. 0: never stop on it."""
+    above its budget is infeasible rather than not converged. 0: never stop on it; range:
+    [0, inf)."""
     settle_window: float = 0.25
-    """Fraction of the epochs run (at least 4 epochs) over which settling is judged."""
+    """Fraction of the epochs run (at least 4 epochs) over which settling is judged; range:
+    (0, 1]."""
     budget_tolerance: float = 0.05
-    """A member is on its budget (status usable) while its L1 is at most budget x (1 + this)."""
+    """A member is on its budget (status usable) while its L1 is at most budget x (1 + this);
+    range: [0, inf)."""
     drop_outliers: float = 0.0
     """Drop pairs whose shift norm exceeds this many times the median training shift norm, from
     training and held-out shifts alike (the threshold is recorded; 0: keep every pair). A few
-    massive-activation pairs can otherwise own the fit (DESIGN section 10)."""
+    massive-activation pairs can otherwise own the fit (DESIGN section 10); range: [0, inf),
+    and a factor in (0, 1] (most pairs) is refused."""
     budget_ratios: tuple[float, ...] = ()
     """Recorded only: the ratio of an aff L1 each budget of ``sparsity`` was made from."""
     min_delta: float = 1e-3
-    """Relative improvement of the held-out loss that resets the patience counter."""
+    """Relative improvement of the held-out loss that resets the patience counter; range:
+    [0, inf)."""
     batch_size: int = 256
+    """Shifts per optimiser step (BatchNorm on the codes needs two); range: [2, inf)."""
     lr: float = 3e-3
-    """Primal learning rate (ExtraAdam for ssae, Adam for aff)."""
+    """Primal learning rate (ExtraAdam for ssae, Adam for aff); range: (0, inf)."""
     dual_lr: float = 1e-3
-    """Learning rate of the multiplier (ExtraAdam, ascent); keep it <= lr / 3."""
+    """Learning rate of the multiplier (ExtraAdam, ascent); keep it <= lr / 3; range: (0, inf)."""
     val_fraction: float = 0.1
-    """Fraction of the training shifts held out for the plateau criterion and the held-out loss."""
+    """Fraction of the training shifts held out for the plateau criterion and the held-out loss;
+    range: [0, 1)."""
     threads: int = 1
     """torch intra-op threads while training (0: torch's default). The model's tensors are small:
-    a second thread rarely helps and stalls badly when other processes share the cores."""
+    a second thread rarely helps and stalls badly when other processes share the cores; range:
+    [0, CPUs]."""
     device: str = "cpu"
     """Where the stacked model trains: cpu, cuda, cuda:N or auto (CUDA when torch sees one).
     Batches are drawn by the same CPU generators on every device, so a CUDA run sees the same
@@ -114,17 +127,17 @@ class TrainConfig:
     lr_decay: float = 0.0
     """Fraction of the final optimiser steps (of the epoch cap) over which the primal and the
     multiplier learning rates fall linearly to 0, so that the Lagrangian settles onto the budget
-    instead of oscillating around it (0: constant learning rates)."""
+    instead of oscillating around it (0: constant learning rates); range: [0, 1)."""
     loading: str = "auto"
     """How a table on disk is read: memory (load it whole), stream (read its shards in shuffled
     buffers, so memory does not grow with the number of pairs; held-out pairs chosen by pair id)
     or auto (stream when its z and z_tilde columns take more than memory_budget GiB)."""
     memory_budget: float = 1.0
     """GiB of z and z_tilde above which loading=auto streams (loading a table takes about 5x
-    that in memory)."""
+    that in memory); range: [0, inf)."""
     buffer_mb: float = 256.0
     """Streaming only: MiB of shifts per shuffle buffer (two are in memory at a time); the
-    held-out shifts take at most one buffer too."""
+    held-out shifts take at most one buffer too; range: (0, inf)."""
 
     def __post_init__(self) -> None:
         if self.loading not in LOADINGS:
@@ -304,8 +317,8 @@ def _epoch_batches(
 #
 # A checkpoint is one safetensors file: every tensor of the run's state (model, optimiser moments,
 # multipliers, shuffling generators) as a tensor, and everything else (the nesting of the state
-# dicts, history, epoch, best loss, the run's fingerprint) as JSON in the header metadata under
-# CHECKPOINT_KEY. Nothing is ever unpickled.
+# dicts, history, epoch, best loss, the run's fingerprint, the tensors' content hash) as JSON in the
+# header metadata under CHECKPOINT_KEY. Nothing is ever unpickled; a damaged one is not resumed.
 
 CHECKPOINT_KEY = "ssae.checkpoint"
 CHECKPOINT_FORMAT = 1
@@ -407,9 +420,12 @@ class _Checkpoint:
         document, tensors = found
         try:
             saved = json.loads(document)
-            if saved["fingerprint"] == self.fingerprint:
+            if saved.get("tensors_sha256") not in (None, tensor_digest(tensors)):
+                reason = "is damaged (its tensors fail their content hash)"
+            elif saved["fingerprint"] == self.fingerprint:
                 return _unpack(saved["state"], tensors)
-            reason = "was written with other settings or data"
+            else:
+                reason = "was written with other settings or data"
         except (ValueError, KeyError, TypeError):
             reason = "is unreadable"
         show_message(f"{self.path}: checkpoint {reason}; starting fresh")
@@ -420,6 +436,7 @@ class _Checkpoint:
             return
         tensors: dict[str, torch.Tensor] = {}
         document = {"fingerprint": self.fingerprint, "state": _pack(state, tensors)}
+        document["tensors_sha256"] = tensor_digest(tensors)
         with atomic_file(self.path) as tmp:
             save_file(tensors, str(tmp), metadata={CHECKPOINT_KEY: json.dumps(document)})
 
@@ -1077,8 +1094,8 @@ def status_warnings(result: TrainResult, *, where: str = "training") -> list[str
     """One line per SSAE member that is not usable: slack (its budget never bound), infeasible
     or not converged (its L1 ended above its budget), with what to change."""
     fixes = {
-        SLACK: "the constraint did nothing: lower --sparsity (train.sparsity; about 0.75 x the "
-        "aff L1)",
+        SLACK: "the constraint did nothing: lower the budget (--sparsity, or train.sparsity in "
+        "params.yaml; about 0.75 x the aff L1)",
         INFEASIBLE: "the budget cannot be met at this reconstruction: raise --sparsity",
         NOT_CONVERGED: "still moving at the step limit: raise --max-steps (or --epochs)",
     }

@@ -41,6 +41,20 @@ def test_folder_of_shards_reads_as_one(tmp_path):
     np.testing.assert_array_equal(back.z_tilde, t.z_tilde)
 
 
+def test_a_folder_of_layer_folders_names_them(tmp_path):
+    """`ssae train emb` on the folder of a multi-layer extraction: the message names its layer
+    folders and one to give."""
+    for layer in ("layer-1", "layer-final"):
+        (tmp_path / "emb" / layer).mkdir(parents=True)
+        save_embeddings(_table(), tmp_path / "emb" / layer / "shard-00000.parquet")
+    with pytest.raises(InputError, match="layer-1, layer-final, one per layer") as caught:
+        load_embeddings(tmp_path / "emb")
+    assert f"e.g. {tmp_path / 'emb' / 'layer-1'}" in str(caught.value)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match=r"no Parquet shards .*; check the path"):
+        load_embeddings(tmp_path / "empty")
+
+
 @pytest.mark.parametrize(
     "mutate, message",
     [

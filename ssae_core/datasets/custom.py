@@ -121,14 +121,16 @@ class CustomPairsConfig:
     keeps every group on one side (with --split: checks that it does). Without it, pairs are
     split one by one."""
     test_fraction: float = 0.25
-    """Share of the groups (or pairs) held out for the test split (unused with --split)."""
+    """Share of the groups (or pairs) held out for the test split (unused with --split); range:
+    (0, 1)."""
     labels: tuple[str, ...] = ()
     """Label columns, kept as per-text states (repeat for several): NAME=COL_X:COL_X_TILDE gives
     each text's state (e.g. language=lang_x:lang_x_tilde; every pair of values that a pair
     changes between becomes a concept NAME:a->b with a known shift); NAME=COL or just COL is one
     value per pair (the same state for both texts, no concept)."""
     seed: int = 0
-    """Seed of the train/test split; the same file and seed give the same table."""
+    """Seed of the train/test split; the same file and seed give the same table; range:
+    [0, inf)."""
     format: str = "auto"
     """File format: auto (from the file name, or a save_to_disk folder), csv, tsv, jsonl,
     parquet or hf."""

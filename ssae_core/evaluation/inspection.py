@@ -84,11 +84,12 @@ from ssae_core.lm import loading
 from ssae_core.lm.embed import _pairs_sha256
 from ssae_core.lm.layers import Layer, layer_name, parse_layer
 from ssae_core.lm.steer import POSITIONS
+from ssae_core.lm.tokens import MAX_NEW_TOKENS
 from ssae_core.lm.vector_files import recorded_lm
 from ssae_core.metrics import cosine_matrix, match_vectors, rounded
 from ssae_core.model import ShiftAutoencoder
 from ssae_core.runs import load_run
-from ssae_core.train import torch_threads
+from ssae_core.train import MAX_SEED, torch_threads
 
 ALPHA_BY_CONCEPT = "single-concept training pairs of the best concept"
 ALPHA_BY_CODE_SIGN = "every training pair read both ways, signed by its code"
@@ -99,28 +100,34 @@ class InspectConfig:
     """What ``ssae inspect`` shows of each latent, and how hard it steers."""
 
     top_k: int = 5
-    """Pairs listed per latent, split (training / held-out) and direction of the code."""
+    """Pairs listed per latent, split (training / held-out) and direction of the code; range:
+    [1, inf)."""
     prompts: int = 3
-    """Neutral English prompts continued under steering: the first N of NEUTRAL_PROMPTS."""
+    """Neutral English prompts continued under steering: the first N of NEUTRAL_PROMPTS; range:
+    [1, 16]."""
     multipliers: tuple[float, ...] = (-4.0, -2.0, 2.0, 4.0, 8.0)
-    """Steering strengths as multiples of each latent's fitted alpha (unsteered is always shown)."""
+    """Steering strengths as multiples of each latent's fitted alpha (unsteered is always shown);
+    range: [-1000, 1000] each."""
     max_new_tokens: int = 16
-    """Greedy tokens generated per prompt."""
+    """Greedy tokens generated per prompt; range: [1, 4096]."""
     language: str = "fr"
     """ISO 639-1 code whose share of the continuations is reported (py3langid's codes)."""
     positions: str = "all"
     """Positions steered while generating: all, prompt or generated."""
     batch_size: int = 16
-    """Prompts per generate call and texts per scoring pass."""
+    """Prompts per generate call and texts per scoring pass; range: [1, inf)."""
     steered_latents: int | None = None
-    """Continue the prompts for the N most stable latents only; null: every latent."""
+    """Continue the prompts for the N most stable latents only; null: every latent; range:
+    [0, inf)."""
     duplicate_threshold: float = MERGE_THRESHOLD
-    """|cos| between two decoder rows of one member above which they count as one direction."""
+    """|cos| between two decoder rows of one member above which they count as one direction;
+    range: (0, 1]."""
     reference_seed: int | None = None
-    """Seed of the member whose latents are shown; null: the most stable member."""
+    """Seed of the member whose latents are shown; null: the most stable member; range:
+    [0, 4294967295]."""
     threads: int = 1
     """torch intra-op threads on CPU while steering (0: torch's default); 1 is fastest on a busy
-    2-core CPU."""
+    2-core CPU; range: [0, inf)."""
 
     def __post_init__(self) -> None:
         check_multipliers(list(self.multipliers), "multipliers")
@@ -129,10 +136,11 @@ class InspectConfig:
             {
                 "top_k": (self.top_k, 1, None),
                 "prompts": (self.prompts, 1, len(NEUTRAL_PROMPTS)),
-                "max_new_tokens": (self.max_new_tokens, 1, None),
+                "max_new_tokens": (self.max_new_tokens, 1, MAX_NEW_TOKENS),
                 "batch_size": (self.batch_size, 1, None),
                 "steered_latents": (self.steered_latents, 0, None),
                 "threads": (self.threads, 0, None),
+                "reference_seed": (self.reference_seed, 0, MAX_SEED),
             }
         )
         if not 0.0 < self.duplicate_threshold <= 1.0:

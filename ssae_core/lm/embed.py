@@ -53,6 +53,7 @@ from ssae_core.errors import InputError
 from ssae_core.io import (
     LABEL_COLUMNS,
     LABEL_KEYS,
+    STAGING_TAG,
     VERIFY,
     EmbeddingTable,
     PairLabels,
@@ -121,18 +122,19 @@ class EmbedConfig:
     """The ``embed`` section of params.yaml: how texts become embeddings."""
 
     layer: int | None = None
-    """Decoder block whose output (residual stream) is taken, 0-based; null: final normed state."""
+    """Decoder block whose output (residual stream) is taken, 0-based; null: final normed state;
+    range: [0, blocks - 1]."""
     layers: list[int | str] | None = None
     """Several layers from one forward pass, e.g. [15, final]: one table per layer in
     OUT/layer-L/ (instead of layer); null: only layer, in OUT itself."""
     batch_size: int = 32
-    """Texts per forward pass (texts of similar length are batched together)."""
+    """Texts per forward pass (texts of similar length are batched together); range: [1, inf)."""
     dtype: str = "auto"
     """auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16 or float16."""
     device: str = "auto"
     """auto (CUDA when available), cpu, cuda or cuda:N."""
     shard_rows: int = 2048
-    """Pairs per output shard: the unit of resumption."""
+    """Pairs per output shard: the unit of resumption; range: [1, inf)."""
     template: str | None = None
     """Prompt with {text}, or "chat" (the tokenizer's chat template); null: the raw text."""
     bos: bool | str = "auto"
@@ -141,15 +143,21 @@ class EmbedConfig:
     engine: str = "local"
     """Where the model runs: local (this process) or ray (Ray Data actors, one model each)."""
     num_actors: int | None = None
-    """Ray actors (engine ray); null: one per GPU of the cluster, else its CPUs // actor_threads."""
+    """Ray actors (engine ray); null: one per GPU of the cluster, else its CPUs // actor_threads;
+    range: [1, inf)."""
     actor_threads: int = 1
-    """Torch threads of each CPU actor (engine ray)."""
+    """Torch threads of each CPU actor (engine ray); range: [1, inf)."""
     address: str | None = None
     """Ray cluster to run on, HOST:PORT of its head (engine ray); null: start a local Ray."""
 
     def __post_init__(self) -> None:
         self.bos = parse_bos(self.bos)
         _check_layer_choice(self.layer, self.layers)
+        _check_positive(batch_size=self.batch_size, shard_rows=self.shard_rows)
+        if self.layer is not None and not (isinstance(self.layer, int) and self.layer >= 0):
+            raise InputError(
+                f"layer={self.layer!r}: must be a block index >= 0 (null: the final normed state)"
+            )
         check_engine(self.engine, self.num_actors, self.actor_threads, self.address)
 
     @property
@@ -388,19 +396,15 @@ def _shift_matrix(table: pa.Table, path: object) -> np.ndarray | None:
     return values
 
 
-def _check_out_dir(out: Path, layered: bool) -> None:
+def _check_out_dir(out: Path, layered: bool, *, in_layer: bool = False) -> None:
     """Refuse a folder that holds anything but shards (with ``layered``: ``layer-*`` folders of
-    shards) and hidden files: it is not ours to fill."""
+    shards) and hidden files (``in_layer``, a layer folder: none but staging folders): it is not
+    ours to fill."""
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is a file; give a folder for the embedding shards")
     if not out.is_dir():
         return
-    pattern = LAYER_FOLDER_PATTERN if layered else SHARD_PATTERN
-    foreign = sorted(
-        p.name
-        for p in out.iterdir()
-        if not p.name.startswith(".") and not (pattern.fullmatch(p.name) and p.is_dir() == layered)
-    )
+    foreign = sorted(p.name for p in out.iterdir() if not _is_piece(p, layered, in_layer))
     if foreign:
         kind = "per-layer folders of embedding shards" if layered else "embedding shards"
         raise InputError(
@@ -410,7 +414,20 @@ def _check_out_dir(out: Path, layered: bool) -> None:
     if layered:
         for child in out.iterdir():
             if LAYER_FOLDER_PATTERN.fullmatch(child.name):
-                _check_out_dir(child, layered=False)
+                _check_out_dir(child, layered=False, in_layer=True)
+
+
+def _is_piece(path: Path, layered: bool, in_layer: bool) -> bool:
+    """Whether ``path`` may be in a folder of embedding shards: a shard (``layered``: a layer
+    folder), a staging folder, or, outside layer folders, any hidden file. A layer folder is
+    removed whole when a run no longer asks for its layer, so it may hold nothing of the user's,
+    hidden or not."""
+    if STAGING_TAG in path.name:
+        return True
+    if path.name.startswith("."):
+        return not in_layer
+    pattern = LAYER_FOLDER_PATTERN if layered else SHARD_PATTERN
+    return bool(pattern.fullmatch(path.name)) and path.is_dir() == layered
 
 
 def _holds_only_shards(folder: Path, layered: bool) -> bool:

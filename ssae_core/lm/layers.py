@@ -89,7 +89,7 @@ def num_layers(config: Any) -> int:
 def model_label(name: object) -> str:
     """``model NAME``, or ``the model`` where its name is not known."""
     text = str(name or "").strip()
-    return f"model {text}" if text and text != "?" else "the model"
+    return f"model {text}" if text else "the model"
 
 
 def check_layer(layer: int | None, n_layers: int, model_name: str) -> int | None:

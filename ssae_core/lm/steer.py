@@ -56,6 +56,7 @@ from ssae_core.lm.layers import (
     decoder_blocks,
     final_norm,
     layer_name,
+    model_label,
     num_layers,
     parse_layer,
     resolve_layer,
@@ -422,14 +423,14 @@ def _by_layer(
     if not items or not all(isinstance(v, SteeringVector) for v in items):
         raise InputError("steer: give a SteeringVector or a list of them")
     config = model.config
-    name = getattr(config, "name_or_path", "?")
+    name = getattr(config, "name_or_path", "")
     width = getattr(text_config(config), "hidden_size", None)
     n_layers = num_layers(config)
     grouped: dict[Layer, list[torch.Tensor]] = {}
     for item in items:
         if width is not None and item.dim != width:
             raise InputError(
-                f"steering vector of width {item.dim} for model {name} of width {width}; "
+                f"steering vector of width {item.dim} for {model_label(name)} of width {width}; "
                 "use vectors learned from this model's embeddings"
             )
         for key, vector in item.layer_activations.items():

@@ -27,6 +27,8 @@ from ssae_core.errors import InputError
 CHAT_TEMPLATE = "chat"
 TEXT_FIELD = "{text}"
 BOS_SETTINGS = ("auto", "true", "false")
+MAX_NEW_TOKENS = 4096
+"""Most tokens one continuation may generate (more than any model here has positions for)."""
 _PROBE = "a"  # a text any tokenizer splits into ordinary tokens
 
 
@@ -77,6 +79,12 @@ def format_prompt(text: str, template: str | None, tokenizer: Any = None) -> str
     if template is None:
         return text
     if template == CHAT_TEMPLATE:
+        if not getattr(tokenizer, "chat_template", None):
+            name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+            raise InputError(
+                f"template chat: tokenizer {name} has no chat template; give a template with "
+                f"{TEXT_FIELD}, or none"
+            )
         messages = [{"role": "user", "content": text}]
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return template.replace(TEXT_FIELD, text)
@@ -130,8 +138,8 @@ def complete(
 
     Run it inside :func:`steer` to get steered continuations.
     """
-    if max_new_tokens < 1:
-        raise InputError(f"max_new_tokens {max_new_tokens}: must be at least 1")
+    if not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
+        raise InputError(f"max_new_tokens {max_new_tokens}: must be in [1, {MAX_NEW_TOKENS}]")
     ids = tokenize(tokenizer, list(prompts), template=template, bos=bos)
     for prompt, row in zip(prompts, ids, strict=True):
         if not row:

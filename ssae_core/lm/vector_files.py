@@ -24,8 +24,8 @@ A negative block index (counted from the end) must be resolved against a model f
 
 from __future__ import annotations
 
+import contextlib
 import math
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -34,13 +34,15 @@ import numpy as np
 import torch
 
 from ssae_core.errors import InputError
-from ssae_core.io import OUTPUT_KEY, output_stamp, safe_output
+from ssae_core.io import OUTPUT_KEY, SHOWN_COMMANDS, output_stamp, safe_output
 from ssae_core.lm import loading
 from ssae_core.lm.layers import Layer, layer_name, num_layers, parse_layer
 from ssae_core.lm.steer import SteeringVector
 from ssae_core.runs import load_model
+from ssae_core.tensor_files import load_tensors, save_tensors
 
 VECTOR_COMMAND = "steering-vector"  # the stamp of every vector file (steer --export, vector md)
+SHOWN_VECTOR_COMMANDS = SHOWN_COMMANDS[VECTOR_COMMAND]
 GGUF_ARCH = "controlvector"
 GGUF_TENSOR_PREFIX = "direction."
 GGUF_METADATA_PREFIX = "ssae."
@@ -51,22 +53,37 @@ def save_steering_vector(
 ) -> Path:
     """Write ``{layer: vector}`` (keys ``final`` or a block index) and metadata, atomically; an
     existing file is replaced only if it is a steering-vector file this tool wrote."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    tensors = {layer_name(k): v.contiguous() for k, v in vector.layer_activations.items()}
-    with safe_output(path, VECTOR_COMMAND, kind="file", option=option) as tmp:
-        metadata = {**vector.metadata, **output_stamp(VECTOR_COMMAND)}
-        save_file(tensors, str(tmp), metadata=metadata)
-        _follow_umask(tmp)
-    return path
+    save_vector_files(vector, safetensors=path, option=option)
+    return Path(path)
 
 
-def _follow_umask(path: Path) -> None:
-    """Give a file the mode the umask gives new files (safetensors writes 0600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    path.chmod(0o666 & ~mask)
+def save_vector_files(
+    vector: SteeringVector,
+    *,
+    safetensors: str | Path | None = None,
+    option: str = "--export",
+    gguf: str | Path | None = None,
+    model_hint: str | None = None,
+) -> None:
+    """Write ``vector`` as a safetensors file and/or a llama.cpp control vector (see
+    :func:`export_gguf`), all or nothing: each is written beside its target first, and none
+    replaces its target unless all were written (an existing file is replaced only if it is a
+    steering-vector file this tool wrote)."""
+    if gguf is not None:
+        check_gguf_exportable(vector)
+        hint = gguf_model_hint(vector, model_hint)
+    with contextlib.ExitStack() as staged:
+        if safetensors is not None:
+            tmp = staged.enter_context(
+                safe_output(safetensors, VECTOR_COMMAND, kind="file", option=option)
+            )
+            tensors = {layer_name(k): v for k, v in vector.layer_activations.items()}
+            save_tensors(tensors, tmp, {**vector.metadata, **output_stamp(VECTOR_COMMAND)})
+        if gguf is not None:
+            tmp = staged.enter_context(
+                safe_output(gguf, VECTOR_COMMAND, kind="file", option="--export-gguf")
+            )
+            _write_gguf(vector, tmp, hint)
 
 
 def load_steering_vectors(path: str | Path) -> SteeringVector:
@@ -76,15 +93,8 @@ def load_steering_vectors(path: str | Path) -> SteeringVector:
         raise InputError(f"{path}: no such file; give a .safetensors or .gguf steering vector")
     if path.suffix == ".gguf":
         return _load_gguf(path)
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = dict(handle.metadata() or {})
-            metadata.pop(OUTPUT_KEY, None)
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
-    except Exception as exc:  # safetensors raises its own error types
-        raise InputError(f"{path}: not a safetensors steering vector ({exc})") from None
+    tensors, metadata = load_tensors(path, fix=f"export it again ({SHOWN_VECTOR_COMMANDS})")
+    metadata.pop(OUTPUT_KEY, None)
     for key, tensor in tensors.items():
         if not tensor.is_floating_point():
             raise InputError(
@@ -135,26 +145,27 @@ def export_gguf(vector: SteeringVector, path: str | Path, *, model_hint: str | N
     else the vector's ``model_type`` metadata (:func:`gguf_model_hint`). See the module docstring
     for the conventions.
     """
+    save_vector_files(vector, gguf=path, model_hint=model_hint)
+    return Path(path)
+
+
+def _write_gguf(vector: SteeringVector, path: Path, hint: str) -> None:
+    """The control vector file of :func:`export_gguf` at ``path`` (a path made atomic)."""
     import gguf
 
-    check_gguf_exportable(vector)
-    hint = gguf_model_hint(vector, model_hint)
-    path = Path(path)
-    with safe_output(path, VECTOR_COMMAND, kind="file", option="--export-gguf") as tmp:
-        writer = gguf.GGUFWriter(str(tmp), GGUF_ARCH)
-        writer.add_string(OUTPUT_KEY, VECTOR_COMMAND)
-        writer.add_string(f"{GGUF_ARCH}.model_hint", hint)
-        writer.add_int32(f"{GGUF_ARCH}.layer_count", len(vector.layer_activations))
-        for key, value in vector.metadata.items():
-            if value:  # gguf's add_string drops an empty string silently: leave it out openly
-                writer.add_string(f"{GGUF_METADATA_PREFIX}{key}", value)
-        for layer, values in sorted(vector.layer_activations.items()):
-            writer.add_tensor(f"{GGUF_TENSOR_PREFIX}{layer}", values.numpy().astype(np.float32))
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
-    return path
+    writer = gguf.GGUFWriter(str(path), GGUF_ARCH)
+    writer.add_string(OUTPUT_KEY, VECTOR_COMMAND)
+    writer.add_string(f"{GGUF_ARCH}.model_hint", hint)
+    writer.add_int32(f"{GGUF_ARCH}.layer_count", len(vector.layer_activations))
+    for key, value in vector.metadata.items():
+        if value:  # gguf's add_string drops an empty string silently: leave it out openly
+            writer.add_string(f"{GGUF_METADATA_PREFIX}{key}", value)
+    for layer, values in sorted(vector.layer_activations.items()):
+        writer.add_tensor(f"{GGUF_TENSOR_PREFIX}{layer}", values.numpy().astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
 
 
 def recorded_lm(recorded: str) -> str | None:
