@@ -538,8 +538,10 @@ def outlier_section(identifiability: Mapping) -> list[str]:
             for kind in ("texts", "shifts"):
                 entry = found[kind]
                 splits = [k for k in entry if k not in ("median_norm", "max_ratio")]
+                ratio = entry["max_ratio"]
                 rows.append(
-                    [key, name, kind, num(entry["median_norm"], 1), f"{entry['max_ratio']:.1f}x",
+                    [key, name, kind, num(entry["median_norm"], 1),
+                     "–" if ratio is None else f"{ratio:.1f}x",
                      ", ".join(f"{k} {entry[k]}" for k in splits)]
                 )  # fmt: skip
     some = next(

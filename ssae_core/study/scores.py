@@ -80,11 +80,10 @@ def outlier_counts(study: StudyConfig, at: LayerLayout, name: str) -> dict:
     out = {"factor": study.outlier_factor, "dropped": study.drop_outliers}
     for kind, rows, reference in (("texts", texts, train_texts), ("shifts", shifts, train.delta)):
         median = float(np.median(outliers.norms(reference)))
+        largest = max(float(outliers.norms(r).max()) for r in rows.values() if len(r))
         out[kind] = {
             "median_norm": rounded(median),
-            "max_ratio": rounded(
-                max(float(outliers.norms(r).max()) for r in rows.values()) / median
-            ),
+            "max_ratio": rounded(largest / median) if median > 0 else None,
             **outliers.count(reference, rows, study.outlier_factor),
         }
     return out
