@@ -72,7 +72,7 @@ def tiny_params(project: Path, model_dir: Path) -> None:
         entangled_sets=["binary"],
         overcomplete={"set": "binary", "factors": [1, 2], "seeds": [0, 1]},
     )
-    params["study"]["optim"].update(steps=10, batch_size=32, threads=1)
+    params["study"]["optim"].update(steps=10, max_steps=40, batch_size=32, threads=1)
     params["behaviour"].update(
         seeds=[0, 1],
         questions=4,
