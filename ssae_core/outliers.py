@@ -19,8 +19,10 @@ def norms(x_ND: np.ndarray) -> np.ndarray:
 
 
 def threshold(train_ND: np.ndarray, factor: float) -> float:
-    """``factor`` x the median row norm of ``train_ND``."""
-    return float(factor * np.median(norms(train_ND))) if len(train_ND) else float("inf")
+    """``factor`` x the median row norm of ``train_ND`` (inf where that median is 0, as when
+    most rows are zero: then no row counts as an outlier)."""
+    median = float(np.median(norms(train_ND))) if len(train_ND) else 0.0
+    return factor * median if median > 0 else float("inf")
 
 
 def above(x_ND: np.ndarray, limit: float) -> np.ndarray:

@@ -139,3 +139,10 @@ def test_the_paired_mcc_interval_equals_the_resample_by_resample_computation(syn
     assert found["high"] == pytest.approx(expected.high, abs=1e-5)
     assert found["difference"] == pytest.approx(difference(np.arange(len(test))), abs=1e-5)
     assert found["difference"] > 0  # SSAE identifies synthetic concepts, aff does not
+
+
+def test_no_row_is_an_outlier_when_most_rows_are_zero():
+    rows = np.zeros((10, 3))
+    rows[:3] = 1.0  # the median norm is 0: "10 x 0" would flag every non-zero row
+    assert outliers.threshold(rows, 10) == float("inf")
+    assert not outliers.above(rows, outliers.threshold(rows, 10)).any()
