@@ -69,7 +69,13 @@ def test_dvc_repro_end_to_end(reproduced):
         assert set(llm[key]["overcomplete"]["binary"]) == {"m2", "m4"}
         assert set(llm[key]["overcomplete"]["binary"]["m2"]) == {"ssae", "aff"}
     udr = json.loads((metrics / "udr.json").read_text())["layers"]
-    assert {len(udr[key]["sets"][name]["cells"]) for key in layers for name in sets} == {2}
+    controls = {"lang", "truthfulqa"}  # one concept per pair: study.control_budget_ratio's 3
+    cells = {name: {len(udr[key]["sets"][name]["cells"]) for key in layers} for name in sets}
+    assert cells == {name: {3 if name in controls else 2} for name in sets}
+    for key in layers:
+        for name in sets:
+            assert llm[key]["outliers"][name]["shifts"]["train"] >= 0  # counted for every set
+            assert llm[key]["sets"][name]["control"] == (name in controls)
     steering = json.loads((metrics / "steering.json").read_text())["layers"]
     for key in layers:
         assert set(steering[key]["in_distribution"]) == sets - {"mine"}  # no labels, no steering
@@ -93,7 +99,12 @@ def test_dvc_repro_end_to_end(reproduced):
     assert list((metrics / "figures").glob("*.png"))
     summary = json.loads((metrics / "summary.json").read_text())
     assert summary["layer"] == "final" and set(summary) >= sets
-    for heading in ("synthetic data", "LLM embeddings", "Model selection", "Steering accuracy"):
+    assert report.startswith("# SSAE study report\n\n**Conclusion.**")
+    for heading in (
+        "synthetic data", "LLM embeddings", "Model selection", "Steering accuracy", "## Controls",
+        "## How every SSAE member ended", "## Outliers", "## The layer, chosen without labels",
+        "**Sensitivity.**",
+    ):  # fmt: skip
         assert heading in report
     assert "# Layer 1" in report and "# Layer final" in report
     assert "| synth_3_2 | 3 |" in report

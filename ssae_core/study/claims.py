@@ -167,8 +167,8 @@ def _identifiability(config: ClaimsConfig, llm: Mapping, key: str, ssae: str = "
 
 def _entanglement(config: ClaimsConfig, llm: Mapping, key: str) -> Verdict:
     outcomes = []
-    for name in config.multi_concept_sets:
-        plain, mixed = llm["sets"].get(name, {}), llm["entangled"].get(name, {})
+    for name in [n for n in config.multi_concept_sets if n in llm["entangled"]]:
+        plain, mixed = llm["sets"].get(name, {}), llm["entangled"][name]
         drops = {}
         for method in ("ssae", "aff"):
             before, after = (
