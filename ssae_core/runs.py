@@ -22,17 +22,21 @@ import pyarrow as pa
 
 from ssae_core.errors import InputError
 from ssae_core.io import (
+    EmbeddingRows,
     EmbeddingTable,
+    block_rows,
     check_output,
     load_embeddings,
+    open_embeddings,
     read_json,
+    require_unique_ids,
     safe_output,
     stamped,
-    write_table_file,
+    table_writer,
 )
 from ssae_core.model import ShiftAutoencoder, check_shifts
 from ssae_core.progress import show_message
-from ssae_core.streaming import Reversal, ShardSource
+from ssae_core.streaming import Reversal, ShardSource, read_ahead
 from ssae_core.train import (
     TrainConfig,
     TrainResult,
@@ -251,27 +255,48 @@ def encode_table(
 ) -> int:
     """Write the codes of every pair in ``embeddings`` as Parquet: ``pair_id``, ``split``, ``h``.
 
-    ``out_file`` must be new or an earlier output of encode; it is replaced only once complete.
+    Reads the table in slices and writes the codes of each slice as it goes (one row group per
+    slice), so memory does not grow with the table whatever its row groups; the rows are checked
+    as :func:`ssae_core.io.load_embeddings` checks them (pair ids: 8 bytes a pair, kept to refuse
+    repeats). ``out_file`` must be new or an earlier output of encode; it is replaced only once
+    complete.
     """
     model = load_model(model_dir)
-    table = load_embeddings(embeddings)
-    if table.dim != model.config["dim"]:
-        raise InputError(
-            f"{embeddings}: embeddings have width {table.dim} but the model at {model_dir} expects "
-            f"{model.config['dim']}; use embeddings from the same model and layer"
-        )
+    blocks = open_embeddings(embeddings).blocks
+    ids = []
     with safe_output(out_file, ENCODE_COMMAND, kind="file", inputs=[model_dir, embeddings]) as tmp:
-        codes = model.encode(table.delta, rescale=rescale).astype(np.float32)
-        flat = pa.array(codes.reshape(-1), pa.float32())
-        out = pa.table(
-            {
-                "pair_id": pa.array(table.pair_id, pa.int64()),
-                "split": pa.array(table.split.astype(str), pa.string()),
-                "h": pa.FixedSizeListArray.from_arrays(flat, codes.shape[1]),
-            }
-        )
-        write_table_file(stamped(out, ENCODE_COMMAND), tmp)
-    return len(codes)
+        writer = None
+        try:
+            for _, rows in read_ahead(blocks, block_rows):
+                if rows.z.shape[1] != model.config["dim"]:
+                    raise InputError(
+                        f"{embeddings}: embeddings have width {rows.z.shape[1]} but the model at "
+                        f"{model_dir} expects {model.config['dim']}; use embeddings from the same "
+                        "model and layer"
+                    )
+                part = _codes_table(model, rows, rescale)
+                if writer is None:
+                    writer = table_writer(tmp, stamped(part, ENCODE_COMMAND).schema)
+                writer.write_table(part)
+                ids.append(rows.pair_id)
+        finally:
+            if writer is not None:
+                writer.close()
+        require_unique_ids(np.concatenate(ids), embeddings)
+    return sum(len(i) for i in ids)
+
+
+def _codes_table(model: ShiftAutoencoder, rows: EmbeddingRows, rescale: bool) -> pa.Table:
+    """The codes of some rows of an embedding table: ``pair_id``, ``split``, ``h``."""
+    codes = model.encode(rows.z_tilde - rows.z, rescale=rescale).astype(np.float32)
+    flat = pa.array(codes.reshape(-1), pa.float32())
+    return pa.table(
+        {
+            "pair_id": pa.array(rows.pair_id, pa.int64()),
+            "split": pa.array(rows.split.astype(str), pa.string()),
+            "h": pa.FixedSizeListArray.from_arrays(flat, codes.shape[1]),
+        }
+    )
 
 
 def train_timed(

@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 from ssae_core import __version__
 from ssae_core.devices import resolve_device
 from ssae_core.errors import InputError, require_finite, require_memory
-from ssae_core.io import atomic_file
+from ssae_core.io import atomic_file, block_rows
 from ssae_core.model import NORMALIZATIONS, Normalizer, ShiftAutoencoder, StackedSSAE
 from ssae_core.progress import show_message, show_progress
 from ssae_core.streaming import ShardSource, StreamedShifts, buffer_rows
@@ -605,7 +605,7 @@ def _prepare_stream(source: ShardSource, cfg: TrainConfig) -> StreamedShifts:
 def _source_dim(source: ShardSource) -> int:
     """The embedding width of ``source``, from the first block with rows."""
     block = next(b for b in source.blocks if b.rows)
-    return int(next(source.read_rows(block)).z.shape[1])
+    return int(next(block_rows(block)).z.shape[1])
 
 
 def _check_x_rms(x_rms: float, normalize: str) -> None:

@@ -15,7 +15,7 @@ import torch
 
 from ssae_core import train as train_mod
 from ssae_core.errors import InputError
-from ssae_core.io import EmbeddingTable, write_parquet
+from ssae_core.io import EmbeddingTable, block_rows, write_parquet
 from ssae_core.metrics import mcc
 from ssae_core.model import Normalizer
 from ssae_core.runs import choose_loading, train_run, training_data
@@ -199,7 +199,7 @@ def test_reversed_pairs_are_those_reoriented_reverses(synth, shards):
     flipped = synth.reoriented(reverse.fraction, reverse.seed).subset("train")
     by_id = dict(zip(flipped.pair_id.tolist(), flipped.delta, strict=True))
     for block in source.blocks[:3]:
-        pair_id, delta = source.selected(next(source.read_rows(block)))
+        pair_id, delta = source.selected(next(block_rows(block)))
         np.testing.assert_array_equal(delta, np.stack([by_id[int(i)] for i in pair_id]))
     assert source.metadata["reversed_fraction"] == "0.5"
 
