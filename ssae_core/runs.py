@@ -82,17 +82,25 @@ def resolve_latent_dim(
     return max(1, round(len(table.concepts) * overcomplete))
 
 
+IN_MEMORY_FACTOR = 3.5
+"""GiB that training in memory takes per GiB of a table's z and z_tilde (uncompressed), above the
+fixed overhead: ``benchmarks/bench_streaming.py`` prints it ("in memory: ... GiB per GiB of z and
+z_tilde above it"). The table is loaded, a training split of it selected, the shifts taken and
+normalised: copies of the data that the in-memory path holds at once."""
+
+
 def choose_loading(path: str | Path, cfg: TrainConfig) -> str:
     """``memory`` or ``stream`` for the table at ``path``: ``cfg.loading``, or for ``auto``,
-    stream when its z and z_tilde columns take more than ``cfg.memory_budget`` GiB
-    (uncompressed, from the Parquet metadata alone)."""
+    stream when training in memory would take more than ``cfg.memory_budget`` GiB above the
+    fixed overhead: its z and z_tilde columns (uncompressed, from the Parquet metadata alone)
+    times ``IN_MEMORY_FACTOR``."""
     if cfg.loading != "auto":
         return cfg.loading
     try:
         size = ShardSource.open(path).embedding_bytes
     except InputError:  # the in-memory reader reports the problem in its own words
         return "memory"
-    return "stream" if size > cfg.memory_budget * 2**30 else "memory"
+    return "stream" if size * IN_MEMORY_FACTOR > cfg.memory_budget * 2**30 else "memory"
 
 
 class TrainingData(NamedTuple):
