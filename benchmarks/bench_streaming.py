@@ -14,8 +14,8 @@ of the same rows:
 
 then runs `ssae train` as a subprocess, as a user would: streaming on each layout (default
 memory budget: streaming is chosen because the table is larger than it), and in memory on the
-first --memory-pairs pairs (the many-files shards that hold them, hard-linked): loading takes
-about 5x the table's z and z_tilde, so 1M x 576 does not fit a 24 GiB machine in memory.
+first --memory-pairs pairs (the many-files shards that hold them, hard-linked): training in
+memory takes several times the table's z and z_tilde (it prints how many).
 
 It also trains in memory on one --shard-rows file: that peak is the fixed overhead (interpreter,
 torch, the model), the part of every peak that does not depend on the table; each run's peak
