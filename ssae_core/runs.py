@@ -272,11 +272,13 @@ def encode_table(
     """
     model = load_model(model_dir)
     blocks = open_embeddings(embeddings).blocks
-    ids = []
+    ids: list[np.ndarray] = []
     with safe_output(out_file, ENCODE_COMMAND, kind="file", inputs=[model_dir, embeddings]) as tmp:
         writer = None
         try:
             for _, rows in read_ahead(blocks, block_rows):
+                if not len(rows.pair_id):
+                    continue  # an empty row group
                 if rows.z.shape[1] != model.config["dim"]:
                     raise InputError(
                         f"{embeddings}: embeddings have width {rows.z.shape[1]} but the model at "
