@@ -709,10 +709,6 @@ class EmbeddingFiles(NamedTuple):
     blocks: list[Block]
     embedding_bytes: int
 
-    @property
-    def num_rows(self) -> int:
-        return sum(b.rows for b in self.blocks)
-
 
 def open_embeddings(path: str | os.PathLike) -> EmbeddingFiles:
     """The files of the embedding table at ``path``, checked from their footers alone (see
@@ -1024,6 +1020,13 @@ def load_embeddings(path: str | os.PathLike) -> EmbeddingTable:
     require_unique_ids(rows.pair_id, path)
     schema = table_files.schemas[0]
     extra = [c for c in ("shift", *LABEL_COLUMNS) if c in schema.names]
+    for file, other in zip(table_files.files, table_files.schemas, strict=True):
+        if any(c not in other.names for c in extra):
+            first = table_files.files[0].name
+            raise InputError(
+                f"{path}: shards differ: {_difference(other, file.name, schema, first)}; "
+                "re-create the folder"
+            )
     table = read_table(path, columns=extra) if extra else None
     shift = (
         float_matrix(table.column("shift"), path, "shift")
@@ -1071,16 +1074,20 @@ def gather_rows(blocks: Sequence[Block], path: object) -> EmbeddingRows:
             elif part.z.shape[1] != z.shape[1]:
                 raise width_error(path, block.file, part.z.shape[1], first, z.shape[1])
             if at + n > total:
-                break  # more rows than the footers say: reported below
+                raise _rewritten(path, at + n, total)
             pair_id[at : at + n], split[at : at + n] = part.pair_id, part.split
             z[at : at + n], z_tilde[at : at + n] = part.z, part.z_tilde
             at += n
     if at != total:
-        raise InputError(
-            f"{path}: {at} rows read but the file footers say {total}; was it rewritten while "
-            "being read? read it again once it is finished"
-        )
+        raise _rewritten(path, at, total)
     return EmbeddingRows(pair_id, split, z, z_tilde)
+
+
+def _rewritten(path: object, read: int, total: int) -> InputError:
+    return InputError(
+        f"{path}: {read} rows read but the file footers say {total}; was it rewritten while "
+        "being read? read it again once it is finished"
+    )
 
 
 class EmbeddingRows(NamedTuple):
