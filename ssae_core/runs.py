@@ -85,9 +85,9 @@ def resolve_latent_dim(
 IN_MEMORY_FACTOR = 3.5
 """GiB that training in memory takes per GiB of a table's z and z_tilde (uncompressed), above the
 fixed overhead, rounded up: ``benchmarks/bench_streaming.py`` prints the measured figure ("in
-memory: 3.25 GiB per GiB of z and z_tilde above it" for 100,000 x 576, 5 seeds). The table is
-loaded, its training split selected, the shifts taken and normalised: copies of the data that the
-in-memory path holds at once."""
+memory: 3.37 GiB per GiB of z and z_tilde above it" with its defaults: 200,000 x 576, 5 seeds;
+3.26 for 100,000 pairs). The table is loaded, its training split selected, the shifts taken and
+normalised: copies of the data that the in-memory path holds at once."""
 
 
 def choose_loading(path: str | Path, cfg: TrainConfig) -> str:
