@@ -155,8 +155,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         description="Train a sparse shift autoencoder on the shifts z_tilde - z of an embedding "
         "table. All seeds train together as one stacked model; one folder per seed "
         "(model.safetensors + config.json) is written under --out, with history.csv and run.json. "
-        "A table whose z and z_tilde take more than --memory-budget GiB is streamed from its "
-        "shards instead of loaded (memory then does not grow with the number of pairs; "
+        "A table that would take more than --memory-budget GiB to train in memory is streamed "
+        "from its files instead of loaded (memory then does not grow with the number of pairs; "
         "--loading forces either way).",
         epilog="example:\n  ssae train data.parquet --out runs/demo --latent-dim 5 --seeds 0,1,2",
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -501,6 +501,12 @@ def write_table_file(table: pa.Table, path: str | os.PathLike) -> None:
     pq.write_table(table, path, **CHECKSUMS)
 
 
+def table_writer(path: str | os.PathLike, schema: pa.Schema) -> pq.ParquetWriter:
+    """A writer of a table part by part (one row group per part), with page checksums, to a path
+    the caller made atomic."""
+    return pq.ParquetWriter(path, schema, **CHECKSUMS)
+
+
 def write_parquet(table: pa.Table, path: str | os.PathLike) -> None:
     """Write one Parquet file atomically, with page checksums."""
     with atomic_file(path) as tmp:
@@ -578,21 +584,28 @@ def parquet_files(path: str | os.PathLike) -> list[Path]:
     return [p]
 
 
-def _read_parquet(path: Path, shown: object) -> pa.Table:
+def read_parquet(
+    path: Path, shown: object = None, columns: Sequence[str] | None = None
+) -> pa.Table:
+    """One Parquet file (``columns`` of it, or all), its pages checked against their checksums;
+    an unreadable or damaged file is an :class:`InputError` naming ``shown`` (default: the file;
+    a damaged file is always named itself). Reads whole row groups: for z and z_tilde of tables
+    of any size, read :func:`read_slices` of :func:`row_group_blocks`."""
     try:
-        return pq.read_table(path, **VERIFY)
+        return pq.read_table(path, columns=None if columns is None else list(columns), **VERIFY)
     except (pa.ArrowException, OSError) as exc:
-        raise parquet_error(shown if DAMAGED not in str(exc) else path, exc) from None
+        raise parquet_error(path if shown is None or DAMAGED in str(exc) else shown, exc) from None
 
 
-def read_table(path: str | os.PathLike) -> pa.Table:
-    """Read a Parquet file or a folder of shards as one table (schema metadata of the first).
+def read_table(path: str | os.PathLike, columns: Sequence[str] | None = None) -> pa.Table:
+    """Read a Parquet file or a folder of shards as one table (schema metadata of the first),
+    ``columns`` of it or all.
 
     A folder written by an extractor (shards that record SHARD_COUNT_KEYS) must be complete and
     written with one set of settings (SHARD_CONTENT_KEYS).
     """
     files = parquet_files(path)
-    tables = [_read_parquet(f, path if len(files) == 1 else f) for f in files]
+    tables = [read_parquet(f, path if len(files) == 1 else f, columns) for f in files]
     if Path(path).is_dir():
         check_shards(path, files, [t.schema for t in tables])
     if len(tables) == 1:
@@ -608,6 +621,120 @@ def read_table(path: str | os.PathLike) -> pa.Table:
                 "; re-create the folder"
             ) from None
     return pa.concat_tables(cast)
+
+
+# --------------------------------------------------------------------------- reading in slices
+
+
+MIB = 2**20
+SLICE_BYTES = 8 * MIB
+"""Most bytes of z and z_tilde (uncompressed) decoded at once from a row group, whatever the
+file's row-group size (``benchmarks/bench_streaming.py`` prints the peak memory this gives)."""
+READ_BUFFER = MIB
+"""Bytes pyarrow reads from a column chunk at a time (a buffered stream: without it, pyarrow
+reads a row group's whole column chunks before decoding the first slice)."""
+SLICE_COLUMNS = ("z", "z_tilde")
+"""The columns whose bytes set a slice's rows: the wide ones."""
+
+
+class Block(NamedTuple):
+    """One row group of one Parquet file, read ``slice_rows`` rows at a time."""
+
+    file: Path
+    row_group: int
+    rows: int
+    slice_rows: int
+
+
+def row_group_blocks(file: Path, names: Sequence[str] = SLICE_COLUMNS) -> tuple[list[Block], int]:
+    """The blocks of ``file`` (each read in slices of at most ``SLICE_BYTES`` of the columns
+    ``names``) and the uncompressed bytes of those columns."""
+    try:
+        meta = pq.ParquetFile(file).metadata
+    except (pa.ArrowException, OSError) as exc:
+        raise parquet_error(file, exc) from None
+    blocks, size = [], 0
+    for k in range(meta.num_row_groups):
+        group = meta.row_group(k)
+        group_bytes = sum(
+            group.column(c).total_uncompressed_size
+            for c in range(group.num_columns)
+            if group.column(c).path_in_schema.split(".")[0] in names
+        )
+        per_row = group_bytes / max(group.num_rows, 1)
+        slice_rows = max(1, min(group.num_rows, int(SLICE_BYTES // max(per_row, 1))))
+        blocks.append(Block(file, k, group.num_rows, slice_rows))
+        size += group_bytes
+    return blocks, size
+
+
+def read_slices(block: Block, columns: Sequence[str]) -> Iterator[pa.Table]:
+    """The rows of ``block``, ``block.slice_rows`` at a time (never the whole row group: pyarrow's
+    batch iteration over a buffered stream), pages checked against their checksums."""
+    try:
+        with pq.ParquetFile(
+            block.file, buffer_size=READ_BUFFER, pre_buffer=False, **VERIFY
+        ) as file:
+            for batch in file.iter_batches(
+                batch_size=block.slice_rows,
+                row_groups=[block.row_group],
+                columns=list(columns),
+                use_threads=False,
+            ):
+                yield pa.Table.from_batches([batch])
+    except (pa.ArrowException, OSError) as exc:
+        raise parquet_error(block.file, exc) from None
+
+
+def embedding_schemas(files: Sequence[Path], path: object) -> list[pa.Schema]:
+    """The schemas of an embedding table's files, read from their footers alone: each must be
+    readable and hold EMBEDDING_COLUMNS, and a folder of extractor shards must be complete."""
+    schemas = []
+    for file in files:
+        try:
+            schemas.append(pq.read_schema(file))
+        except (pa.ArrowException, OSError) as exc:
+            raise parquet_error(file, exc) from None
+        missing = [c for c in EMBEDDING_COLUMNS if c not in schemas[-1].names]
+        if missing:
+            raise InputError(
+                f"{file}: not an embedding table: missing column(s) {', '.join(missing)} "
+                f"(has {', '.join(schemas[-1].names) or 'none'})"
+            )
+    if Path(str(path)).is_dir():
+        check_shards(path, files, schemas)
+    return schemas
+
+
+class EmbeddingFiles(NamedTuple):
+    """An embedding table on disk, from its files' footers: the files, their schemas, their
+    blocks in order and the uncompressed bytes of z and z_tilde (what loading them takes)."""
+
+    files: list[Path]
+    schemas: list[pa.Schema]
+    blocks: list[Block]
+    embedding_bytes: int
+
+
+def open_embeddings(path: str | os.PathLike) -> EmbeddingFiles:
+    """The files of the embedding table at ``path``, checked from their footers alone (see
+    :func:`embedding_schemas`); a table without rows is an :class:`InputError`."""
+    files = parquet_files(path)
+    schemas = embedding_schemas(files, path)
+    blocks, size = [], 0
+    for file in files:
+        file_blocks, file_bytes = row_group_blocks(file)
+        blocks += file_blocks
+        size += file_bytes
+    if not any(b.rows for b in blocks):
+        raise InputError(f"{path}: embedding table has no rows; re-run the step that wrote it")
+    return EmbeddingFiles(files, schemas, blocks, size)
+
+
+def block_rows(block: Block) -> Iterator[EmbeddingRows]:
+    """The rows of one block, slice by slice, checked as :func:`embedding_rows` checks them."""
+    for part in read_slices(block, EMBEDDING_COLUMNS):
+        yield embedding_rows(part, block.file)
 
 
 def _difference(a: pa.Schema, a_name: str, b: pa.Schema, b_name: str) -> str:
@@ -888,19 +1015,31 @@ def save_embeddings(table: EmbeddingTable, path: str | os.PathLike) -> None:
 
 
 def load_embeddings(path: str | os.PathLike) -> EmbeddingTable:
-    """Read and validate an embedding table (a Parquet file or a folder of shards)."""
-    table = read_table(path)
-    _require_columns(table, EMBEDDING_COLUMNS, path, "an embedding table")
-    if table.num_rows == 0:
-        raise InputError(f"{path}: embedding table has no rows; re-run the step that wrote it")
-    rows = embedding_rows(table, path)
+    """Read and validate an embedding table (a Parquet file or a folder of shards) into memory.
+
+    z and z_tilde are read in slices (:func:`read_slices`) into arrays of the table's size, so
+    reading takes the table's own memory and one slice more, whatever its row groups; the other
+    columns (pair ids, splits, shift, labels) are read whole. To use a table larger than memory,
+    stream it (:class:`ssae_core.streaming.ShardSource`, ``ssae train --loading stream``)."""
+    table_files = open_embeddings(path)
+    rows = gather_rows(table_files.blocks, path)
     require_unique_ids(rows.pair_id, path)
+    schema = table_files.schemas[0]
+    extra = [c for c in ("shift", *LABEL_COLUMNS) if c in schema.names]
+    for file, other in zip(table_files.files, table_files.schemas, strict=True):
+        if any(c not in other.names for c in extra):
+            first = table_files.files[0].name
+            raise InputError(
+                f"{path}: shards differ: {_difference(other, file.name, schema, first)}; "
+                "re-create the folder"
+            )
+    table = read_table(path, columns=extra) if extra else None
     shift = (
         float_matrix(table.column("shift"), path, "shift")
-        if "shift" in table.column_names
+        if table is not None and "shift" in table.column_names
         else None
     )
-    concepts, metadata = decode_metadata(table.schema)
+    concepts, metadata = decode_metadata(schema)
     return EmbeddingTable(
         pair_id=rows.pair_id,
         split=rows.split,
@@ -909,7 +1048,51 @@ def load_embeddings(path: str | os.PathLike) -> EmbeddingTable:
         shift=shift,
         concepts=concepts,
         metadata={k: v for k, v in metadata.items() if k not in LABEL_KEYS},
-        labels=PairLabels.from_arrow(table, path),
+        labels=None if table is None else PairLabels.from_arrow(table, path),
+    )
+
+
+def width_error(path: object, file: Path, width: int, first: Path, first_width: int) -> InputError:
+    """Rows of ``file`` (of the table at ``path``) whose width differs from the first rows'."""
+    if file == first:
+        return InputError(f"{file}: rows of column z have different lengths; fix the table")
+    return InputError(
+        f"{path}: shards differ: column z has width {width} in {file.name} but {first_width} in "
+        f"{first.name}; re-create the folder"
+    )
+
+
+def gather_rows(blocks: Sequence[Block], path: object) -> EmbeddingRows:
+    """The checked rows of every block, in order, in arrays allocated once for all of them."""
+    total = sum(b.rows for b in blocks)
+    pair_id, split = np.empty(total, np.int64), np.empty(total, object)
+    z = z_tilde = None
+    at = 0
+    for block in blocks:
+        for part in block_rows(block):
+            n = len(part.pair_id)
+            if not n:
+                continue
+            if z is None:
+                z = np.empty((total, part.z.shape[1]), np.float32)
+                z_tilde = np.empty_like(z)
+                first = block.file
+            elif part.z.shape[1] != z.shape[1]:
+                raise width_error(path, block.file, part.z.shape[1], first, z.shape[1])
+            if at + n > total:
+                raise _rewritten(path, at + n, total)
+            pair_id[at : at + n], split[at : at + n] = part.pair_id, part.split
+            z[at : at + n], z_tilde[at : at + n] = part.z, part.z_tilde
+            at += n
+    if at != total:
+        raise _rewritten(path, at, total)
+    return EmbeddingRows(pair_id, split, z, z_tilde)
+
+
+def _rewritten(path: object, read: int, total: int) -> InputError:
+    return InputError(
+        f"{path}: {read} rows read but the file footers say {total}; was it rewritten while "
+        "being read? read it again once it is finished"
     )
 
 

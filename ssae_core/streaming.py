@@ -2,9 +2,9 @@
 that memory does not grow with the number of pairs.
 
 The unit of reading is a block, one row group of one file (``ssae embed`` writes one per shard),
-read in slices of at most ``SLICE_BYTES`` of z and z_tilde (pyarrow's batch iteration with a
-buffered stream, so that a row group of a million rows, as pandas, pyarrow or Spark write them,
-is never decoded whole): memory is bounded whatever the files' layout.
+read in slices of at most :data:`ssae_core.io.SLICE_BYTES` of z and z_tilde
+(:func:`ssae_core.io.read_slices`: a row group of a million rows, as pandas, pyarrow or Spark
+write them, is never decoded whole), so memory is bounded whatever the files' layout.
 :meth:`ShardSource.prepare` makes one pass over every block that checks the rows as
 :func:`ssae_core.io.load_embeddings` does and gathers, in float64, the mean shift and the spread
 around it (merged block by block), from which the normaliser and x_rms follow as
@@ -46,22 +46,22 @@ from typing import NamedTuple, TypeVar
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
 
 from ssae_core.errors import InputError
 from ssae_core.io import (
     EMBEDDING_COLUMNS,
     LABEL_KEYS,
-    VERIFY,
+    MIB,
+    Block,
     EmbeddingRows,
-    check_shards,
+    block_rows,
     decode_metadata,
-    embedding_rows,
     float_matrix,
-    parquet_error,
-    parquet_files,
+    open_embeddings,
+    read_slices,
     require_unique_ids,
+    width_error,
 )
 from ssae_core.model import Normalizer, check_shifts
 
@@ -69,27 +69,9 @@ T = TypeVar("T")
 
 HOLDOUT_SEED = 0x5EED_0FF5
 ORDER_SEED = 0x0BDE_5EED
-READ_COLUMNS = ("pair_id", "split", "z", "z_tilde")
-MIB = 2**20
 READ_AHEAD = 1
-SLICE_BYTES = 8 * MIB
-"""Most bytes of z and z_tilde (uncompressed) decoded at once from a row group; decoding list
-columns takes about 6x a slice's bytes while it runs (measured), so about 50 MB a slice."""
-READ_BUFFER = MIB
-"""Bytes pyarrow reads from a column chunk at a time (a buffered stream: without it, pyarrow
-reads a row group's whole column chunks before decoding the first slice)."""
 """Slices read ahead (each in one thread, decoded single-threaded) while the current one is used:
-every thread that allocates keeps its own allocator cache, so fewer threads take less memory
-(measured: 100 MB less peak than two threads reading, each decoding with Arrow's pool)."""
-
-
-class Block(NamedTuple):
-    """One row group of one Parquet file, read ``slice_rows`` rows at a time."""
-
-    file: Path
-    row_group: int
-    rows: int
-    slice_rows: int
+every thread that allocates keeps its own allocator cache, so fewer threads take less memory."""
 
 
 class Reversal(NamedTuple):
@@ -161,7 +143,7 @@ def _cut(
 _DONE = object()
 
 
-def _read_ahead(
+def read_ahead(
     blocks: list[Block], read: Callable[[Block], Iterator[T]], ahead: int = READ_AHEAD
 ) -> Iterator[tuple[Block, T]]:
     """``(block, slice)`` for every slice ``read(block)`` yields, block after block, the next
@@ -275,7 +257,7 @@ class StreamedShifts:
     def _training_rows(self, order: np.ndarray) -> Iterator[np.ndarray]:
         blocks = [self.source.blocks[k] for k in order]
         read = functools.partial(self.source.training_shifts, fraction=self.holdout_fraction)
-        for _, delta in _read_ahead(blocks, read):
+        for _, delta in read_ahead(blocks, read):
             if len(delta):
                 yield delta
 
@@ -289,44 +271,6 @@ def _floats(table: pa.Table, name: str, block: Block) -> np.ndarray:
         values = array.flatten().to_numpy(zero_copy_only=False)
         return values.astype(np.float32, copy=False).reshape(len(array), array.type.list_size)
     return float_matrix(column, block.file, name)
-
-
-def _read_metadata(files: list[Path], path: object) -> list[pa.Schema]:
-    schemas = []
-    for file in files:
-        try:
-            schemas.append(pq.read_schema(file))
-        except (pa.ArrowException, OSError) as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise InputError(f"{file}: not a readable Parquet file ({first})") from None
-        missing = [c for c in EMBEDDING_COLUMNS if c not in schemas[-1].names]
-        if missing:
-            raise InputError(
-                f"{file}: not an embedding table: missing column(s) {', '.join(missing)} "
-                f"(has {', '.join(schemas[-1].names) or 'none'})"
-            )
-    if Path(str(path)).is_dir():
-        check_shards(path, files, schemas)
-    return schemas
-
-
-def _column_bytes(file: Path, names: tuple[str, ...]) -> tuple[list[Block], int]:
-    """The blocks of ``file`` (each read in slices of at most ``SLICE_BYTES`` of the columns
-    ``names``) and the uncompressed bytes of those columns."""
-    meta = pq.ParquetFile(file).metadata
-    blocks, size = [], 0
-    for k in range(meta.num_row_groups):
-        group = meta.row_group(k)
-        group_bytes = sum(
-            group.column(c).total_uncompressed_size
-            for c in range(group.num_columns)
-            if group.column(c).path_in_schema.split(".")[0] in names
-        )
-        per_row = group_bytes / max(group.num_rows, 1)
-        slice_rows = max(1, min(group.num_rows, int(SLICE_BYTES // max(per_row, 1))))
-        blocks.append(Block(file, k, group.num_rows, slice_rows))
-        size += group_bytes
-    return blocks, size
 
 
 @dataclass
@@ -350,13 +294,7 @@ class ShardSource:
         cls, path: str | os.PathLike, *, split: str = "train", reverse: Reversal | None = None
     ) -> ShardSource:
         """Read the files' metadata only (schemas, row groups) and check them."""
-        files = parquet_files(path)
-        schemas = _read_metadata(files, path)
-        blocks, size = [], 0
-        for file in files:
-            file_blocks, file_bytes = _column_bytes(file, ("z", "z_tilde"))
-            blocks += file_blocks
-            size += file_bytes
+        files, schemas, blocks, size = open_embeddings(path)
         concepts, metadata = decode_metadata(schemas[0])
         metadata = {k: v for k, v in metadata.items() if k not in LABEL_KEYS}
         if reverse is not None:
@@ -364,30 +302,11 @@ class ShardSource:
                 "reversed_fraction": str(reverse.fraction),
                 "reverse_seed": str(reverse.seed),
             }
-        source = cls(str(path), files, blocks, size, concepts, metadata, split, reverse)
-        if sum(b.rows for b in blocks) == 0:
-            raise InputError(f"{path}: embedding table has no rows; re-run the step that wrote it")
-        return source
+        return cls(str(path), files, blocks, size, concepts, metadata, split, reverse)
 
     @property
     def num_rows(self) -> int:
         return sum(b.rows for b in self.blocks)
-
-    def _read(self, block: Block, columns: tuple[str, ...]) -> Iterator[pa.Table]:
-        """The rows of ``block``, ``block.slice_rows`` at a time (never the whole row group)."""
-        try:
-            with pq.ParquetFile(
-                block.file, buffer_size=READ_BUFFER, pre_buffer=False, **VERIFY
-            ) as file:
-                for batch in file.iter_batches(
-                    batch_size=block.slice_rows,
-                    row_groups=[block.row_group],
-                    columns=list(columns),
-                    use_threads=False,
-                ):
-                    yield pa.Table.from_batches([batch])
-        except (pa.ArrowException, OSError) as exc:
-            raise parquet_error(block.file, exc) from None
 
     def _flips(self) -> np.ndarray:
         """Which pair ids read backwards: the draws of ``reoriented`` (one per id up to the
@@ -395,7 +314,7 @@ class ShardSource:
         if self.flips is None:
             largest = -1
             for block in self.blocks:
-                for part in self._read(block, ("pair_id",)):
+                for part in read_slices(block, ("pair_id",)):
                     ids = part.column("pair_id")
                     if len(ids) and pc.min(ids).as_py() < 0:
                         raise InputError(
@@ -407,17 +326,11 @@ class ShardSource:
             self.flips = draws < self.reverse.fraction
         return self.flips
 
-    def read_rows(self, block: Block) -> Iterator[EmbeddingRows]:
-        """The rows of one block, slice by slice, checked as
-        :func:`ssae_core.io.load_embeddings` checks them."""
-        for part in self._read(block, READ_COLUMNS):
-            yield embedding_rows(part, block.file)
-
     def training_shifts(self, block: Block, fraction: float) -> Iterator[np.ndarray]:
         """The raw training shifts of one block, slice by slice (its selected rows that are not
         held out at ``fraction``), without the checks :meth:`prepare` made: the fast read of
         every epoch."""
-        for table in self._read(block, READ_COLUMNS):
+        for table in read_slices(block, EMBEDDING_COLUMNS):
             pair_id = table.column("pair_id").to_numpy()
             keep = ~held_out(pair_id, fraction)
             if self.split != "all":
@@ -443,17 +356,14 @@ class ShardSource:
         fraction = min(val_fraction, rows / self.num_rows)
         moments, held, splits, dim, ids = ShiftMoments(), [], set(), None, []
         digest = hashlib.sha256()
-        for block, block_rows in _read_ahead(self.blocks, self.read_rows):
-            if dim is None and len(block_rows.pair_id):
-                dim = block_rows.z.shape[1]
-            elif len(block_rows.pair_id) and block_rows.z.shape[1] != dim:
-                raise InputError(
-                    f"{self.path}: shards differ: {block.file.name} has width "
-                    f"{block_rows.z.shape[1]}, the first {dim}; re-create the folder"
-                )
-            splits |= set(block_rows.split.tolist())
-            ids.append(block_rows.pair_id)  # 8 bytes a pair: checked for repeats at the end
-            pair_id, delta = self.selected(block_rows)
+        for block, part in read_ahead(self.blocks, block_rows):
+            if dim is None and len(part.pair_id):
+                dim, first = part.z.shape[1], block.file
+            elif len(part.pair_id) and part.z.shape[1] != dim:
+                raise width_error(self.path, block.file, part.z.shape[1], first, dim)
+            splits |= set(part.split.tolist())
+            ids.append(part.pair_id)  # 8 bytes a pair: checked for repeats at the end
+            pair_id, delta = self.selected(part)
             check_shifts(delta, pair_id, normalize, block.file)
             digest.update(pair_id.astype("<i8").tobytes())
             digest.update(np.ascontiguousarray(delta, "<f4").tobytes())

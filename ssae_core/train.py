@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 from ssae_core import __version__, outliers
 from ssae_core.devices import resolve_device
 from ssae_core.errors import InputError, require_finite, require_memory
-from ssae_core.io import atomic_file
+from ssae_core.io import atomic_file, block_rows
 from ssae_core.model import NORMALIZATIONS, Normalizer, ShiftAutoencoder, StackedSSAE
 from ssae_core.progress import show_message, show_progress
 from ssae_core.record import (
@@ -131,10 +131,14 @@ class TrainConfig:
     loading: str = "auto"
     """How a table on disk is read: memory (load it whole), stream (read its shards in shuffled
     buffers, so memory does not grow with the number of pairs; held-out pairs chosen by pair id)
-    or auto (stream when its z and z_tilde columns take more than memory_budget GiB)."""
+    or auto (stream when training in memory would exceed memory_budget)."""
     memory_budget: float = 1.0
-    """GiB of z and z_tilde above which loading=auto streams (loading a table takes about 5x
-    that in memory); range: [0, inf)."""
+    """GiB of memory that training may take above a fixed overhead (the interpreter, torch, the
+    model; the README gives the figure ``benchmarks/bench_streaming.py`` prints). loading=auto
+    streams a table when training it in memory would take more
+    (:func:`ssae_core.runs.choose_loading`); streaming takes about three buffers (``buffer_mb``)
+    above the overhead whatever the table's size or layout, so the budget holds while
+    ``buffer_mb`` is at most a third of it (the defaults: 256 MiB and 1 GiB); range: [0, inf)."""
     buffer_mb: float = 256.0
     """Streaming only: MiB of shifts per shuffle buffer (two are in memory at a time); the
     held-out shifts take at most one buffer too; range: (0, inf)."""
@@ -685,7 +689,7 @@ def _prepare_stream(source: ShardSource, cfg: TrainConfig) -> StreamedShifts:
 def _source_dim(source: ShardSource) -> int:
     """The embedding width of ``source``, from the first block with rows."""
     block = next(b for b in source.blocks if b.rows)
-    return int(next(source.read_rows(block)).z.shape[1])
+    return int(next(block_rows(block)).z.shape[1])
 
 
 def _check_x_rms(x_rms: float, normalize: str) -> None:

@@ -39,6 +39,12 @@ def test_folder_of_shards_reads_as_one(tmp_path):
     save_embeddings(t.select(np.arange(10) >= 4), tmp_path / "emb" / "shard-00001.parquet")
     back = load_embeddings(tmp_path / "emb")
     np.testing.assert_array_equal(back.z_tilde, t.z_tilde)
+    np.testing.assert_array_equal(back.shift, t.shift)
+    unlabelled = t.select(np.arange(10) >= 4)
+    unlabelled.shift = None
+    save_embeddings(unlabelled, tmp_path / "emb" / "shard-00001.parquet")
+    with pytest.raises(InputError, match="shards differ: column shift"):
+        load_embeddings(tmp_path / "emb")
 
 
 def test_a_folder_of_layer_folders_names_them(tmp_path):

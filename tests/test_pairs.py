@@ -271,7 +271,7 @@ def test_unlabelled_custom_pairs_embed_and_train(tmp_path, tiny_lm_dir):
     emb = extract_embeddings(pairs, tmp_path / "emb", model=str(tiny_lm_dir), progress=False)
     cfg = TrainConfig(latent_dim=2, seeds=(0,), epochs=1, min_steps=0, patience=0, batch_size=4)
     result = train_run(emb, tmp_path / "run", cfg, require_active=False, progress=False)
-    assert result.models[0].config["num_train_shifts"] > 0
+    assert result.models[0].record.num_train_shifts > 0
 
 
 def test_params_section_loads_configs_and_rejects_bad_names():

@@ -1,5 +1,9 @@
 """What each latent of a trained run does, for a person to read (``ssae inspect``).
 
+In memory by nature: latents are ranked over the codes of every pair, so the table is read whole
+by :func:`ssae_core.io.load_embeddings` (the table's own size and one slice more, whatever its
+row groups).
+
 For every latent of one member of a run (the *reference* member: by default the one whose
 latents agree best with the other seeds), :func:`inspect_run` collects:
 

@@ -10,7 +10,9 @@ raw embedding units (``multiplier=1`` adds the average shift):
 
 It is saved like learnt vectors (:func:`~ssae_core.lm.vector_files.save_steering_vector`), with
 the embeddings' model, revision, layer and template in its metadata, ``method = md``, the concept
-and the number of pairs. A pair table is embedded first by
+and the number of pairs. The table is read whole by :func:`ssae_core.io.load_embeddings` (its
+own size and one slice more, whatever its row groups: the concept's pairs are chosen from the
+labels of every row). A pair table is embedded first by
 :func:`~ssae_core.lm.embed.extract_embeddings` (the same shards ``ssae embed`` writes, in a
 temporary folder), so the vector equals the one of ``ssae embed`` followed by this on the shards.
 """

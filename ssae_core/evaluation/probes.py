@@ -1,5 +1,9 @@
 """Steering measured by what it changes: held-out logistic probes of every labelled variable.
 
+In memory by nature: a probe is fitted on every training text of the scored table at once
+(L-BFGS over all rows), so the tables are read whole by :func:`ssae_core.io.load_embeddings`,
+which takes the table's own size and one slice more, whatever its row groups.
+
 The cosine score of :mod:`ssae_core.evaluation.steering_accuracy` compares a steered embedding
 with the whole target embedding, most of which no concept vector can move. Here a probe reads the
 state of each labelled variable (``language``, ``gender``, cat's ``shape`` ...; see

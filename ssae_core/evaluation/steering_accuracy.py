@@ -1,5 +1,10 @@
 """Steering accuracy: does adding a concept's fixed vector to z move it onto z~?
 
+In memory by nature: every steered test embedding is scored against the targets of all test pairs
+and latents are matched on the codes of all training pairs, so the tables are read whole by
+:func:`ssae_core.io.load_embeddings` (the table's own size and one slice more, whatever its row
+groups).
+
 Protocol, for every concept c that has single-concept test pairs (exactly one non-zero entry in
 ``shift``, at c; its sign s says whether the pair moves along +c or reverses it):
 

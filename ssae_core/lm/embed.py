@@ -54,15 +54,14 @@ from ssae_core.io import (
     LABEL_COLUMNS,
     LABEL_KEYS,
     STAGING_TAG,
-    VERIFY,
     EmbeddingTable,
     PairLabels,
     check_output,
     decode_metadata,
     encode_metadata,
     load_pairs,
-    parquet_error,
     parquet_files,
+    read_parquet,
     resumable_output,
     write_parquet,
 )
@@ -525,10 +524,7 @@ class _ShardPlan:
         rows = self.rows(k)
         found: dict[str, list[np.ndarray]] = {}
         for layer in self.layers:
-            try:
-                shard = pq.read_table(self.path(k, layer), columns=["z", "z_tilde"], **VERIFY)
-            except (pa.ArrowException, OSError) as exc:
-                raise parquet_error(self.path(k, layer), exc) from None
+            shard = read_parquet(self.path(k, layer), columns=["z", "z_tilde"])
             seen: set[str] = set()
             for column, texts in (("z", self.x), ("z_tilde", self.x_tilde)):
                 flat = shard.column(column).combine_chunks().flatten().to_numpy()
