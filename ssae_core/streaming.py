@@ -48,6 +48,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
+from ssae_core import outliers
 from ssae_core.errors import InputError
 from ssae_core.io import (
     EMBEDDING_COLUMNS,
@@ -222,6 +223,10 @@ class StreamedShifts:
     batch_size: int
     holdout_fraction: float
     data_sha256: str
+    outlier_threshold: float | None = None
+    """Raw shift norm above which pairs are dropped (None: none)."""
+    num_outliers: int = 0
+    """Training pairs dropped as outliers."""
     eval_rows: int | None = 8192
     """Held-out shifts are evaluated in chunks of this many rows."""
 
@@ -288,6 +293,9 @@ class ShardSource:
     split: str = "train"
     reverse: Reversal | None = None
     flips: np.ndarray | None = None
+    outlier_limit: float | None = None
+    """Raw shift norm above which a pair is left out of training and held-out shifts alike
+    (set by :meth:`prepare` from ``drop_outliers``)."""
 
     @classmethod
     def open(
@@ -338,7 +346,21 @@ class ShardSource:
             delta = (_floats(table, "z_tilde", block) - _floats(table, "z", block))[keep]
             if self.reverse is not None:
                 delta[self._flips()[pair_id[keep]]] *= -1
+            if self.outlier_limit is not None:
+                delta = delta[~outliers.above(delta, self.outlier_limit)]
             yield delta
+
+    def _outlier_limit(self, fraction: float, factor: float) -> float:
+        """``factor`` x the median norm of the training shifts (a pass over every block that
+        keeps 4 bytes a pair)."""
+        self.outlier_limit = None
+        parts = [
+            outliers.norms(delta).astype(np.float32)
+            for block in self.blocks
+            for delta in self.training_shifts(block, fraction)
+        ]
+        median = float(np.median(np.concatenate(parts))) if parts else 0.0
+        return factor * median if median > 0 else float("inf")
 
     def selected(self, rows: EmbeddingRows) -> tuple[np.ndarray, np.ndarray]:
         """The pair ids and raw shifts [n, D] (float32; reversed pairs negated) of the rows that
@@ -350,10 +372,19 @@ class ShardSource:
         return pair_id, delta
 
     def prepare(
-        self, normalize: str, val_fraction: float, rows: int, batch_size: int
+        self,
+        normalize: str,
+        val_fraction: float,
+        rows: int,
+        batch_size: int,
+        drop_outliers: float = 0.0,
     ) -> StreamedShifts:
-        """One pass over every block: checks, held-out shifts, normaliser and x_rms."""
+        """One pass over every block: checks, held-out shifts, normaliser and x_rms; with
+        ``drop_outliers``, a pass before it finds the median training shift norm, and pairs above
+        ``drop_outliers`` x that are left out of both (:mod:`ssae_core.outliers`)."""
         fraction = min(val_fraction, rows / self.num_rows)
+        limit = self._outlier_limit(fraction, drop_outliers) if drop_outliers else None
+        dropped = 0
         moments, held, splits, dim, ids = ShiftMoments(), [], set(), None, []
         digest = hashlib.sha256()
         for block, part in read_ahead(self.blocks, block_rows):
@@ -368,10 +399,15 @@ class ShardSource:
             digest.update(pair_id.astype("<i8").tobytes())
             digest.update(np.ascontiguousarray(delta, "<f4").tobytes())
             mask = held_out(pair_id, fraction)
+            if limit is not None:
+                flagged = outliers.above(delta, limit)
+                dropped += int((flagged & ~mask).sum())
+                delta, mask = delta[~flagged], mask[~flagged]
             moments.add(delta[~mask], normalize)
             held.append(delta[mask])
         require_unique_ids(np.concatenate(ids), self.path)
         del ids
+        self.outlier_limit = limit
         _check_rows(self, moments, splits)
         normalizer = Normalizer.from_moments(
             normalize, moments.mean, moments.sq_deviation, moments.count
@@ -381,7 +417,7 @@ class ShardSource:
         x_val = normalizer.apply_(torch.from_numpy(val))
         return StreamedShifts(
             self, normalizer, x_val, moments.x_rms(normalizer), moments.count, int(dim), rows,
-            batch_size, fraction, digest.hexdigest(),
+            batch_size, fraction, digest.hexdigest(), limit, dropped,
         )  # fmt: skip
 
 

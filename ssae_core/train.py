@@ -93,9 +93,10 @@ class TrainConfig:
     budget_tolerance: float = 0.05
     """A member is on its budget (status usable) while its L1 is at most budget x (1 + this);
     range: [0, inf)."""
-    drop_outliers: float = 0.0
+    drop_outliers: float = 10.0
     """Drop pairs whose shift norm exceeds this many times the median training shift norm, from
-    training and held-out shifts alike (the threshold is recorded; 0: keep every pair). A few
+    training and held-out shifts alike, in memory or streamed (the threshold and the count are
+    recorded in every member; 0: keep every pair). A few
     massive-activation pairs can otherwise own the fit (DESIGN section 10); range: [0, inf),
     and a factor in (0, 1] (most pairs) is refused."""
     budget_ratios: tuple[float, ...] = ()
@@ -661,17 +662,13 @@ def _prepare_stream(source: ShardSource, cfg: TrainConfig) -> StreamedShifts:
     memory check as in memory (for one batch and one chunk of held-out shifts)."""
     if cfg.latent_dim < 1:
         raise InputError(f"latent_dim={cfg.latent_dim}: must be at least 1")
-    if cfg.drop_outliers:
-        raise InputError(
-            f"drop_outliers={cfg.drop_outliers}: not available when streaming yet; use "
-            "--loading memory, or --normalize layer (per-shift scaling, which streams)"
-        )
     resolve_device(cfg.device)  # a device torch cannot see fails before the streaming pass
     shifts = source.prepare(
         cfg.normalize,
         cfg.val_fraction,
         buffer_rows(cfg.buffer_mb, _source_dim(source), cfg.batch_size),
         cfg.batch_size,
+        cfg.drop_outliers,
     )
     num_members = len(cfg.members())
     batch = min(cfg.batch_size, shifts.num_train)
@@ -1034,11 +1031,6 @@ def _members(
     val_loss, val_l1, val_se = eval_means(run.net, val_chunks)
     last = {row["member"]: row for row in run.history[-len(members) :]}
     calm = settled(run.history, cfg)
-    limit, dropped = (
-        (shifts.outlier_threshold, shifts.num_outliers)
-        if isinstance(shifts, _Shifts)
-        else (None, 0)
-    )
     models = []
     for k, (seed, eps) in enumerate(members):
         budget = eps if cfg.method == "ssae" else None
@@ -1060,8 +1052,8 @@ def _members(
             settled=calm[k],
             status=member_status(float(l1[k]), budget, multiplier, calm[k], cfg.budget_tolerance),
             num_train_shifts=shifts.num_train,
-            outlier_threshold=limit,
-            num_outliers=dropped,
+            outlier_threshold=_finite_or_none(shifts.outlier_threshold),
+            num_outliers=shifts.num_outliers,
         )
         config = {
             "method": cfg.method,
@@ -1092,6 +1084,10 @@ def _members(
         }
         models.append(ShiftAutoencoder(run.net.member(k), shifts.normalizer, config))
     return models
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
 
 
 def status_warnings(result: TrainResult, *, where: str = "training") -> list[str]:

@@ -376,3 +376,19 @@ def test_readers_of_one_large_row_group_take_bounded_memory(tmp_path, reader, bo
     growth = (peaks["large"] - peaks["small"]) / extra
     print(f"{reader}: peak growth {growth:.3f} of the extra data")
     assert growth < bound, peaks
+
+
+def test_the_default_drops_spiked_pairs_in_memory_and_streamed_alike(synth, tmp_path):
+    """Three pairs with one coordinate at 150x the median shift norm: the default configuration
+    (drop_outliers 10) drops them when training in memory and when streaming from shards, by the
+    same rule (the median of the training shifts), and records the same count and threshold."""
+    spiked = synth.subset("train")
+    median = np.median(np.linalg.norm(spiked.delta, axis=1))
+    rows = np.random.default_rng(0).choice(len(spiked), 3, replace=False)
+    spiked.z_tilde[rows, 0] = spiked.z[rows, 0] + 150 * median
+    cfg = TrainConfig(latent_dim=3, seeds=(0,), min_steps=50, max_steps=50, patience=0)
+    memory = train(spiked.delta, cfg, progress=False).models[0].record
+    folder = write_shards(spiked, tmp_path / "spiked", 700)
+    streamed = train(ShardSource.open(folder), cfg, progress=False).models[0].record
+    assert memory.num_outliers == streamed.num_outliers == 3
+    assert streamed.outlier_threshold == pytest.approx(memory.outlier_threshold, rel=0.05)

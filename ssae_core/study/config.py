@@ -199,6 +199,7 @@ class StudyConfig:
             "min_steps": optim.steps,
             "max_steps": optim.max_steps if method == "ssae" else optim.steps,
             "settle_tol": optim.settle_tol,
+            "drop_outliers": 0.0,  # the study drops outliers from every split (study.sets)
             "patience": 0,
             "lr": lr,
             "dual_lr": lr * optim.dual_lr_ratio,
