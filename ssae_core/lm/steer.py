@@ -521,3 +521,23 @@ def typical_norm(
         keep = torch.tensor([t != tokenizer.bos_token_id for t in ids], device=device)
         norms.append(states[index][0][keep].float().norm(dim=-1))
     return float(torch.cat(norms).median())
+
+
+def at_strength(
+    vector: SteeringVector, strength: float, norms: Mapping[Layer, float]
+) -> SteeringVector:
+    """``vector`` with each layer's vector rescaled to ``strength x norms[layer]`` (the typical
+    residual norm there, :func:`typical_norm`), its direction kept; the strength and the norm
+    are recorded in the metadata."""
+    if not _finite(strength):
+        raise InputError(f"strength {strength!r}: give a finite number")
+    vectors = {}
+    for layer, values in vector.layer_activations.items():
+        length = float(values.norm())
+        if length == 0:
+            raise InputError(f"steering vector at layer {layer_name(layer)}: zero, no direction")
+        vectors[layer] = values * (float(strength) * norms[layer] / length)
+    metadata = {k: v for k, v in vector.metadata.items() if k not in MAGNITUDE_KEYS}
+    metadata["strength"] = repr(float(strength))
+    metadata["typical_norm"] = ",".join(f"{norms[k]:.6g}" for k in vectors)
+    return SteeringVector(vectors, metadata)
