@@ -199,3 +199,23 @@ def test_typical_norm_is_the_median_hidden_norm_without_bos(tiny):
     )
     final = typical_norm(model, tokenizer, None, prompts)
     assert final > 0 and final != typical_norm(model, tokenizer, 1, prompts)
+
+
+@pytest.mark.parametrize("layer", [1, -1])
+def test_shared_lower_blocks_equal_a_full_steered_pass_per_condition(tiny, layer):
+    """Conditions at one block replay the unsteered blocks below it: the same scores as running
+    the whole model under steer() for each condition."""
+    model, tokenizer = tiny
+    texts = mc1.choice_texts(tokenizer, QUESTIONS, TEMPLATE)
+    vectors = [None] + [
+        protocol.at_strength(concept_vector(layer, seed), s, norm=3.0)
+        for seed in (0, 1)
+        for s in (-1.0, 2.0)
+    ]
+    options = {"pad_id": pad_token_id(tokenizer), "batch_size": 4}
+    shared = logprobs.target_logprobs(model, texts, vectors, **options)
+    full = logprobs.target_logprobs(model, texts, vectors, shortcut=False, **options)
+    np.testing.assert_allclose(shared, full, atol=1e-5, rtol=0)
+    assert not any(
+        "forward" in vars(block) for block in model.model.layers
+    )  # every block computes again after scoring
