@@ -501,6 +501,27 @@ MAX_STRENGTH = 100.0
 _strength = _bounded("strength", MAX_STRENGTH)
 
 
+def _add_size_arguments(p: argparse.ArgumentParser) -> None:
+    """--strength / --alpha of ``ssae steer``: how long the added vector is."""
+    size = p.add_mutually_exclusive_group()
+    size.add_argument(
+        "--strength",
+        type=_strength,
+        default=None,
+        help="length of the added vector in units of the typical residual norm at its layer "
+        f"(see below; the sign picks the direction; default {DEFAULT_STRENGTH:g}); "
+        f"|strength| <= {MAX_STRENGTH:g}",
+    )
+    size.add_argument(
+        "--alpha",
+        type=_alpha,
+        default=None,
+        help="instead of --strength: scale of the unit vector of a model folder, in raw "
+        "embedding units; for a vector file, a multiplier of its own length; "
+        f"|alpha| <= {MAX_ALPHA:g}",
+    )
+
+
 def _add_steer(sub: argparse._SubParsersAction) -> None:
     from ssae_core.lm.steer import OPERATORS, POSITIONS
 
@@ -526,23 +547,7 @@ def _add_steer(sub: argparse._SubParsersAction) -> None:
         "--concept",
         help="concept name, for models with one latent per concept and a recorded matching",
     )
-    size = p.add_mutually_exclusive_group()
-    size.add_argument(
-        "--strength",
-        type=_strength,
-        default=None,
-        help="length of the added vector in units of the typical residual norm at its layer "
-        f"(see below; the sign picks the direction; default {DEFAULT_STRENGTH:g}); "
-        f"|strength| <= {MAX_STRENGTH:g}",
-    )
-    size.add_argument(
-        "--alpha",
-        type=_alpha,
-        default=None,
-        help="instead of --strength: scale of the unit vector of a model folder, in raw "
-        "embedding units; for a vector file, a multiplier of its own length; "
-        f"|alpha| <= {MAX_ALPHA:g}",
-    )
+    _add_size_arguments(p)
     p.add_argument(
         "--operator",
         choices=OPERATORS,

@@ -50,6 +50,30 @@ def check_same_model(table: EmbeddingTable, model_name: str, what: str) -> None:
         )
 
 
+def _vectors(
+    params: BehaviourConfig,
+    truthfulqa: EmbeddingTable,
+    language: EmbeddingTable,
+    runs: Mapping[str, Mapping[str, Sequence[SteeringModel]]],
+) -> tuple[dict, dict]:
+    """The truthfulness and language vectors of every method, fitted on the training rows."""
+    tqa = concept_vectors(
+        truthfulqa.subset("train"),
+        runs["truthfulqa"],
+        TRUTHFULNESS,
+        seeds=params.seeds,
+        what="truthfulqa embeddings",
+    )
+    lang = concept_vectors(
+        language.subset("train"),
+        runs["lang"],
+        LANGUAGE,
+        seeds=params.seeds,
+        what="lang embeddings",
+    )
+    return tqa, lang
+
+
 def evaluate_behaviour(
     model: nn.Module,
     tokenizer: Any,
@@ -76,17 +100,7 @@ def evaluate_behaviour(
             "truthfulqa embeddings record no prompt template (pairs.template); re-run "
             "download_truthfulqa and extract_embeddings"
         )
-    seeds = params.seeds
-    tqa_vectors = concept_vectors(
-        truthfulqa.subset("train"),
-        runs["truthfulqa"],
-        TRUTHFULNESS,
-        seeds=seeds,
-        what="truthfulqa embeddings",
-    )
-    lang_vectors = concept_vectors(
-        language.subset("train"), runs["lang"], LANGUAGE, seeds=seeds, what="lang embeddings"
-    )
+    tqa_vectors, lang_vectors = _vectors(params, truthfulqa, language, runs)
     train_prompts = list(NEUTRAL_PROMPTS[: params.prompts])
     shared = {
         "strengths": params.strengths,

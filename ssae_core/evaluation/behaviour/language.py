@@ -305,6 +305,21 @@ def score_language(
     return LanguageScores(texts, found, text_perplexities(logprob, count), distinct)
 
 
+def _add_readings(
+    results: dict[str, dict],
+    conditions: Sequence[Condition],
+    scores: LanguageScores,
+    samples: int,
+) -> None:
+    """Add to each held-out condition's results its harmonic-mean score, its first member's
+    first ``samples`` continuations and the languages found."""
+    for name, entry in results.items():
+        rows = [i for i, c in enumerate(conditions) if c.name == name]
+        entry["score"] = rounded(harmonic_mean(entry["concept"]["mean"], entry["fluency"]["mean"]))
+        entry["samples"] = scores.texts[rows[0]][:samples]
+        entry["languages"] = _counts(code for i in rows for code in scores.languages[i])
+
+
 def evaluate_language(
     model: nn.Module,
     tokenizer: Any,
@@ -361,15 +376,8 @@ def evaluate_language(
     )
     tests = held_out(vectors, chosen, norm)
     test = score_language(model, tokenizer, test_prompts, tests, **options)
-    test_measures = measures(test)
-    results = summarise(tests, test_measures, resamples=resamples, seed=seed, level=level)
-    for name, entry in results.items():
-        first = next(i for i, c in enumerate(tests) if c.name == name)
-        entry["score"] = rounded(harmonic_mean(entry["concept"]["mean"], entry["fluency"]["mean"]))
-        entry["samples"] = test.texts[first][:samples]
-        entry["languages"] = _counts(
-            code for i, c in enumerate(tests) if c.name == name for code in test.languages[i]
-        )
+    results = summarise(tests, measures(test), resamples=resamples, seed=seed, level=level)
+    _add_readings(results, tests, test, samples)
     reference = (vectors.get(MEAN_DIFFERENCE) or [None])[0]
     return {
         "concept": LANGUAGE,
