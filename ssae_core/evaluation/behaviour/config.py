@@ -22,7 +22,7 @@ class BehaviourConfig:
 
     layers: list[int | str] | None = None
     """The layers of embed.layers at which the LM is steered (e.g. [15, final]); null: every one."""
-    strengths: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 1.5])
+    strengths: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 1.25])
     """Strengths swept on the training prompts/questions, in units of the typical residual norm
     at the layer (:func:`~ssae_core.lm.steer.typical_norm`); 0 (unsteered) is always a
     candidate operating point."""
@@ -30,7 +30,7 @@ class BehaviourConfig:
     """Seeds of the run members that steer (a subsample of the run); null: every member."""
     questions: int | None = None
     """Held-out TruthfulQA questions scored: a seeded subsample of split 'test'; null: all."""
-    train_questions: int | None = 32
+    train_questions: int | None = 24
     """Training questions the MC1 operating points are chosen on (seeded subsample); null: all."""
     prompts: int | None = None
     """Training prompts (operating points, fluency bound): the first N of NEUTRAL_PROMPTS."""
