@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from ssae_core.errors import InputError
@@ -486,6 +486,30 @@ def _vector_lines(section: dict) -> list[str]:
     return lines
 
 
+def _sweep_lines(section: dict, cell: Callable[[Mapping], str], what: str) -> list[str]:
+    """The training sweep the operating points were chosen from: one row per method, one
+    column per strength (0 = unsteered)."""
+    sweep = section["train_sweep"]
+    strengths = sorted({row["strength"] for row in sweep})
+    rows = [
+        [
+            method,
+            *(
+                cell(r)
+                for s in strengths
+                for r in sweep
+                if r["method"] == method and r["strength"] == s
+            ),
+        ]
+        for method in dict.fromkeys(r["method"] for r in sweep)
+    ]
+    return [
+        f"Training sweep ({what}; the operating point of each method is its best column):",
+        "",
+        *table(["method", *(f"{s:g}" for s in strengths)], rows),
+    ]
+
+
 def _truthfulqa_lines(tqa: dict) -> list[str]:
     rows = [
         [name, f"{entry['strength']:g}", _ci(entry["accuracy"])]
@@ -505,6 +529,8 @@ def _truthfulqa_lines(tqa: dict) -> list[str]:
         *_vector_lines(tqa),
         "",
         *table(["condition", "strength", "MC1 accuracy [interval]"], rows),
+        "",
+        *_sweep_lines(tqa, lambda r: num(r["accuracy"]), "MC1 accuracy"),
     ]
 
 
@@ -539,6 +565,12 @@ def _language_lines(lang: dict) -> list[str]:
         *_vector_lines(lang),
         "",
         *table(header, rows),
+        "",
+        *_sweep_lines(
+            lang,
+            lambda r: f"{num(r['concept'], 2)} / {num(r['fluency'], 2)} ({num(r['detected'], 2)})",
+            f"fluent {code} / fluent ({code} by detector alone)",
+        ),
         "",
         "Held-out samples (first seed of each method):",
         "",
