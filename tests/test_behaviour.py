@@ -420,3 +420,14 @@ def test_behaviour_layers_pick_study_layers_and_name_a_missing_one():
     message = str(caught.value)
     assert message.startswith("behaviour.layers: 3 not in embed.layers (15, final)")
     assert "\n" not in message
+
+
+def test_summary_shows_each_method_at_its_operating_point(stage_run):
+    from ssae_core.study.summary import _behaviour
+
+    _, _, results = stage_run
+    for part, measure in (("truthfulqa", "accuracy"), ("language", "concept")):
+        shown = _behaviour(results[part], measure)
+        test = results[part]["test"]
+        assert set(shown) == {"ssae", "aff", "md", "unsteered", "prompting"}
+        assert all(shown[name] == test[name][measure]["mean"] for name in shown)
