@@ -64,9 +64,9 @@ def test_text_perplexities_and_bootstrap():
     assert ppl[0] == pytest.approx(np.e) and ppl[1] == np.inf
     with pytest.raises(InputError, match="no continuation"):
         fluency.fluency_rule(np.array([np.inf]), min_distinct=0.4, perplexity_factor=2.0)
-    low, high = fluency.bootstrap_interval(np.array([0, 1] * 20), resamples=500, seed=0)
+    low, high = protocol._interval(np.array([0, 1] * 20), resamples=500, seed=0, level=0.95)
     assert 0.3 < low < 0.5 < high < 0.7
-    assert fluency.bootstrap_interval(np.ones(5), resamples=10, seed=0) == [1.0, 1.0]
+    assert protocol._interval(np.ones(5), resamples=10, seed=0, level=0.95) == [1.0, 1.0]
 
 
 # --------------------------------------------------------------------------- operating points

@@ -25,7 +25,6 @@ from typing import NamedTuple
 import numpy as np
 
 from ssae_core.errors import InputError
-from ssae_core.metrics import rounded
 
 
 def distinct_share(token_ids: Sequence[int]) -> float:
@@ -70,29 +69,6 @@ def fluency_rule(
 def harmonic_mean(a: float, b: float) -> float:
     """2ab / (a + b); 0 when both are 0."""
     return 2 * a * b / (a + b) if a + b > 0 else 0.0
-
-
-def condition_scores(concept_N: np.ndarray, fluent_N: np.ndarray) -> dict[str, float]:
-    """Concept share (concept AND fluent), fluency share and their harmonic mean."""
-    concept = float(np.mean(np.asarray(concept_N) & np.asarray(fluent_N)))
-    fluency = float(np.mean(fluent_N))
-    return {"concept": concept, "fluency": fluency, "score": harmonic_mean(concept, fluency)}
-
-
-def bootstrap_interval(
-    values_N: np.ndarray, *, resamples: int, seed: int, level: float = 0.95
-) -> list[float]:
-    """Percentile bootstrap interval of the mean of ``values_N`` (resampling its items)."""
-    values_N = np.asarray(values_N, dtype=np.float64)
-    if values_N.size == 0:
-        raise InputError("bootstrap: no values")
-    rows_BN = np.random.default_rng(seed).integers(0, values_N.size, (resamples, values_N.size))
-    means_B = values_N[rows_BN].mean(axis=1)
-    tail = (1 - level) / 2
-    return [
-        rounded(float(np.quantile(means_B, tail))),
-        rounded(float(np.quantile(means_B, 1 - tail))),
-    ]
 
 
 def operating_point(scores: Mapping[float, float]) -> float:

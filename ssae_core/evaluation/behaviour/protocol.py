@@ -8,9 +8,10 @@ vector, oriented along +concept), so strength 1 adds a vector as long as a typic
 Strength 0 is the unsteered model, always a candidate operating point (a method whose every
 strength scores worse than not steering is reported at 0).
 
-A scorer maps conditions (a steering vector or None) on a set of items to one value per
-condition and item in [0, 1] (``correct`` for MC1; ``concept``/``fluent`` for language), from
-which :func:`summarise` takes means over items and members and bootstrap intervals over items.
+Each behaviour's scores are one value per condition and item in [0, 1] (``accuracy`` for MC1;
+``concept``, ``fluency`` and ``detected`` for language); :func:`summarise` takes means over items
+and members and percentile bootstrap intervals over items
+(:func:`ssae_core.metrics.bootstrap_interval`).
 
 Shapes in names: C conditions, N items (prompts or questions), S members.
 """
@@ -22,10 +23,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ssae_core.evaluation.behaviour.fluency import bootstrap_interval, operating_point
+from ssae_core.evaluation.behaviour.fluency import operating_point
 from ssae_core.evaluation.behaviour.vectors import ConceptVector
 from ssae_core.lm.steer import SteeringVector
-from ssae_core.metrics import rounded
+from ssae_core.metrics import bootstrap_interval, rounded
 
 PROMPTING = "prompting"
 UNSTEERED = "unsteered"
@@ -112,6 +113,14 @@ def choose_points(
     return chosen, rows
 
 
+def _interval(values_N: np.ndarray, *, resamples: int, seed: int, level: float) -> list:
+    """``[low, high]``: percentile bootstrap interval of the mean over items."""
+    found = bootstrap_interval(
+        values_N, np.arange(len(values_N)), resamples=resamples, seed=seed, level=level
+    )
+    return [rounded(found.low), rounded(found.high)]
+
+
 def summarise(
     conditions: Sequence[Condition],
     measures: Mapping[str, np.ndarray],
@@ -131,9 +140,7 @@ def summarise(
             per_item_N = np.asarray(values_CN, dtype=np.float64)[rows].mean(axis=0)
             entry[measure] = {
                 "mean": rounded(float(per_item_N.mean())),
-                "interval": bootstrap_interval(
-                    per_item_N, resamples=resamples, seed=seed, level=level
-                ),
+                "interval": _interval(per_item_N, resamples=resamples, seed=seed, level=level),
                 "per_member": [rounded(float(np.mean(values_CN[r]))) for r in rows],
             }
         out[name] = entry
