@@ -292,12 +292,19 @@ def score_language(
     given the plain prompt (so every condition is scored alike) and their distinct-token shares."""
     settings = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "positions": positions}
     instructed = with_instruction(prompts, instruction)
-    texts = [
-        continue_prompts(
-            model, tokenizer, instructed if c.instructed else prompts, c.vector, **settings
+    unsteered: dict[bool, list[str]] = {}  # a method at strength 0 is the unsteered model
+    texts = []
+    for c in show_progress(conditions, desc="continuations", disable=not progress):
+        if c.vector is None and c.instructed in unsteered:
+            texts.append(unsteered[c.instructed])
+            continue
+        texts.append(
+            continue_prompts(
+                model, tokenizer, instructed if c.instructed else prompts, c.vector, **settings
+            )
         )
-        for c in show_progress(conditions, desc="continuations", disable=not progress)
-    ]
+        if c.vector is None:
+            unsteered[c.instructed] = texts[-1]
     logprob, count = _continuation_logprobs(model, tokenizer, prompts, texts, batch_size, progress)
     ids = [tokenizer(list(t), add_special_tokens=False)["input_ids"] for t in texts]
     distinct = np.array([[distinct_share(row) for row in rows] for rows in ids])
