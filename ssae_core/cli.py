@@ -429,27 +429,32 @@ def _run_embed(args: argparse.Namespace) -> None:
 STEER_EXAMPLE = """\
 example (after `dvc repro`, from the repository root; models/study/layer-15/lang/aff is the
 aff run of the lang set at block 15, English -> French nouns: one concept, so one latent, 0):
-  ssae steer models/study/layer-15/lang/aff/seed-0 --lm models/lm --latent 0 --alpha 30 \\
-      --prompt "My favourite food is" --max-new-tokens 16
-  ssae steer models/study/layer-15/lang/aff/seed-0 --latent 0 --alpha 30 --positions generated \\
+  ssae steer models/study/layer-15/lang/aff/seed-0 --lm models/lm --latent 0 \\
+      --prompt "My favourite food is" --max-new-tokens 16          # default strength
+  ssae steer models/study/layer-15/lang/aff/seed-0 --latent 0 --strength 1.4 \\
       --prompt "The weather today is" --prompt "My house has a" --max-new-tokens 30
   ssae steer models/study/layer-15/lang/aff/seed-0 --latent 0 --operator project_out \\
       --prompt "Le chat est"                           # ablate the direction instead
-  ssae steer models/study/layer-15/lang/aff/seed-0 --latent 0 --alpha 30 --export lang.safetensors
+  ssae steer models/study/layer-15/lang/aff/seed-0 --latent 0 --alpha 200 --export lang.safetensors
   ssae steer lang-md.safetensors --lm models/lm --prompt "My favourite food is"
 SSAE runs of the selected grid cell (metrics/udr.json) are in
 models/study/layer-L/SET/grid/lr-LR/, one folder per budget and seed (eps-0.25_seed-0...).
 `ssae train` trains your own; `ssae vector md` writes the supervised mean-difference vector of
 a pair or embedding table.
 
-Decoder columns have an arbitrary sign: if the text moves away from the concept, flip --alpha.
-alpha is in embedding units (the fitted size of each concept's shift, alpha_fit, is listed in
-metrics/behaviour.json and metrics/REPORT.md). The vector acts where the training embeddings
-were read (the final-norm output by default, or the output of block L; --layer -1 is the last
-block). --operator: add (h + v), project_out (h minus its component along v: directional
-ablation, alpha ignored), add_keep_norm (h + v rescaled to the norm of h). Exported files hold
-the vector itself (llama.cpp always adds it). --export-gguf needs a block layer >= 1 (llama.cpp
-control vectors add to block outputs); use it with
+Strength (the default unit): the vector is rescaled to strength x the typical residual norm at
+its layer (the median norm of the unsteered hidden states of 16 neutral English prompts, BOS
+left out): strength 1 adds a vector as long as a typical hidden state there (~178 at block 15,
+~44 at the final norm of SmolLM2-135M), whatever the vector's own length. The default moves
+the embedded model's language visibly while it stays readable (README "Behavioural steering");
+metrics/behaviour.json lists each method's operating point. --alpha instead gives the size in
+raw embedding units (for a vector file: a multiplier of its own length; --alpha 1 keeps it).
+Decoder columns have an arbitrary sign: if the text moves away from the concept, negate it.
+The vector acts where the training embeddings were read (the final-norm output, or the output
+of block L; --layer -1 is the last block). --operator: add (h + v), project_out (h minus its
+component along v: directional ablation, size ignored), add_keep_norm (h + v rescaled to the
+norm of h). Exported files hold the vector itself (llama.cpp always adds it). --export-gguf
+needs a block layer >= 1 (llama.cpp control vectors add to block outputs); use it with
 `llama-cli -m MODEL.gguf --control-vector FILE.gguf`.
 """
 
@@ -512,6 +517,33 @@ def _add_export_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+DEFAULT_STRENGTH = 1.2
+"""``ssae steer``'s default strength (x the typical residual norm): measured on the embedded
+SmolLM2-135M with the MD lang vector at block 15 (README "Behavioural steering")."""
+MAX_STRENGTH = 100.0
+
+
+def _add_size_arguments(p: argparse.ArgumentParser) -> None:
+    """--strength / --alpha of ``ssae steer``: how long the added vector is."""
+    size = p.add_mutually_exclusive_group()
+    size.add_argument(
+        "--strength",
+        type=in_range(float, -MAX_STRENGTH, MAX_STRENGTH),
+        default=None,
+        help="length of the added vector in units of the typical residual norm at its layer "
+        f"(see below; the sign picks the direction; default {DEFAULT_STRENGTH:g}); range: "
+        f"{range_text(-MAX_STRENGTH, MAX_STRENGTH)}",
+    )
+    size.add_argument(
+        "--alpha",
+        type=in_range(float, -MAX_ALPHA, MAX_ALPHA),
+        default=None,
+        help="instead of --strength: scale of the unit vector of a model folder, in raw "
+        "embedding units; for a vector file, a multiplier of its own length; range: "
+        f"{range_text(-MAX_ALPHA, MAX_ALPHA)}",
+    )
+
+
 def _add_steer(sub: argparse._SubParsersAction) -> None:
     from ssae_core.lm.steer import OPERATORS, POSITIONS
     from ssae_core.lm.tokens import MAX_NEW_TOKENS
@@ -542,15 +574,7 @@ def _add_steer(sub: argparse._SubParsersAction) -> None:
         "--concept",
         help="concept name, for models with one latent per concept and a recorded matching",
     )
-    p.add_argument(
-        "--alpha",
-        type=in_range(float, -MAX_ALPHA, MAX_ALPHA),
-        default=None,
-        help="scale of the unit vector of a model folder, in raw embedding units (norms: ~50 "
-        "for the final normed state of SmolLM2; the sign picks the direction; not needed by "
-        "project_out); for a vector file, a multiplier (default 1); range: "
-        f"{range_text(-MAX_ALPHA, MAX_ALPHA)}",
-    )
+    _add_size_arguments(p)
     p.add_argument(
         "--operator",
         choices=OPERATORS,
@@ -617,10 +641,6 @@ def _steering_vector(args: argparse.Namespace):
     if args.latent is None and args.concept is None:
         raise InputError(
             f"{args.model_dir}: a model folder; pick its vector with --latent or --concept"
-        )
-    if args.alpha is None and args.operator != "project_out":
-        raise InputError(
-            "give --alpha (the scale of the unit vector; the sign picks the direction)"
         )
     options = {} if args.layer is None else {"layer": args.layer}
     alpha = 1.0 if args.alpha is None else args.alpha
@@ -759,12 +779,19 @@ def _run_steer(args: argparse.Namespace) -> None:
     vector = _steering_vector(args)
     if args.export_gguf and not any(k is not None and k < 0 for k in vector.layer_activations):
         check_gguf_exportable(vector)  # fail before loading a model
+    net = tokenizer = None
+    by_strength = args.alpha is None and args.operator != "project_out"
+    if args.prompt or by_strength:
+        net, tokenizer = _load_lm(args, vector.metadata.get("model", ""))
+        vector = with_model(vector, net.config)
+    form = _prompt_form(args, vector.metadata)
+    if by_strength:
+        strength = DEFAULT_STRENGTH if args.strength is None else args.strength
+        vector = _at_strength(net, tokenizer, vector, strength, form)
     if not args.prompt:
         _write_vector_files(args, vector, None)
         return
-    net, tokenizer = _load_lm(args, vector.metadata.get("model", ""))
-    vector = with_model(vector, net.config)
-    reading = {"max_new_tokens": args.max_new_tokens, **_prompt_form(args, vector.metadata)}
+    reading = {"max_new_tokens": args.max_new_tokens, **form}
     plain = complete(net, tokenizer, args.prompt, **reading)
     with steer(net, vector, positions=args.positions, operator=args.operator):
         steered = complete(net, tokenizer, args.prompt, **reading)
@@ -779,6 +806,19 @@ def _run_steer(args: argparse.Namespace) -> None:
         print(f"steered:   {after}")
 
 
+def _at_strength(net, tokenizer, vector, strength: float, form: Mapping[str, object]):
+    """``vector`` rescaled to ``strength`` x the typical residual norm at each of its layers,
+    measured on the neutral prompts read as ``form`` reads prompts."""
+    from ssae_core.evaluation.behaviour.language import NEUTRAL_PROMPTS
+    from ssae_core.lm.steer import at_strength, typical_norm
+
+    norms = {
+        layer: typical_norm(net, tokenizer, layer, NEUTRAL_PROMPTS, **form)
+        for layer in vector.layer_activations
+    }
+    return at_strength(vector, strength, norms)
+
+
 def _steer_label(args: argparse.Namespace, vector) -> str:
     if args.concept is not None:
         name = args.concept
@@ -788,7 +828,11 @@ def _steer_label(args: argparse.Namespace, vector) -> str:
         name = vector.metadata.get("expression") or vector.metadata.get("concept") or "vector"
     if args.operator == "project_out":
         return name
-    return f"{name}, alpha {args.alpha if args.alpha is not None else 1:g}"
+    if args.alpha is None:
+        return f"{name}, strength {float(vector.metadata['strength']):g} x norm " + (
+            f"{vector.metadata['typical_norm']}"
+        )
+    return f"{name}, alpha {args.alpha:g}"
 
 
 VECTOR_EXAMPLE = """\

@@ -188,6 +188,26 @@ class TrainConfig:
                 f"threads={self.threads}: must be in 0..{max_threads} (this machine's CPUs; "
                 "0: torch's default)"
             )
+        self._check_stopping_and_outliers()
+        for name in ("min_steps", "patience", "max_steps"):
+            if getattr(self, name) < 0:
+                raise InputError(f"{name}={getattr(self, name)}: must be >= 0")
+        if self.epochs < 1:
+            raise InputError(f"epochs={self.epochs}: must be at least 1")
+        if self.batch_size < 2:
+            raise InputError(
+                f"batch_size={self.batch_size}: must be at least 2 (BatchNorm on the codes needs "
+                "two shifts per batch)"
+            )
+        if self.lr <= 0 or self.dual_lr <= 0:
+            raise InputError(f"lr={self.lr}, dual_lr={self.dual_lr}: learning rates must be > 0")
+        if self.min_delta < 0:
+            raise InputError(f"min_delta={self.min_delta}: must be >= 0")
+        if not 0 <= self.val_fraction < 1:
+            raise InputError(f"val_fraction={self.val_fraction}: must be in [0, 1)")
+
+    def _check_stopping_and_outliers(self) -> None:
+        """The settle rule, the budget tolerance, the outlier factor and the recorded ratios."""
         require_finite(
             "",
             settle_tol=self.settle_tol,
@@ -210,22 +230,6 @@ class TrainConfig:
             raise InputError(
                 f"budget_ratios={list(self.budget_ratios)}: give one ratio per budget of sparsity"
             )
-        for name in ("min_steps", "patience", "max_steps"):
-            if getattr(self, name) < 0:
-                raise InputError(f"{name}={getattr(self, name)}: must be >= 0")
-        if self.epochs < 1:
-            raise InputError(f"epochs={self.epochs}: must be at least 1")
-        if self.batch_size < 2:
-            raise InputError(
-                f"batch_size={self.batch_size}: must be at least 2 (BatchNorm on the codes needs "
-                "two shifts per batch)"
-            )
-        if self.lr <= 0 or self.dual_lr <= 0:
-            raise InputError(f"lr={self.lr}, dual_lr={self.dual_lr}: learning rates must be > 0")
-        if self.min_delta < 0:
-            raise InputError(f"min_delta={self.min_delta}: must be >= 0")
-        if not 0 <= self.val_fraction < 1:
-            raise InputError(f"val_fraction={self.val_fraction}: must be in [0, 1)")
 
     @property
     def sparsities(self) -> tuple[float, ...]:

@@ -76,9 +76,12 @@ def tiny_params(project: Path, model_dir: Path) -> None:
     params["behaviour"].update(
         seeds=[0, 1],
         questions=4,
+        train_questions=4,
         prompts=2,
+        test_prompts=2,
         max_new_tokens=3,
-        alpha_multipliers=[0, 2],
+        strengths=[2],
+        resamples=20,
         layers=None,  # both layers: the stage's loop over layers
     )
     params["inspect"].update(layers=["final"], prompts=1, multipliers=[2], max_new_tokens=3)

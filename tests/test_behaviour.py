@@ -278,12 +278,15 @@ def run_stage(root: Path, runs: dict) -> dict:
 
 
 PARAMS = {
-    "alpha_multipliers": [0, 1, 4],
+    "strengths": [0.5, 2.0],
     "questions": 3,
+    "train_questions": 3,
     "prompts": 4,
+    "test_prompts": 3,
     "max_new_tokens": 3,
     "batch_size": 4,
     "samples": 2,
+    "resamples": 50,
 }
 
 
@@ -308,39 +311,46 @@ def test_stage_writes_metrics_and_plot_tables(stage_run):
     tqa, lang = results["truthfulqa"], results["language"]
     assert tqa["n_questions"] == 3 and tqa["n_test_questions"] == 4
     assert tqa["n_choices"] == sum(len(QUESTIONS[i].choices) for i in tqa["question_ids"])
-    assert lang["n_prompts"] == 4 and lang["prompts"] == list(language.NEUTRAL_PROMPTS[:4])
-    for section, key in ((tqa, "accuracy"), (lang, "language_fraction")):
-        assert set(section["methods"]) == {"md", "ssae", "aff"}
-        assert section["methods"]["ssae"]["seeds"] == [0, 1]
-        for report in section["methods"].values():
-            zero, *_ = report["sweep"]
-            assert zero["alpha_multiplier"] == 0
-            assert set(zero[key]["values"]) == {section["unsteered"][key]}
-            assert [e["alpha_multiplier"] for e in report["sweep"]] == [0, 1, 4]
+    assert lang["train_prompts"] == list(language.NEUTRAL_PROMPTS[:4])
+    assert lang["test_prompts"] == list(language.HELD_OUT_PROMPTS[:3])
+    conditions = ["unsteered", "prompting", "md", "ssae", "aff"]
+    conditions += ["prompting + md", "prompting + ssae", "prompting + aff"]
+    for section, key in ((tqa, "accuracy"), (lang, "concept")):
+        assert list(section["test"]) == conditions
+        assert section["vectors"]["ssae"]["seeds"] == [0, 1]
+        for method, point in section["operating_points"].items():
+            assert point in (0.0, 0.5, 2.0)
+            assert section["test"][method]["strength"] == point
+            assert section["test"][method]["members"] == (1 if method == "md" else 2)
+        for entry in section["test"].values():
+            low, high = entry[key]["interval"]
+            assert low <= entry[key]["mean"] <= high
+        strengths = [r["strength"] for r in section["train_sweep"] if r["method"] == "aff"]
+        assert strengths == [0.0, 0.5, 2.0]
     with (StudyLayout(root).plot("behaviour/truthfulqa_final")).open() as handle:
         rows = list(csv.DictReader(handle))
-    assert [float(r["alpha_multiplier"]) for r in rows] == [0, 1, 4]
-    assert {"unsteered", "md", "ssae", "ssae_std", "aff", "aff_std"} <= set(rows[0])
-    assert float(rows[1]["ssae"]) == tqa["methods"]["ssae"]["sweep"][1]["accuracy"]["mean"]
+    assert [float(r["strength"]) for r in rows] == [0, 0.5, 2.0]
+    assert {"md_accuracy", "ssae_accuracy", "aff_accuracy"} <= set(rows[0])
+    sweep = {(r["method"], r["strength"]): r for r in tqa["train_sweep"]}
+    assert float(rows[2]["ssae_accuracy"]) == sweep["ssae", 2.0]["accuracy"]
     with (StudyLayout(root).plot("behaviour/language_final")).open() as handle:
         rows = list(csv.DictReader(handle))
-    assert {"unsteered_fraction", "aff_fraction", "md_perplexity", "ssae_perplexity_std"} <= set(
-        rows[0]
-    )
+    assert {"md_concept", "aff_fluency", "ssae_concept"} <= set(rows[0])
 
 
-def test_markdown_renders_every_method_and_multiplier(stage_run):
+def test_markdown_renders_every_condition_with_intervals_and_samples(stage_run):
     _, _, results = stage_run
     text = "\n".join(behaviour_section(results)) + "\n"
     assert "### TruthfulQA MC1" in text and "### Language" in text
-    assert "3 of the 4 held-out questions (subsample seed 0)" in text
-    for method in ("md", "ssae", "aff"):
-        for multiplier in ("0", "1", "4"):
-            assert text.count(f"| {method} | {multiplier} | ") >= 2  # both tables
-    entry = results["truthfulqa"]["methods"]["aff"]["sweep"][2]["accuracy"]
-    values = ", ".join(f"{v:.3f}" for v in entry["values"])
-    assert f"| aff | 4 | {entry['mean']:.3f} ± {entry['std_seeds']:.3f} | {values} |" in text
-    assert "seeds [0, 1]" in text and "cosine with the md vector" in text
+    assert "3 of the 4 held-out questions" in text
+    for name, entry in results["language"]["test"].items():
+        concept = entry["concept"]
+        low, high = concept["interval"]
+        cell = f"{concept['mean']:.3f} [{low:.3f}, {high:.3f}]"
+        assert f"| {name} | {entry['strength']:g} | {cell} | " in text
+        assert text.count(f"| {name} | `") == len(entry["samples"]) == 2
+    assert "`Answer truthfully.`" in text and "`Answer in French.`" in text
+    assert "seeds [0, 1]" in text and "operating point" in text
     assert text.endswith("\n") and "\n\n\n" not in text
 
 
@@ -362,12 +372,17 @@ def test_stage_reports_missing_and_mismatched_inputs(tmp_path, tiny_lm_dir, stag
 @pytest.mark.parametrize(
     ("values", "name"),
     [
-        ({"alpha_multipliers": []}, "alpha_multipliers"),
-        ({"alpha_multipliers": [1, 1]}, "alpha_multipliers"),
-        ({"alpha_multipliers": [1, float("nan")]}, "alpha_multipliers"),
-        ({"alpha_multipliers": "1, 2"}, "alpha_multipliers"),
+        ({"strengths": []}, "strengths"),
+        ({"strengths": [1, 1]}, "strengths"),
+        ({"strengths": [1, float("nan")]}, "strengths"),
+        ({"strengths": "1, 2"}, "strengths"),
         ({"questions": 0}, "questions"),
+        ({"train_questions": 0}, "train_questions"),
         ({"prompts": 99}, "prompts"),
+        ({"test_prompts": 99}, "test_prompts"),
+        ({"min_distinct": 1.5}, "min_distinct"),
+        ({"perplexity_factor": 0.5}, "perplexity_factor"),
+        ({"language_instruction": " "}, "language_instruction"),
         ({"max_new_tokens": 0}, "max_new_tokens"),
         ({"positions": "middle"}, "positions"),
         ({"seeds": [0, 0]}, "seeds"),
@@ -405,3 +420,14 @@ def test_behaviour_layers_pick_study_layers_and_name_a_missing_one():
     message = str(caught.value)
     assert message.startswith("behaviour.layers: 3 not in embed.layers (15, final)")
     assert "\n" not in message
+
+
+def test_summary_shows_each_method_at_its_operating_point(stage_run):
+    from ssae_core.study.summary import _behaviour
+
+    _, _, results = stage_run
+    for part, measure in (("truthfulqa", "accuracy"), ("language", "concept")):
+        shown = _behaviour(results[part], measure)
+        test = results[part]["test"]
+        assert set(shown) == {"ssae", "aff", "md", "unsteered", "prompting"}
+        assert all(shown[name] == test[name][measure]["mean"] for name in shown)

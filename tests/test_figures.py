@@ -176,10 +176,9 @@ def test_the_udr_grid_table_has_every_column_its_plot_and_template_read():
 def test_behaviour_rows_keep_a_column_for_a_method_without_a_model():
     from ssae_core.study.plots import behaviour_rows
 
-    sweep = [{"alpha_multiplier": m, "accuracy": {"mean": 0.3, "std_seeds": 0.1}} for m in (2, 4)]
-    results = {
-        "truthfulqa": {"unsteered": {"accuracy": 0.25}, "methods": {"aff": {"sweep": sweep}}}
-    }
+    sweep = [{"method": "aff", "strength": s, "accuracy": 0.3 + s} for s in (0.0, 0.5)]
+    results = {"truthfulqa": {"train_sweep": sweep}}
     rows = behaviour_rows(results, "truthfulqa")  # no usable SSAE cell, no MD either
-    assert rows[0]["ssae"] == rows[0]["md_std"] == "" and rows[1]["aff"] == 0.3
-    assert [r["alpha_multiplier"] for r in rows] == [2, 4]
+    assert rows[0]["ssae_accuracy"] == rows[0]["md_accuracy"] == ""
+    assert rows[1]["aff_accuracy"] == 0.8
+    assert [r["strength"] for r in rows] == [0.0, 0.5]

@@ -498,6 +498,40 @@ def test_cli_gguf_of_final_layer_fails_before_writing(tiny_lm_dir, tmp_path):
         args.func(args)
 
 
+def test_cli_strength_is_in_units_of_the_typical_residual_norm(tiny_lm_dir, tmp_path, capsys):
+    """Without --alpha the vector is rescaled to strength x the median hidden-state norm at its
+    layer (the default strength when none is given), whatever the model's own vector length."""
+    from ssae_core.cli import DEFAULT_STRENGTH
+    from ssae_core.evaluation.behaviour.language import NEUTRAL_PROMPTS
+    from ssae_core.lm import loading as lm
+    from ssae_core.lm.steer import typical_norm
+
+    folder = write_model(
+        tmp_path / "m",
+        latents=2,
+        concepts=["a", "b"],
+        provenance={"model": str(tiny_lm_dir), "layer": "1", "bos": "auto"},
+    )
+    source = lm.resolve_model(str(tiny_lm_dir), verbose=False)
+    norm = typical_norm(lm.load_model(source), lm.load_tokenizer(source), 1, NEUTRAL_PROMPTS)
+    for options, strength in (([], DEFAULT_STRENGTH), (["--strength", "-0.5"], -0.5)):
+        out = tmp_path / f"v{strength}.safetensors"
+        args = parse([str(folder), "--latent", "1", *options, "--export", str(out)])
+        args.func(args)
+        saved = vf.load_steering_vectors(out)
+        unit = vf.vector_from_model(folder, latent=1, alpha=1.0).layer_activations[1]
+        expected = strength * norm * unit / unit.norm()
+        torch.testing.assert_close(saved.layer_activations[1], expected, rtol=1e-5, atol=1e-6)
+        assert float(saved.metadata["strength"]) == strength and "alpha" not in saved.metadata
+    args = parse([str(folder), "--latent", "1", "--prompt", "a dog", "--max-new-tokens", "2"])
+    args.func(args)
+    assert f"latent 1, strength {DEFAULT_STRENGTH:g} x norm" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        parse([str(folder), "--latent", "1", "--strength", "1", "--alpha", "3"])
+    with pytest.raises(SystemExit):
+        parse([str(folder), "--latent", "1", "--strength", "nan"])
+
+
 def test_cli_help_has_a_complete_example(capsys):
     with pytest.raises(SystemExit):
         parse(["--help"])
@@ -505,7 +539,8 @@ def test_cli_help_has_a_complete_example(capsys):
     from ssae_core.study.layout import StudyLayout
 
     run = StudyLayout(Path()).aff_run("lang", 15) / "seed-0"  # where the pipeline writes it
-    assert f"ssae steer {run.as_posix()} --lm models/lm --latent 0 --alpha 30" in text
+    assert f"ssae steer {run.as_posix()} --lm models/lm --latent 0" in text
+    assert "--strength 1.4" in text
     for option in ("--positions", "--max-new-tokens", "--export", "--export-gguf", "--concept"):
         assert option in text
 

@@ -487,3 +487,58 @@ def steer(
     finally:
         for handle in handles:
             handle.remove()
+
+
+# --------------------------------------------------------------------------- strength unit
+
+
+@torch.inference_mode()
+def typical_norm(
+    model: nn.Module,
+    tokenizer: Any,
+    layer: Layer,
+    texts: Iterable[str],
+    *,
+    template: str | None = None,
+    bos: object = "auto",
+) -> float:
+    """The median norm of the unsteered residual stream at ``layer`` (where :func:`steer` adds)
+    over every token of ``texts`` except BOS, the unit of a steering strength: strength 1 adds a
+    vector as long as a typical hidden state there. BOS is left out because its state is an
+    outlier (the attention sink: norms near 25,000 against ~180 at block 15 of SmolLM2-135M)."""
+    from ssae_core.lm.tokens import tokenize
+
+    rows = tokenize(tokenizer, list(texts), template=template, bos=bos)
+    if not rows or not any(rows):
+        raise InputError("typical_norm: give at least one text with tokens")
+    resolved = resolve_layer(
+        layer, num_layers(model.config), getattr(model.config, "name_or_path", "")
+    )
+    index = -1 if resolved is None else resolved + 1
+    device = next(model.parameters()).device
+    norms = []
+    for ids in rows:
+        states = model(torch.tensor([ids], device=device), output_hidden_states=True).hidden_states
+        keep = torch.tensor([t != tokenizer.bos_token_id for t in ids], device=device)
+        norms.append(states[index][0][keep].float().norm(dim=-1))
+    return float(torch.cat(norms).median())
+
+
+def at_strength(
+    vector: SteeringVector, strength: float, norms: Mapping[Layer, float]
+) -> SteeringVector:
+    """``vector`` with each layer's vector rescaled to ``strength x norms[layer]`` (the typical
+    residual norm there, :func:`typical_norm`), its direction kept; the strength and the norm
+    are recorded in the metadata."""
+    if not _finite(strength):
+        raise InputError(f"strength {strength!r}: give a finite number")
+    vectors = {}
+    for layer, values in vector.layer_activations.items():
+        length = float(values.norm())
+        if length == 0:
+            raise InputError(f"steering vector at layer {layer_name(layer)}: zero, no direction")
+        vectors[layer] = values * (float(strength) * norms[layer] / length)
+    metadata = {k: v for k, v in vector.metadata.items() if k not in MAGNITUDE_KEYS}
+    metadata["strength"] = repr(float(strength))
+    metadata["typical_norm"] = ",".join(f"{norms[k]:.6g}" for k in vectors)
+    return SteeringVector(vectors, metadata)

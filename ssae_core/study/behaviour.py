@@ -38,6 +38,7 @@ def score_behaviour(
     if not layout.mc_table.is_file():
         raise InputError(f"{layout.mc_table}: missing; run `dvc repro download_truthfulqa` first")
     questions = load_mc_questions(layout.mc_table)
+    train_questions = load_mc_questions(layout.mc_table, split="train")
     model = lm.load_model(source, device=config.device, dtype=config.dtype)
     tokenizer = lm.load_tokenizer(source)
     out = {}
@@ -58,6 +59,7 @@ def score_behaviour(
             config,
             truthfulqa=tables["truthfulqa"],
             mc_questions=questions,
+            mc_train_questions=train_questions,
             language=tables["lang"],
             runs=chosen,
             progress=progress,

@@ -330,7 +330,5 @@ class ReportConfig:
     """The layer whose numbers metrics/summary.json shows (``final`` or a block index)."""
     headline_sets: tuple[str, ...] | None = None
     """The sets metrics/summary.json shows; null: every set of the study."""
-    behaviour_multiplier: float = 4.0
-    """The multiple of the fitted alpha at which the summary shows MC1 and the language share."""
     claims: ClaimsConfig = field(default_factory=ClaimsConfig)
     """Thresholds that decide the paper's claims."""

@@ -105,32 +105,28 @@ def steering_rows(summary: Mapping) -> list[dict]:
     return rows
 
 
+BEHAVIOUR_MEASURES = {"truthfulqa": ("accuracy",), "language": ("concept", "fluency")}
+"""The measures of each behaviour's training sweep drawn against the strength."""
+
+
 def behaviour_rows(results: dict, part: str) -> list[dict]:
-    """Rows of a wide plot table, one per multiplier: ``alpha_multiplier``, the unsteered value
-    and, per method, the mean over seeds and its std. ``part``: ``truthfulqa`` (MC1 accuracy) or
-    ``language`` (``*_fraction``: share in the target language, ``*_perplexity``). A method
-    without a model (a set with no usable SSAE cell) has empty cells, so every plot's columns
-    exist."""
-    section = results[part]
-    measures = (
-        {"accuracy": "accuracy"}
-        if part == "truthfulqa"
-        else {"fraction": "language_fraction", "perplexity": "perplexity"}
-    )
-    multipliers = [e["alpha_multiplier"] for e in next(iter(section["methods"].values()))["sweep"]]
-    rows = []
-    for i, multiplier in enumerate(multipliers):
-        row: dict = {"alpha_multiplier": multiplier}
-        for suffix, key in measures.items():
-            name = "" if part == "truthfulqa" else f"_{suffix}"
-            row[f"unsteered{name}"] = section["unsteered"][key]
-            for method in dict.fromkeys([*STEERING_METHODS, *section["methods"]]):
-                report = section["methods"].get(method)  # None: no model (no usable SSAE cell)
-                entry = report["sweep"][i][key] if report else {"mean": "", "std_seeds": ""}
-                row[f"{method}{name}"] = entry["mean"]
-                row[f"{method}{name}_std"] = entry["std_seeds"]
-        rows.append(row)
-    return rows
+    """Rows of a wide plot table of one behaviour's TRAINING sweep, one per strength (0 = the
+    unsteered model): ``strength`` and, per method and measure, ``METHOD_MEASURE`` (MC1
+    ``accuracy``; language ``concept`` share and ``fluency`` share, the concept-vs-fluency
+    trade-off). A method without a model (a set with no usable SSAE cell) has empty cells, so
+    every plot's columns exist."""
+    sweep = results[part]["train_sweep"]
+    by_strength: dict[float, dict] = {}
+    for entry in sweep:
+        row = by_strength.setdefault(entry["strength"], {"strength": entry["strength"]})
+        for measure in BEHAVIOUR_MEASURES[part]:
+            row[f"{entry['method']}_{measure}"] = entry[measure]
+    methods = list(dict.fromkeys([*STEERING_METHODS, *(e["method"] for e in sweep)]))
+    columns = [f"{m}_{k}" for m in methods for k in BEHAVIOUR_MEASURES[part]]
+    return [
+        {"strength": s, **{c: row.get(c, "") for c in columns}}
+        for s, row in sorted(by_strength.items())
+    ]
 
 
 def write_plots(layout: StudyLayout, tables: Mapping[str, list[dict]]) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from ssae_core.errors import InputError
@@ -698,105 +698,130 @@ def timing_section(timings: Mapping[str, float]) -> list[str]:
 # --------------------------------------------------------------------------- behaviour
 
 
-def _per_seed(entry: dict, digits: int = 3) -> str:
-    return ", ".join(num(v, digits) for v in entry["values"]) if len(entry["values"]) > 1 else ""
-
-
 def _cell(text: str) -> str:
     return "`" + text.replace("`", "'").replace("|", "/").replace("\n", "⏎").strip() + "`"
 
 
+def _ci(entry: Mapping) -> str:
+    """``mean [low, high]`` of a held-out measure with its bootstrap interval."""
+    low, high = entry["interval"]
+    return f"{num(entry['mean'])} [{num(low)}, {num(high)}]"
+
+
 def _vector_lines(section: dict) -> list[str]:
     lines = []
-    for method, report in section["methods"].items():
+    for method, report in section["vectors"].items():
         seeds = f"seeds {report['seeds']}" if report["seeds"] is not None else "one vector"
         match = ""
         if report["latent"] is not None:
             match = f"; matched latents {report['latent']}, match scores {report['match_score']}"
         if report.get("cosine_to_md") is not None:
             match += f"; cosine with the md vector {pm(report['cosine_to_md'], 2)}"
-        lines.append(f"- {method} ({seeds}): fitted alpha {pm(report['alpha_fit'], 2)}{match}")
+        point = section["operating_points"][method]
+        lines.append(
+            f"- {method} ({seeds}): operating point {point:g} (chosen on training data); "
+            f"fitted alpha {pm(report['alpha_fit'], 2)}{match}"
+        )
     return lines
+
+
+def _sweep_lines(section: dict, cell: Callable[[Mapping], str], what: str) -> list[str]:
+    """The training sweep the operating points were chosen from: one row per method, one
+    column per strength (0 = unsteered)."""
+    sweep = section["train_sweep"]
+    strengths = sorted({row["strength"] for row in sweep})
+    rows = [
+        [
+            method,
+            *(
+                cell(r)
+                for s in strengths
+                for r in sweep
+                if r["method"] == method and r["strength"] == s
+            ),
+        ]
+        for method in dict.fromkeys(r["method"] for r in sweep)
+    ]
+    return [
+        f"Training sweep ({what}; the operating point of each method is its best column):",
+        "",
+        *table(["method", *(f"{s:g}" for s in strengths)], rows),
+    ]
 
 
 def _truthfulqa_lines(tqa: dict) -> list[str]:
-    lines = [
+    rows = [
+        [name, f"{entry['strength']:g}", _ci(entry["accuracy"])]
+        for name, entry in tqa["test"].items()
+    ]
+    return [
         "### TruthfulQA MC1 (truthfulness vector)",
         "",
         f"{tqa['n_questions']} of the {tqa.get('n_test_questions', tqa['n_questions'])} held-out "
-        f"questions (subsample seed {tqa.get('subsample_seed', '–')}), {tqa['n_choices']} "
-        "choices; each choice is scored by the summed log-probability of its answer tokens after "
-        f"the prompt `{tqa['template']!r}`, the best-scoring choice is the answer. Chance: "
-        f"{num(tqa['chance_accuracy'])}. Unsteered accuracy: {num(tqa['unsteered']['accuracy'])}."
-        f" Mean embedding norm: {num(tqa.get('embedding_norm'), 1)}.",
+        f"questions ({tqa['n_choices']} choices; chance {num(tqa['chance_accuracy'])}); each "
+        "choice is scored by the summed log-probability of its answer tokens after the prompt "
+        f"`{tqa['template']!r}`, the best-scoring choice is the answer. Operating points: the "
+        f"most accurate strength on {tqa['n_train_questions']} training questions. Prompting: "
+        f"`{tqa['instruction']}` on the line before the question. Intervals: "
+        "95% bootstrap over questions.",
         "",
         *_vector_lines(tqa),
         "",
-        "| method | multiplier | MC1 accuracy | per seed | unsteered | change |",
-        "|---|---|---|---|---|---|",
+        *table(["condition", "strength", "MC1 accuracy [interval]"], rows),
+        "",
+        *_sweep_lines(tqa, lambda r: num(r["accuracy"]), "MC1 accuracy"),
     ]
-    for method, report in tqa["methods"].items():
-        for entry in report["sweep"]:
-            lines.append(
-                f"| {method} | {entry['alpha_multiplier']:g} | {pm(entry['accuracy'])} | "
-                f"{_per_seed(entry['accuracy'])} | {num(tqa['unsteered']['accuracy'])} | "
-                f"{pm(entry['change'])} |"
-            )
-    return lines
 
 
 def _language_lines(lang: dict) -> list[str]:
-    code = lang["language"]
-    base = lang["unsteered"]
-    lines = [
+    code, rule = lang["language"], lang["fluency"]
+    rows = [
+        [
+            name,
+            f"{entry['strength']:g}",
+            _ci(entry["concept"]),
+            _ci(entry["fluency"]),
+            num(entry["score"]),
+            _ci(entry["detected"]),
+        ]
+        for name, entry in lang["test"].items()
+    ]
+    header = ["condition", "strength", f"fluent {code} [interval]", "fluent [interval]"]
+    header += ["harmonic mean", f"{code} by detector alone"]
+    return [
         f"### Language (language vector: English -> {code})",
         "",
-        f"{lang['n_prompts']} neutral English prompts, greedy continuations of "
-        f"{lang['max_new_tokens']} new tokens (steered positions: {lang['positions']}). "
-        f"'{code} share': continuations that py3langid identifies as `{code}`. Perplexity: of "
-        "the continuations given their prompts, under the unsteered model (lower is more "
-        "predictable; repetitive text also scores low, see the samples). Unsteered: "
-        f"{code} share {num(base['language_fraction'])}, perplexity "
-        f"{num(base['perplexity'], 1)}. Mean embedding norm: "
-        f"{num(lang.get('embedding_norm'), 1)}.",
+        f"{len(lang['test_prompts'])} held-out neutral English prompts, greedy continuations of "
+        f"{lang['max_new_tokens']} new tokens (steered positions: {lang['positions']}). A "
+        f"continuation counts as `{code}` only if py3langid says so AND it is fluent: at least "
+        f"{rule['min_distinct']:g} of its tokens distinct and a perplexity under the unsteered "
+        f"model of at most {num(rule['max_perplexity'], 1)} ({rule['perplexity_factor']:g} x the "
+        "largest unsteered one on the training prompts). Operating points: the strength with the "
+        f"best harmonic mean of the two shares on {len(lang['train_prompts'])} training prompts. "
+        f"Prompting: `{lang['instruction']}` on the line before the prompt. Intervals: 95% "
+        "bootstrap over prompts.",
         "",
         *_vector_lines(lang),
         "",
-        f"| method | multiplier | {code} share | per seed | unsteered | perplexity | per seed | "
-        "unsteered | empty outputs | languages found |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for method, report in lang["methods"].items():
-        for entry in report["sweep"]:
-            found = ", ".join(f"{k or 'none'} {v}" for k, v in list(entry["languages"].items())[:4])
-            lines.append(
-                f"| {method} | {entry['alpha_multiplier']:g} | {pm(entry['language_fraction'])} "
-                f"| {_per_seed(entry['language_fraction'])} | {num(base['language_fraction'])} | "
-                f"{pm(entry['perplexity'], 1)} | {_per_seed(entry['perplexity'], 1)} | "
-                f"{num(base['perplexity'], 1)} | {sum(entry['n_empty'])} | {found} |"
-            )
-    return lines + _sample_lines(lang)
-
-
-def _sample_lines(lang: dict) -> list[str]:
-    base = lang["unsteered"]
-    if not base["samples"]:
-        return []
-    lines = [
+        *table(header, rows),
         "",
-        f"Continuations of {_cell(lang['prompts'][0])} (first seed of each method):",
+        *_sweep_lines(
+            lang,
+            lambda r: f"{num(r['concept'], 2)} / {num(r['fluency'], 2)} ({num(r['detected'], 2)})",
+            f"fluent {code} / fluent ({code} by detector alone)",
+        ),
         "",
-        "| method | multiplier | continuation |",
-        "|---|---|---|",
-        f"| unsteered | 0 | {_cell(base['samples'][0])} |",
+        "Held-out samples (first seed of each method):",
+        "",
+        *table(
+            ["condition", "prompt", "continuation"],
+            [
+                [name, _cell(prompt), _cell(text)]
+                for name, entry in lang["test"].items()
+                for prompt, text in zip(lang["test_prompts"], entry["samples"], strict=False)
+            ],
+        ),
     ]
-    for method, report in lang["methods"].items():
-        for entry in report["sweep"]:
-            if entry["alpha_multiplier"] != 0 and entry["samples"]:
-                lines.append(
-                    f"| {method} | {entry['alpha_multiplier']:g} | {_cell(entry['samples'][0])} |"
-                )
-    return lines
 
 
 def behaviour_section(results: dict) -> list[str]:
@@ -805,14 +830,15 @@ def behaviour_section(results: dict) -> list[str]:
     return [
         "## Behavioural steering of the language model",
         "",
-        "The LM itself is steered: `multiplier × alpha_fit × v` is added to its residual stream "
-        f"at the layer the embeddings were read at ({tqa['layer']}; `final` = the final-norm "
-        "output), at every position. v is a unit vector for the concept: SSAE and aff, the "
-        "decoder row matched to the concept on the training pairs (one per seed); MD, the mean "
-        "training shift (one deterministic vector). alpha_fit is the least-squares size of the "
-        "concept's training shifts along v, so every method is compared at the same multiple of "
-        "its own fitted shift. Multiplier 0 is the unsteered model. Values: mean ± std over "
-        "seeds (population std), with the per-seed values beside them.",
+        "The LM itself is steered: `strength × norm × v` is added to its residual stream at the "
+        f"layer the embeddings were read at ({tqa['layer']}; `final` = the final-norm output), "
+        f"at every position; norm = {num(tqa['norm'], 1)}, the median norm of the unsteered "
+        "hidden states there (BOS left out), so strength 1 adds a vector as long as a typical "
+        "hidden state and every method adds the same length. v is a unit vector for the "
+        "concept: SSAE and aff, the decoder row matched to the concept on the training pairs; "
+        "MD, the mean training shift. Each method's strength is chosen on training data only, "
+        "then scored on held-out data next to the unsteered model, the prompting baseline and "
+        "prompting + the vector (strength 0: steering did not beat the unsteered model).",
         "",
         *_truthfulqa_lines(tqa),
         "",

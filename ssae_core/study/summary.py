@@ -4,8 +4,9 @@ other JSON files under metrics/, which the report reads).
 
 At the headline layer (``report.headline_layer``), per pair set: the decoder UDR of the selected
 SSAE cell and of aff, and the probe flip rate (common concept set) of SSAE, aff and MD; and the
-behavioural results at ``report.behaviour_multiplier`` x the fitted alpha: TruthfulQA MC1
-accuracy and the share of continuations in the target language, per method and unsteered.
+held-out behavioural results at each method's operating point (chosen on training data):
+TruthfulQA MC1 accuracy and the share of fluent continuations in the target language, per method,
+unsteered and for the prompting baseline.
 """
 
 from __future__ import annotations
@@ -28,16 +29,12 @@ def _flip(summary: Mapping, method: str) -> float | None:
     return None if probe is None else probe["common"]["flip_rate"]["mean"]
 
 
-def _sweep_value(section: Mapping, method: str, measure: str, multiplier: float) -> float | None:
-    for entry in section["methods"].get(method, {}).get("sweep", []):
-        if entry["alpha_multiplier"] == multiplier:
-            return entry[measure]["mean"]
-    return None
+BEHAVIOUR_CONDITIONS = (*STEER_METHODS, "unsteered", "prompting")
 
 
-def _behaviour(section: Mapping, measure: str, multiplier: float) -> dict:
-    values = {m: _sweep_value(section, m, measure, multiplier) for m in STEER_METHODS}
-    return {**values, "unsteered": section["unsteered"][measure]}
+def _behaviour(section: Mapping, measure: str) -> dict:
+    test = section["test"]
+    return {c: test[c][measure]["mean"] if c in test else None for c in BEHAVIOUR_CONDITIONS}
 
 
 def headline_metrics(config: ReportConfig, metrics: Mapping[str, Mapping]) -> dict:
@@ -58,9 +55,8 @@ def headline_metrics(config: ReportConfig, metrics: Mapping[str, Mapping]) -> di
             out[name] |= {f"{m}_flip": _flip(steering[name], m) for m in STEER_METHODS}
     behaviour = metrics["behaviour"]["layers"].get(key)
     if behaviour is not None:
-        multiplier = config.behaviour_multiplier
-        out["mc1"] = _behaviour(behaviour["truthfulqa"], "accuracy", multiplier)
-        out["target_language"] = _behaviour(behaviour["language"], "language_fraction", multiplier)
+        out["mc1"] = _behaviour(behaviour["truthfulqa"], "accuracy")
+        out["target_language"] = _behaviour(behaviour["language"], "concept")
     numbers = sum(len(v) for v in out.values() if isinstance(v, dict))
     if numbers > MAX_KEYS:
         raise InputError(

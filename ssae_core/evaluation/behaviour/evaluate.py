@@ -18,6 +18,7 @@ from ssae_core.datasets.truthfulqa import MC1Question
 from ssae_core.errors import InputError
 from ssae_core.evaluation.behaviour.config import BehaviourConfig
 from ssae_core.evaluation.behaviour.language import (
+    HELD_OUT_PROMPTS,
     LANGUAGE,
     NEUTRAL_PROMPTS,
     evaluate_language,
@@ -27,7 +28,7 @@ from ssae_core.evaluation.behaviour.mc1 import TRUTHFULNESS, evaluate_truthfulqa
 from ssae_core.evaluation.behaviour.vectors import concept_vectors
 from ssae_core.evaluation.steering_accuracy import SteeringModel
 from ssae_core.io import EmbeddingTable
-from ssae_core.metrics import rounded
+from ssae_core.lm.steer import typical_norm
 from ssae_core.train import torch_threads
 
 
@@ -49,6 +50,30 @@ def check_same_model(table: EmbeddingTable, model_name: str, what: str) -> None:
         )
 
 
+def _vectors(
+    params: BehaviourConfig,
+    truthfulqa: EmbeddingTable,
+    language: EmbeddingTable,
+    runs: Mapping[str, Mapping[str, Sequence[SteeringModel]]],
+) -> tuple[dict, dict]:
+    """The truthfulness and language vectors of every method, fitted on the training rows."""
+    tqa = concept_vectors(
+        truthfulqa.subset("train"),
+        runs["truthfulqa"],
+        TRUTHFULNESS,
+        seeds=params.seeds,
+        what="truthfulqa embeddings",
+    )
+    lang = concept_vectors(
+        language.subset("train"),
+        runs["lang"],
+        LANGUAGE,
+        seeds=params.seeds,
+        what="lang embeddings",
+    )
+    return tqa, lang
+
+
 def evaluate_behaviour(
     model: nn.Module,
     tokenizer: Any,
@@ -56,13 +81,15 @@ def evaluate_behaviour(
     *,
     truthfulqa: EmbeddingTable,
     mc_questions: Sequence[MC1Question],
+    mc_train_questions: Sequence[MC1Question],
     language: EmbeddingTable,
     runs: Mapping[str, Mapping[str, Sequence[SteeringModel]]],
     progress: bool = True,
 ) -> dict:
-    """Both behavioural evaluations (JSON-ready). ``truthfulqa`` / ``language``: the embedding
-    tables (vectors are fitted on their ``train`` rows, the template is the one truthfulqa's
-    embeddings recorded); ``mc_questions``: the held-out MC questions (subsampled here);
+    """Both behavioural evaluations (JSON-ready) under the protocol of :mod:`.protocol`.
+    ``truthfulqa`` / ``language``: the embedding tables (vectors are fitted on their ``train``
+    rows; the MC template is the one truthfulqa's embeddings recorded); ``mc_questions`` /
+    ``mc_train_questions``: the held-out and training MC questions (subsampled here);
     ``runs``: ``{"truthfulqa": {method: members}, "lang": {method: members}}``."""
     for name in ("truthfulqa", "lang"):
         if name not in runs:
@@ -73,47 +100,48 @@ def evaluate_behaviour(
             "truthfulqa embeddings record no prompt template (pairs.template); re-run "
             "download_truthfulqa and extract_embeddings"
         )
-    identifier = language_identifier()
-    questions = subsample(mc_questions, params.questions, params.subsample_seed)
-    prompts = list(NEUTRAL_PROMPTS[: params.prompts])
-    seeds = params.seeds
-    tqa_vectors = concept_vectors(
-        truthfulqa.subset("train"),
-        runs["truthfulqa"],
-        TRUTHFULNESS,
-        seeds=seeds,
-        what="truthfulqa embeddings",
-    )
-    lang_vectors = concept_vectors(
-        language.subset("train"), runs["lang"], LANGUAGE, seeds=seeds, what="lang embeddings"
-    )
+    tqa_vectors, lang_vectors = _vectors(params, truthfulqa, language, runs)
+    train_prompts = list(NEUTRAL_PROMPTS[: params.prompts])
+    shared = {
+        "strengths": params.strengths,
+        "batch_size": params.batch_size,
+        "resamples": params.resamples,
+        "seed": params.subsample_seed,
+        "level": params.level,
+        "progress": progress,
+    }
     with torch_threads(params.threads):
+        layer = next(iter(lang_vectors.values()))[0].layer
+        norm = typical_norm(model, tokenizer, layer, train_prompts)
         tqa = evaluate_truthfulqa(
             model,
             tokenizer,
-            questions,
             tqa_vectors,
-            params.alpha_multipliers,
+            norm=norm,
+            train_questions=subsample(
+                mc_train_questions, params.train_questions, params.subsample_seed
+            ),
+            test_questions=subsample(mc_questions, params.questions, params.subsample_seed),
             template=template,
-            batch_size=params.batch_size,
-            progress=progress,
+            instruction=params.truth_instruction,
+            **shared,
         )
         tqa["n_test_questions"] = len(mc_questions)
-        tqa["subsample_seed"] = params.subsample_seed
-        tqa["embedding_norm"] = rounded(float(np.linalg.norm(truthfulqa.z, axis=1).mean()))
         lang = evaluate_language(
             model,
             tokenizer,
-            prompts,
             lang_vectors,
-            params.alpha_multipliers,
+            norm=norm,
+            train_prompts=train_prompts,
+            test_prompts=list(HELD_OUT_PROMPTS[: params.test_prompts]),
+            instruction=params.language_instruction,
             language=params.language,
-            identifier=identifier,
+            identifier=language_identifier(),
+            min_distinct=params.min_distinct,
+            perplexity_factor=params.perplexity_factor,
             max_new_tokens=params.max_new_tokens,
-            batch_size=params.batch_size,
             positions=params.positions,
             samples=params.samples,
-            progress=progress,
+            **shared,
         )
-    lang["embedding_norm"] = rounded(float(np.linalg.norm(language.z, axis=1).mean()))
     return {"settings": asdict(params), "truthfulqa": tqa, "language": lang}

@@ -21,13 +21,27 @@ import numpy as np
 from torch import nn
 
 from ssae_core.errors import InputError
+from ssae_core.evaluation.behaviour.fluency import (
+    distinct_share,
+    fluency_rule,
+    harmonic_mean,
+    text_perplexities,
+)
 from ssae_core.evaluation.behaviour.logprobs import ScoredText, perplexity, target_logprobs
-from ssae_core.evaluation.behaviour.vectors import ConceptVector, sweep_conditions, vector_report
+from ssae_core.evaluation.behaviour.protocol import (
+    UNSTEERED,
+    Condition,
+    choose_points,
+    held_out,
+    summarise,
+    sweep,
+)
+from ssae_core.evaluation.behaviour.vectors import ConceptVector, vector_report
 from ssae_core.evaluation.steering_accuracy import MEAN_DIFFERENCE
 from ssae_core.lm.layers import layer_name
 from ssae_core.lm.steer import SteeringVector, steer
 from ssae_core.lm.tokens import complete, pad_token_id, tokenize
-from ssae_core.metrics import rounded, seed_summary
+from ssae_core.metrics import rounded
 from ssae_core.progress import show_progress
 
 LANGUAGE = "language"
@@ -52,7 +66,47 @@ NEUTRAL_PROMPTS = (
     "The new restaurant near the station",
 )
 """Neutral English sentence openings: no French words, no household-object nouns (the lang
-word list is made of those), so a French continuation comes from the steering."""
+word list is made of those), so a French continuation comes from the steering. The behaviour
+stage chooses operating points on these (the training prompts) and evaluates on
+:data:`HELD_OUT_PROMPTS`."""
+
+HELD_OUT_PROMPTS = (
+    "The bus was late again because",
+    "Last night the sky over the hills",
+    "Our teacher always told us that",
+    "The small shop on the corner sells",
+    "In the evening my grandmother",
+    "The football match on Sunday was",
+    "This year the garden has",
+    "The doctor said that I should",
+    "At the end of the street there is",
+    "My best friend from school",
+    "The museum opens its doors at",
+    "During the holidays we visited",
+    "The old bridge across the river",
+    "Every morning the baker",
+    "The children in the park were",
+    "Tomorrow the whole town will",
+    "The letter from my aunt said",
+    "The concert in the square",
+    "When the rain stopped, we",
+    "The new teacher at our school",
+    "My favourite season of the year is",
+    "The road to the village",
+    "Before the exam, the students",
+    "The painting in the hall shows",
+)
+"""Held-out neutral English openings (same rules as :data:`NEUTRAL_PROMPTS`, none shared)."""
+
+INSTRUCTION_SEPARATOR = "\n"
+
+
+def with_instruction(texts: Sequence[str], instruction: str) -> list[str]:
+    """The prompting baseline's prompts: the instruction, a line break, then each text
+    (``Answer in French.\nThe weather today is``)."""
+    if not instruction.strip():
+        raise InputError("instruction: empty; give a sentence such as 'Answer in French.'")
+    return [instruction.strip() + INSTRUCTION_SEPARATOR + text for text in texts]
 
 
 def continue_prompts(
@@ -211,76 +265,144 @@ def steered_continuations(
     return Continuations(texts, found, logprob, count)
 
 
-def evaluate_language(
+class LanguageScores(NamedTuple):
+    """Continuations of one prompt set under several conditions ([C][N] / [C, N])."""
+
+    texts: list[list[str]]
+    languages: list[list[str]]
+    perplexity_CN: np.ndarray
+    distinct_CN: np.ndarray
+
+
+def score_language(
     model: nn.Module,
     tokenizer: Any,
     prompts: Sequence[str],
-    vectors: Mapping[str, Sequence[ConceptVector]],
-    multipliers: Sequence[float],
+    conditions: Sequence[Condition],
     *,
+    instruction: str,
+    identifier: Any,
+    max_new_tokens: int,
+    batch_size: int,
+    positions: str,
+    progress: bool,
+) -> LanguageScores:
+    """Greedy continuations of ``prompts`` under every condition (the instruction prepended where
+    a condition is ``instructed``), their languages, their perplexities under the UNSTEERED model
+    given the plain prompt (so every condition is scored alike) and their distinct-token shares."""
+    settings = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "positions": positions}
+    instructed = with_instruction(prompts, instruction)
+    unsteered: dict[bool, list[str]] = {}  # a method at strength 0 is the unsteered model
+    texts = []
+    for c in show_progress(conditions, desc="continuations", disable=not progress):
+        if c.vector is None and c.instructed in unsteered:
+            texts.append(unsteered[c.instructed])
+            continue
+        texts.append(
+            continue_prompts(
+                model, tokenizer, instructed if c.instructed else prompts, c.vector, **settings
+            )
+        )
+        if c.vector is None:
+            unsteered[c.instructed] = texts[-1]
+    logprob, count = _continuation_logprobs(model, tokenizer, prompts, texts, batch_size, progress)
+    ids = [tokenizer(list(t), add_special_tokens=False)["input_ids"] for t in texts]
+    distinct = np.array([[distinct_share(row) for row in rows] for rows in ids])
+    found = [identify_languages(outputs, identifier) for outputs in texts]
+    return LanguageScores(texts, found, text_perplexities(logprob, count), distinct)
+
+
+def _add_readings(
+    results: dict[str, dict],
+    conditions: Sequence[Condition],
+    scores: LanguageScores,
+    samples: int,
+) -> None:
+    """Add to each held-out condition's results its harmonic-mean score, its first member's
+    first ``samples`` continuations and the languages found."""
+    for name, entry in results.items():
+        rows = [i for i, c in enumerate(conditions) if c.name == name]
+        entry["score"] = rounded(harmonic_mean(entry["concept"]["mean"], entry["fluency"]["mean"]))
+        entry["samples"] = scores.texts[rows[0]][:samples]
+        entry["languages"] = _counts(code for i in rows for code in scores.languages[i])
+
+
+def evaluate_language(
+    model: nn.Module,
+    tokenizer: Any,
+    vectors: Mapping[str, Sequence[ConceptVector]],
+    strengths: Sequence[float],
+    *,
+    norm: float,
+    train_prompts: Sequence[str],
+    test_prompts: Sequence[str],
+    instruction: str,
     language: str = "fr",
     identifier: Any = None,
+    min_distinct: float = 0.4,
+    perplexity_factor: float = 5.0,
     max_new_tokens: int = 16,
     batch_size: int = 16,
     positions: str = "all",
     samples: int = 3,
+    resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
     progress: bool = True,
 ) -> dict:
-    """Share of continuations in ``language`` and their perplexity under the unsteered model,
-    unsteered and with every vector at every multiplier (JSON-ready)."""
+    """The language behaviour under the shared protocol (:mod:`.protocol`): fluency rule and
+    operating points from ``train_prompts``, scores on ``test_prompts`` (JSON-ready)."""
     check_language(language, "language")
-    conditions = sweep_conditions(vectors, multipliers)
-    reference = (vectors.get(MEAN_DIFFERENCE) or [None])[0]
-    runs = steered_continuations(
-        model,
-        tokenizer,
-        prompts,
-        [None, *(c.vector for c in conditions)],
-        identifier=identifier,
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
-        positions=positions,
-        progress=progress,
+    identifier = identifier if identifier is not None else language_identifier()
+    options = {
+        "instruction": instruction,
+        "identifier": identifier,
+        "max_new_tokens": max_new_tokens,
+        "batch_size": batch_size,
+        "positions": positions,
+        "progress": progress,
+    }
+    base = Condition(UNSTEERED, None, 0, 0.0, False, None)
+    grid = sweep(vectors, strengths, norm)
+    train = score_language(model, tokenizer, train_prompts, [base, *grid], **options)
+    rule = fluency_rule(
+        train.perplexity_CN[0], min_distinct=min_distinct, perplexity_factor=perplexity_factor
     )
-    texts, found = runs.texts, runs.languages
 
-    def measures(i: int) -> tuple[float, float | None, int]:
-        return runs.share(i, language), runs.perplexity(i), runs.n_empty(i)
+    def measures(scores: LanguageScores) -> dict[str, np.ndarray]:
+        fluent_CN = rule.fluent(scores.distinct_CN, scores.perplexity_CN)
+        target_CN = np.array([[code == language for code in row] for row in scores.languages])
+        return {"concept": target_CN & fluent_CN, "fluency": fluent_CN, "detected": target_CN}
 
-    base_fraction, base_ppl, base_empty = measures(0)
-    index = {(c.method, c.member, c.multiplier): i + 1 for i, c in enumerate(conditions)}
-    methods = {}
-    for method, members in vectors.items():
-        sweep = []
-        for m in multipliers:
-            rows = [index.get((method, i, float(m)), 0) for i in range(len(members))]
-            fraction, ppl, empty = zip(*(measures(r) for r in rows), strict=True)
-            sweep.append(
-                {
-                    "alpha_multiplier": float(m),
-                    "language_fraction": seed_summary(fraction),
-                    "language_change": seed_summary([f - base_fraction for f in fraction]),
-                    "perplexity": seed_summary(ppl),
-                    "n_empty": list(empty),
-                    "languages": _counts(code for r in rows for code in found[r]),
-                    "samples": texts[rows[0]][:samples],
-                }
-            )
-        methods[method] = {**vector_report(members, reference), "sweep": sweep}
+    train_measures = measures(train)
+    chosen, rows = choose_points(
+        grid,
+        {k: v[1:] for k, v in train_measures.items()},
+        {k: v[0] for k, v in train_measures.items()},
+        lambda means: harmonic_mean(means["concept"], means["fluency"]),
+    )
+    tests = held_out(vectors, chosen, norm)
+    test = score_language(model, tokenizer, test_prompts, tests, **options)
+    results = summarise(tests, measures(test), resamples=resamples, seed=seed, level=level)
+    _add_readings(results, tests, test, samples)
+    reference = (vectors.get(MEAN_DIFFERENCE) or [None])[0]
     return {
         "concept": LANGUAGE,
         "layer": layer_name(next(iter(vectors.values()))[0].layer),
         "language": language,
-        "n_prompts": len(prompts),
-        "prompts": list(prompts),
-        "max_new_tokens": max_new_tokens,
+        "norm": rounded(norm),
+        "instruction": instruction,
         "positions": positions,
-        "unsteered": {
-            "language_fraction": rounded(base_fraction),
-            "perplexity": rounded(base_ppl),
-            "n_empty": base_empty,
-            "languages": _counts(found[0]),
-            "samples": texts[0][:samples],
+        "max_new_tokens": max_new_tokens,
+        "train_prompts": list(train_prompts),
+        "test_prompts": list(test_prompts),
+        "fluency": {
+            "min_distinct": min_distinct,
+            "perplexity_factor": perplexity_factor,
+            "max_perplexity": rounded(rule.max_perplexity),
         },
-        "methods": methods,
+        "vectors": {m: vector_report(v, reference) for m, v in vectors.items()},
+        "operating_points": chosen,
+        "train_sweep": rows,
+        "test": results,
     }

@@ -19,12 +19,21 @@ from torch import nn
 
 from ssae_core.datasets.truthfulqa import MC1Question, read_mc_table
 from ssae_core.errors import InputError
+from ssae_core.evaluation.behaviour.language import with_instruction
 from ssae_core.evaluation.behaviour.logprobs import ScoredText, target_logprobs
-from ssae_core.evaluation.behaviour.vectors import ConceptVector, sweep_conditions, vector_report
+from ssae_core.evaluation.behaviour.protocol import (
+    UNSTEERED,
+    Condition,
+    choose_points,
+    held_out,
+    summarise,
+    sweep,
+)
+from ssae_core.evaluation.behaviour.vectors import ConceptVector, vector_report
 from ssae_core.evaluation.steering_accuracy import MEAN_DIFFERENCE
 from ssae_core.lm.layers import layer_name
 from ssae_core.lm.tokens import pad_token_id, tokenize
-from ssae_core.metrics import rounded, seed_summary
+from ssae_core.metrics import rounded
 
 TRUTHFULNESS = "truthfulness"
 QUESTION_FIELD = "{question}"
@@ -48,15 +57,23 @@ def split_template(template: str) -> str:
     return context
 
 
-def choice_texts(tokenizer: Any, items: Sequence[MC1Question], template: str) -> list[ScoredText]:
+def choice_texts(
+    tokenizer: Any,
+    items: Sequence[MC1Question],
+    template: str,
+    instruction: str | None = None,
+) -> list[ScoredText]:
     """One :class:`ScoredText` per choice of every question, question by question. The context is
     the template up to the answer with trailing spaces moved to the answer (``Q: ...\\nA:`` +
-    `` answer``, as a tokenizer splits the joined text); the answer is tokenised without special
+    `` answer``, as a tokenizer splits the joined text), after ``instruction`` and a line break
+    where one is given (the prompting baseline); the answer is tokenised without special
     tokens."""
     prefix = split_template(template)
     context_texts, answers = [], []
     for item in items:
         context = prefix.replace(QUESTION_FIELD, item.question)
+        if instruction is not None:
+            context = with_instruction([context], instruction)[0]
         stripped = context.rstrip(" ")
         for choice in item.choices:
             context_texts.append(stripped)
@@ -81,56 +98,88 @@ def mc1_correct(logprob_N: np.ndarray, items: Sequence[MC1Question]) -> np.ndarr
     )
 
 
-def evaluate_truthfulqa(
+def score_mc1(
     model: nn.Module,
     tokenizer: Any,
     questions: Sequence[MC1Question],
-    vectors: Mapping[str, Sequence[ConceptVector]],
-    multipliers: Sequence[float],
+    conditions: Sequence[Condition],
     *,
     template: str,
+    instruction: str,
+    batch_size: int,
+    progress: bool,
+) -> np.ndarray:
+    """Whether each condition answers each question correctly, bool [C, Q]: the plain and the
+    instructed conditions are scored in one call each (at the final layer, one pass per batch)."""
+    out_CQ = np.zeros((len(conditions), len(questions)), dtype=bool)
+    for instructed in (False, True):
+        rows = [i for i, c in enumerate(conditions) if c.instructed == instructed]
+        if not rows:
+            continue
+        texts = choice_texts(tokenizer, questions, template, instruction if instructed else None)
+        scores_CN = target_logprobs(
+            model,
+            texts,
+            [conditions[i].vector for i in rows],
+            pad_id=pad_token_id(tokenizer),
+            batch_size=batch_size,
+            progress=progress,
+            desc="truthfulqa",
+        )
+        for i, scores_N in zip(rows, scores_CN, strict=True):
+            out_CQ[i] = mc1_correct(scores_N, questions)
+    return out_CQ
+
+
+def evaluate_truthfulqa(
+    model: nn.Module,
+    tokenizer: Any,
+    vectors: Mapping[str, Sequence[ConceptVector]],
+    strengths: Sequence[float],
+    *,
+    norm: float,
+    train_questions: Sequence[MC1Question],
+    test_questions: Sequence[MC1Question],
+    template: str,
+    instruction: str,
     batch_size: int = 16,
+    resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
     progress: bool = True,
 ) -> dict:
-    """MC1 accuracy unsteered and with every vector at every multiplier (JSON-ready)."""
-    texts = choice_texts(tokenizer, questions, template)
-    conditions = sweep_conditions(vectors, multipliers)
-    reference = (vectors.get(MEAN_DIFFERENCE) or [None])[0]
-    scores_CN = target_logprobs(
-        model,
-        texts,
-        [None, *(c.vector for c in conditions)],
-        pad_id=pad_token_id(tokenizer),
-        batch_size=batch_size,
-        progress=progress,
-        desc="truthfulqa",
-    )
-    base = float(mc1_correct(scores_CN[0], questions).mean())
-    accuracy = {
-        (c.method, c.member, c.multiplier): float(mc1_correct(scores_CN[i + 1], questions).mean())
-        for i, c in enumerate(conditions)
+    """MC1 under the shared protocol (:mod:`.protocol`): operating points chosen by accuracy on
+    ``train_questions``, accuracies with bootstrap intervals over ``test_questions``."""
+    options = {
+        "template": template,
+        "instruction": instruction,
+        "batch_size": batch_size,
+        "progress": progress,
     }
-    methods = {}
-    for method, members in vectors.items():
-        sweep = []
-        for m in multipliers:
-            values = [accuracy.get((method, i, float(m)), base) for i in range(len(members))]
-            sweep.append(
-                {
-                    "alpha_multiplier": float(m),
-                    "accuracy": seed_summary(values),
-                    "change": seed_summary([v - base for v in values]),
-                }
-            )
-        methods[method] = {**vector_report(members, reference), "sweep": sweep}
+    base = Condition(UNSTEERED, None, 0, 0.0, False, None)
+    grid = sweep(vectors, strengths, norm)
+    train_CQ = score_mc1(model, tokenizer, train_questions, [base, *grid], **options)
+    chosen, rows = choose_points(
+        grid, {"accuracy": train_CQ[1:]}, {"accuracy": train_CQ[0]}, lambda m: m["accuracy"]
+    )
+    tests = held_out(vectors, chosen, norm)
+    test_CQ = score_mc1(model, tokenizer, test_questions, tests, **options)
+    reference = (vectors.get(MEAN_DIFFERENCE) or [None])[0]
     return {
         "concept": TRUTHFULNESS,
         "layer": layer_name(next(iter(vectors.values()))[0].layer),
         "template": template,
-        "n_questions": len(questions),
-        "n_choices": len(texts),
-        "chance_accuracy": rounded(float(np.mean([1 / len(q.choices) for q in questions]))),
-        "question_ids": [q.question_id for q in questions],
-        "unsteered": {"accuracy": rounded(base)},
-        "methods": methods,
+        "instruction": instruction,
+        "norm": rounded(norm),
+        "n_train_questions": len(train_questions),
+        "n_questions": len(test_questions),
+        "n_choices": sum(len(q.choices) for q in test_questions),
+        "chance_accuracy": rounded(float(np.mean([1 / len(q.choices) for q in test_questions]))),
+        "question_ids": [q.question_id for q in test_questions],
+        "vectors": {m: vector_report(v, reference) for m, v in vectors.items()},
+        "operating_points": chosen,
+        "train_sweep": rows,
+        "test": summarise(
+            tests, {"accuracy": test_CQ}, resamples=resamples, seed=seed, level=level
+        ),
     }

@@ -5,9 +5,10 @@ For ``ssae`` and ``aff``, one per run member: the decoder row matched to the con
 constant, as in lang and truthfulqa, is matched by the cosine of each row with the mean training
 shift) oriented along +concept; ``md``: the normalised mean training shift. Each comes with its
 signed least-squares scale alpha_fit (the typical size of the concept's shift along the vector).
-The LM is steered with ``multiplier * alpha_fit * v`` for each multiplier of a sweep, so every
-method is compared at the same multiple of its own fitted shift size. Multiplier 0 adds the zero
-vector, i.e. it IS the unsteered model, so it is evaluated once. The layer is the one the
+The behaviour stage steers with ``strength x typical residual norm x v``
+(:mod:`~ssae_core.evaluation.behaviour.protocol`), the same length for every method, so methods
+differ only in direction; ``steering_vector(multiplier)`` gives ``multiplier x alpha_fit x v``
+(the inspection page's unit). The layer is the one the
 embeddings were read at (their ``layer`` metadata; ``final`` = the output of the final norm).
 """
 
@@ -51,9 +52,13 @@ class ConceptVector(NamedTuple):
 
     def steering_vector(self, multiplier: float) -> SteeringVector:
         """``multiplier * alpha * unit`` at this vector's layer."""
-        metadata = {"method": self.method, "seed": str(self.seed), "multiplier": repr(multiplier)}
-        scaled = float(multiplier) * self.alpha * np.asarray(self.unit_D, np.float64)
-        return SteeringVector({self.layer: scaled.astype(np.float32)}, metadata)
+        return self.scaled(float(multiplier) * self.alpha, multiplier=repr(multiplier))
+
+    def scaled(self, scale: float, **metadata: str) -> SteeringVector:
+        """``scale * unit`` at this vector's layer."""
+        meta = {"method": self.method, "seed": str(self.seed), **metadata}
+        values = float(scale) * np.asarray(self.unit_D, np.float64)
+        return SteeringVector({self.layer: values.astype(np.float32)}, meta)
 
 
 def embedding_layer(table: EmbeddingTable, what: str) -> Layer:
@@ -124,28 +129,6 @@ def concept_vectors(
             )
         out[method] = vectors
     return out
-
-
-class Condition(NamedTuple):
-    """One steered evaluation: a member's vector at one multiplier."""
-
-    method: str
-    member: int
-    multiplier: float
-    vector: SteeringVector
-
-
-def sweep_conditions(
-    vectors: Mapping[str, Sequence[ConceptVector]], multipliers: Sequence[float]
-) -> list[Condition]:
-    """Every (method, member, non-zero multiplier); multiplier 0 is the unsteered model."""
-    return [
-        Condition(method, i, float(m), v.steering_vector(m))
-        for m in multipliers
-        if m != 0
-        for method, members in vectors.items()
-        for i, v in enumerate(members)
-    ]
 
 
 def vector_report(members: Sequence[ConceptVector], reference: ConceptVector | None = None) -> dict:
