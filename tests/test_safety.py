@@ -335,4 +335,5 @@ def test_train_says_when_a_member_ends_off_its_budget(ws, capsys):
     )
     assert code == 0, err
     warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
-    assert len(warnings) == 2 and all("x its budget 0.01: not on its budget" in w for w in warnings)
+    assert len(warnings) == 2
+    assert all("budget 0.01" in w and " is not converged " in w for w in warnings), warnings

@@ -256,7 +256,9 @@ def test_steer_a_model_folder_at_a_negative_layer_without_loading_the_lm(tiny_lm
     fields, tensors = read_gguf(gguf_out)  # layer and architecture from the recorded model
     assert list(tensors) == ["direction.1"] and fields["controlvector.model_hint"] == "llama"
     assert fields["ssae.layer"] == "1"
-    assert main(["steer", str(folder), "--latent", "0", "--export", "x.safetensors"]) == 2
+    by_strength = tmp_path / "x.safetensors"  # no --alpha: the default strength, from the LM
+    assert main(["steer", str(folder), "--latent", "0", "--export", str(by_strength)]) == 0
+    assert by_strength.is_file()
     assert main(["steer", str(gguf_out), "--latent", "0", "--export", "x.safetensors"]) == 2
 
 
