@@ -200,7 +200,8 @@ def test_a_failed_run_removes_the_folders_it_created(ws, capsys):
 def _start_long_training(ws: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "ssae_core.cli", "train", "data.parquet", "--out", "run",
-         "--epochs", "100000", "--min-steps", "0", "--patience", "0", "--quiet"],
+         "--epochs", "100000", "--min-steps", "0", "--patience", "0", "--settle-tol", "0",
+         "--quiet"],
         cwd=ws, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
 
