@@ -197,12 +197,20 @@ def test_a_failed_run_removes_the_folders_it_created(ws, capsys):
 # --------------------------------------------------------------------------- crashes
 
 
+def _default_sigint() -> None:
+    """In the child before exec: Ctrl-C's default action, even where the test runner was started
+    with SIGINT ignored (a background job of a non-interactive shell is), which Python would
+    otherwise keep."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_long_training(ws: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "ssae_core.cli", "train", "data.parquet", "--out", "run",
          "--epochs", "100000", "--min-steps", "0", "--patience", "0", "--settle-tol", "0",
          "--quiet"],
         cwd=ws, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_default_sigint,
     )  # fmt: skip
 
 
