@@ -54,6 +54,7 @@ def tiny_params(project: Path, model_dir: Path) -> None:
     """Shrink every section of the project's params.yaml to seconds-long runs."""
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["synthetic"].update(dim=12, num_pairs=300)
+    params["pairs"]["min_train_pairs"] = 300  # lang in two contexts: the path, not the size
     params["train"].update(
         seeds=[0, 1],
         epochs=2,

@@ -308,3 +308,33 @@ def test_stage_writes_the_table(tmp_path, monkeypatch) -> None:
     out = tmp_path / "data" / "pairs" / "gender.parquet"
     assert pq.read_table(out).equals(make_pairs("gender", seed=1))
     assert not (tmp_path / "data" / "pairs" / "lang.parquet").exists()  # only the sets named
+
+
+# --------------------------------------------------------------------------- contexts
+
+
+@pytest.mark.parametrize("name", DATASETS)
+def test_every_set_has_enough_training_pairs(sets: dict[str, PairSet], name: str) -> None:
+    assert sets[name].split.count("train") >= PairsConfig().min_train_pairs
+
+
+def test_contexts_repeat_each_pair_with_its_entity_and_split(sets: dict[str, PairSet]) -> None:
+    gender = sets["gender"]
+    contexts = gender.metadata["contexts"]
+    assert len(contexts) == -(-1000 // len(gender.entities("train")))
+    rows = [i for i, e in enumerate(gender.entity) if e == "king"]
+    assert [gender.x[i] for i in rows] == [c.format("king") for c in contexts]
+    assert [gender.x_tilde[i] for i in rows] == [c.format("queen") for c in contexts]
+    assert len({gender.split[i] for i in rows}) == 1
+    assert sets["binary"].metadata["contexts"] == ["{}"]  # 1,104 bare training pairs suffice
+    bare = build_pairs("gender", PairsConfig(min_train_pairs=0))
+    assert bare.metadata["contexts"] == ["{}"] and len(bare) == len(gender) // len(contexts)
+
+
+@pytest.mark.parametrize(
+    ("contexts", "problem"),
+    [(["{}", "the {}"], "no letters"), (["- {}"], "start with"), (["{}", "{} {}"], "once")],
+)
+def test_bad_contexts(contexts: list[str], problem: str) -> None:
+    with pytest.raises(InputError, match=problem):
+        PairsConfig(contexts=tuple(contexts))

@@ -39,6 +39,13 @@ CAT_ATTRIBUTES = ("shape", "colour", "object")
 
 _WORD = re.compile(r"[^\W\d_]+")
 
+DEFAULT_CONTEXTS = (
+    *("{}", "- {}", "* {}", "> {}", "# {}", "1. {}"),
+    *("... {}", ": {}", "| {}", "2) {}", "~ {}", "= {}"),
+)
+"""Wrappers that multiply the pairs of the small word-list sets (``pairs.contexts``): the word
+stays the last token read, after a different prefix, and no letter is added."""
+
 
 # --------------------------------------------------------------------------- configuration
 
@@ -72,6 +79,12 @@ class PairsConfig:
     """Share of entities (words, professions, phrases) held out for the test split."""
     cat: CatConfig = field(default_factory=CatConfig)
     """Settings of the ``cat`` set."""
+    min_train_pairs: int = 1000
+    """Word-list sets with fewer training pairs than this repeat every pair in the next of
+    ``contexts`` until they have this many (0: bare words only); range: [0, 100000]."""
+    contexts: tuple[str, ...] = DEFAULT_CONTEXTS
+    """Wrappers of the words, ``{}`` the word: the same wrapper on x and x~ of a pair, used in
+    this order; punctuation and digits only (no letters: no word is shared between sets)."""
     custom: dict = field(default_factory=dict)
     """Pair sets of your own, ``{name: {path, x, x_tilde, ...}}``: see
     :class:`ssae_core.datasets.custom.CustomPairsConfig` (read by the ``custom_pairs`` stage)."""
@@ -79,6 +92,19 @@ class PairsConfig:
     def __post_init__(self) -> None:
         if self.seed < 0:
             raise InputError(f"pairs.seed must be a non-negative integer, got {self.seed}")
+        if self.min_train_pairs < 0:
+            raise InputError(
+                f"pairs.min_train_pairs must be a non-negative integer, got {self.min_train_pairs}"
+            )
+        object.__setattr__(self, "contexts", tuple(self.contexts))
+        for context in self.contexts:
+            if context.count("{}") != 1 or _WORD.search(context.replace("{}", "")):
+                raise InputError(
+                    f"pairs.contexts: {context!r} must hold '{{}}' once and no letters "
+                    "(punctuation, digits and spaces only)"
+                )
+        if not self.contexts or self.contexts[0] != "{}":
+            raise InputError("pairs.contexts must start with '{}' (the bare word)")
         if not 0.0 < self.test_fraction < 1.0:
             raise InputError(
                 f"pairs.test_fraction must be strictly between 0 and 1, got {self.test_fraction}"
@@ -253,10 +279,26 @@ def _word_pair_set(
         state_names=list(dict.fromkeys(v[0] for v in concept_states.values())),
         concept_states=concept_states,
     )
+    contexts = contexts_needed(
+        sum(len(pairs_of(row)) for row, s in zip(words.rows, splits, strict=True) if s == "train"),
+        config,
+    )
+    pairs.metadata["contexts"] = list(contexts)
     for row, split in zip(words.rows, splits, strict=True):
-        for x, x_tilde, shift, states in pairs_of(row):
-            pairs.add(x, x_tilde, split, row[0], np.asarray(shift), states)
+        for context in contexts:
+            for x, x_tilde, shift, states in pairs_of(row):
+                x, x_tilde = context.format(x), context.format(x_tilde)
+                pairs.add(x, x_tilde, split, row[0], np.asarray(shift), states)
     return pairs
+
+
+def contexts_needed(train_pairs: int, config: PairsConfig) -> tuple[str, ...]:
+    """The first of ``config.contexts`` that give at least ``config.min_train_pairs`` training
+    pairs when every pair is repeated in each (all of them when even that is short)."""
+    if train_pairs == 0:
+        return config.contexts[:1]
+    count = -(-config.min_train_pairs // train_pairs)
+    return config.contexts[: max(1, min(count, len(config.contexts)))]
 
 
 def _metadata(name: str, split_by: str, config: PairsConfig, words: WordList) -> dict[str, object]:
