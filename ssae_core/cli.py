@@ -217,7 +217,9 @@ def _add_encode(sub: argparse._SubParsersAction) -> None:
         "encode",
         help="write the codes h of every pair of an embedding table",
         description="Encode the shifts of an embedding table with one trained model; writes "
-        "Parquet with pair_id, split and h (fixed-size list of m floats).",
+        "Parquet with pair_id, split, h (fixed-size list of m floats) and outlier (the shift's "
+        "norm exceeds the outlier threshold recorded in training: see ssae train "
+        "--drop-outliers).",
     )
     p.add_argument("model_dir", help="a model folder (e.g. runs/demo/seed-0)")
     p.add_argument("embeddings", help="embedding table: a Parquet file or a folder of shards")
@@ -237,8 +239,13 @@ def _add_encode(sub: argparse._SubParsersAction) -> None:
 def _run_encode(args: argparse.Namespace) -> None:
     from ssae_core.runs import encode_table
 
-    count = encode_table(args.model_dir, args.embeddings, args.out, rescale=args.rescale)
+    count, flagged = encode_table(args.model_dir, args.embeddings, args.out, rescale=args.rescale)
     print(f"wrote codes of {count} pairs to {args.out}")
+    if flagged:
+        print(
+            f"{flagged} pair(s) have a shift norm above the outlier threshold the model was "
+            "trained with (column outlier): their codes are extrapolations"
+        )
 
 
 PAIRS_EXAMPLE = """\

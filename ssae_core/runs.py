@@ -20,6 +20,7 @@ from typing import NamedTuple
 import numpy as np
 import pyarrow as pa
 
+from ssae_core import outliers
 from ssae_core.errors import InputError
 from ssae_core.io import (
     EmbeddingRows,
@@ -261,8 +262,11 @@ def load_model(path: str | Path) -> ShiftAutoencoder:
 
 def encode_table(
     model_dir: str | Path, embeddings: str | Path, out_file: str | Path, *, rescale: bool = False
-) -> int:
-    """Write the codes of every pair in ``embeddings`` as Parquet: ``pair_id``, ``split``, ``h``.
+) -> tuple[int, int]:
+    """Write the codes of every pair in ``embeddings`` as Parquet: ``pair_id``, ``split``, ``h``
+    and ``outlier`` (the shift's norm exceeds the outlier threshold the model recorded in
+    training, :mod:`ssae_core.outliers`: such pairs were dropped from its training shifts, and
+    their codes are extrapolations). Returns the numbers of pairs and of outliers.
 
     Reads the table in slices and writes the codes of each slice as it goes (one row group per
     slice), so memory does not grow with the table whatever its row groups; the rows are checked
@@ -273,6 +277,7 @@ def encode_table(
     model = load_model(model_dir)
     blocks = open_embeddings(embeddings).blocks
     ids: list[np.ndarray] = []
+    flagged = 0
     with safe_output(out_file, ENCODE_COMMAND, kind="file", inputs=[model_dir, embeddings]) as tmp:
         writer = None
         try:
@@ -286,6 +291,7 @@ def encode_table(
                         "model and layer"
                     )
                 part = _codes_table(model, rows, rescale)
+                flagged += int(np.sum(part.column("outlier").to_numpy()))
                 if writer is None:
                     writer = table_writer(tmp, stamped(part, ENCODE_COMMAND).schema)
                 writer.write_table(part)
@@ -294,18 +300,22 @@ def encode_table(
             if writer is not None:
                 writer.close()
         require_unique_ids(np.concatenate(ids), embeddings)
-    return sum(len(i) for i in ids)
+    return sum(len(i) for i in ids), flagged
 
 
 def _codes_table(model: ShiftAutoencoder, rows: EmbeddingRows, rescale: bool) -> pa.Table:
-    """The codes of some rows of an embedding table: ``pair_id``, ``split``, ``h``."""
-    codes = model.encode(rows.z_tilde - rows.z, rescale=rescale).astype(np.float32)
+    """The codes of some rows of an embedding table: ``pair_id``, ``split``, ``h``, ``outlier``."""
+    delta_ND = rows.z_tilde - rows.z
+    codes = model.encode(delta_ND, rescale=rescale).astype(np.float32)
     flat = pa.array(codes.reshape(-1), pa.float32())
+    limit = model.record.outlier_threshold
+    flagged = outliers.above(delta_ND, limit) if limit is not None else np.zeros(len(codes), bool)
     return pa.table(
         {
             "pair_id": pa.array(rows.pair_id, pa.int64()),
             "split": pa.array(rows.split.astype(str), pa.string()),
             "h": pa.FixedSizeListArray.from_arrays(flat, codes.shape[1]),
+            "outlier": pa.array(flagged, pa.bool_()),
         }
     )
 

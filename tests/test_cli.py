@@ -55,10 +55,33 @@ def test_train_writes_one_folder_per_seed_and_encode(data, tmp_path):
     codes = tmp_path / "codes.parquet"
     assert main(["encode", str(out / "seed-0"), str(data), "--out", str(codes)]) == 0
     table = pq.read_table(codes)
-    assert table.column_names == ["pair_id", "split", "h"]
+    assert table.column_names == ["pair_id", "split", "h", "outlier"]
     assert table.schema.field("h").type == pa.list_(pa.float32(), 3)
+    assert not any(table.column("outlier").to_pylist())
     h = np.stack(table.column("h").to_numpy(zero_copy_only=False))
     np.testing.assert_allclose(h, load_run(out)[0].encode(load_embeddings(data).delta), atol=1e-6)
+
+
+def test_encode_flags_the_outliers_training_dropped(data, tmp_path, capsys):
+    """Pairs spiked to 150x the median shift norm: training drops them by default, and encode
+    marks them (and only them) in its outlier column, by the threshold training recorded."""
+    table = load_embeddings(data)
+    median = np.median(np.linalg.norm(table.delta, axis=1))
+    spiked = np.flatnonzero(table.split == "train")[:2]
+    table.z_tilde[spiked, 0] = table.z[spiked, 0] + 150 * median
+    path = tmp_path / "spiked.parquet"
+    save_embeddings(table, path)
+    out, codes = tmp_path / "run", tmp_path / "codes.parquet"
+    assert (
+        main(["train", str(path), "--out", str(out), "--latent-dim", "3", "--seeds", "0", *FAST])
+        == 0
+    )
+    assert load_run(out)[0].record.outlier_threshold < 150 * median
+    capsys.readouterr()
+    assert main(["encode", str(out / "seed-0"), str(path), "--out", str(codes)]) == 0
+    flagged = pq.read_table(codes).column("outlier").to_numpy(zero_copy_only=False)
+    assert np.flatnonzero(flagged).tolist() == spiked.tolist()
+    assert "2 pair(s) have a shift norm above the outlier threshold" in capsys.readouterr().out
 
 
 def test_encode_reads_any_row_groups(data, tmp_path):

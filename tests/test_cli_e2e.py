@@ -68,7 +68,7 @@ def test_train_then_encode(synth_file: Path, work: Path):
     out = ok(ssae("encode runs/demo/seed-0 data.parquet --out codes.parquet", cwd=work))
     assert "wrote codes of 400 pairs to codes.parquet" in out
     codes = pq.read_table(work / "codes.parquet")
-    assert codes.column_names == ["pair_id", "split", "h"]
+    assert codes.column_names == ["pair_id", "split", "h", "outlier"]
     h = np.stack(codes.column("h").to_numpy(zero_copy_only=False))
     np.testing.assert_allclose(h, members[0].encode(load_embeddings(synth_file).delta), atol=1e-6)
 
