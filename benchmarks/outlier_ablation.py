@@ -15,51 +15,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
 from ssae_core.config import load_config, read_section
-from ssae_core.evaluation.identifiability import score_run
 from ssae_core.lm.embed import EmbedConfig
-from ssae_core.runs import resolve_latent_dim
-from ssae_core.study.budgets import Budgets
+from ssae_core.study.ablation import OPTIONS, run_option, variant
 from ssae_core.study.config import StudyConfig
 from ssae_core.study.layout import StudyLayout
-from ssae_core.study.sets import load_set
-from ssae_core.train import train
-
-OPTIONS = {
-    "global": {"normalize": "global", "drop": False},
-    "layer": {"normalize": "layer", "drop": False},
-    "global+drop": {"normalize": "global", "drop": True},
-}
-
-
-def _mcc(scores: dict) -> float | None:
-    part = scores.get("state_mcc") or scores.get("mcc")
-    return None if part is None else part["mean"]
-
-
-def run_one(study: StudyConfig, at, name: str) -> dict:
-    """aff and SSAE (the set's middle grid ratio) on one set at one layer; held-out MCC."""
-    table = load_set(study, at, name)
-    train_rows, test = table.subset("train"), table.subset("test")
-    latent = resolve_latent_dim(study.train_config("aff", lr=study.lr), train_rows)
-    aff_cfg = replace(study.train_config("aff", lr=study.lr), latent_dim=latent)
-    aff = train(train_rows.delta, aff_cfg, progress=False).models
-    ratios = study.grid_ratios(name)
-    ratio = sorted(ratios)[len(ratios) // 2]
-    budget = Budgets.from_aff(aff, [ratio]).budget(ratio)
-    cfg = study.train_config("ssae", lr=study.lr, sparsity=budget, ratios=(ratio,))
-    ssae = train(train_rows.delta, replace(cfg, latent_dim=latent), progress=False).models
-    return {
-        "n_train": len(train_rows),
-        "n_test": len(test),
-        "ratio": ratio,
-        "aff": _mcc(score_run(aff, test)),
-        "ssae": _mcc(score_run(ssae, test)),
-        "statuses": [m.record.status_at(study.usable_tolerance) for m in ssae],
-        "steps": int(np.mean([m.record.steps for m in ssae])),
-    }
 
 
 def main() -> None:
@@ -75,9 +35,7 @@ def main() -> None:
     args = parser.parse_args()
     params = args.params or args.root / "params.yaml"
     study = load_config(StudyConfig, read_section(params, "study"), "study")
-    study = replace(
-        study, seeds=tuple(args.seeds), optim=replace(study.optim, threads=args.threads)
-    )
+    study = replace(study, optim=replace(study.optim, threads=args.threads))
     layers = load_config(EmbedConfig, read_section(params, "embed"), "embed").layer_list
     layout = StudyLayout(args.root)
     results: dict = {}
@@ -85,19 +43,13 @@ def main() -> None:
         at = layout.at(layer)
         for name in args.sets or study.sets:
             for option in args.options:
-                setting = OPTIONS[option]
-                variant = replace(
-                    study,
-                    drop_outliers=setting["drop"],
-                    optim=replace(study.optim, normalize=setting["normalize"]),
-                )
                 started = time.perf_counter()
-                found = run_one(variant, at, name)
+                found = run_option(variant(study, OPTIONS[option], tuple(args.seeds)), at, name)
                 found["seconds"] = round(time.perf_counter() - started, 1)
                 results.setdefault(at.key, {}).setdefault(name, {})[option] = found
                 print(
-                    f"layer {at.key} {name:10s} {option:12s} aff {found['aff']:.3f} ssae "
-                    f"{found['ssae']:.3f} n_train {found['n_train']} statuses "
+                    f"layer {at.key} {name:10s} {option:12s} aff {found['aff']['mcc']:.3f} ssae "
+                    f"{found['ssae']['mcc']:.3f} n_train {found['n_train']} statuses "
                     f"{sorted(set(found['statuses']))} ({found['seconds']} s)",
                     flush=True,
                 )
@@ -123,10 +75,10 @@ def markdown(results: dict, args: argparse.Namespace) -> str:
     for layer, sets in results.items():
         for name, options in sets.items():
             for option, found in options.items():
-                statuses = ", ".join(sorted(set(found["statuses"])))
+                aff, ssae = found["aff"]["mcc"], found["ssae"]["mcc"]
                 lines.append(
-                    f"| {layer} | {name} | {option} | {found['aff']:.3f} | {found['ssae']:.3f} | "
-                    f"{found['ssae'] - found['aff']:+.3f} | {found['n_train']} | {statuses} |"
+                    f"| {layer} | {name} | {option} | {aff:.3f} | {ssae:.3f} | {ssae - aff:+.3f} "
+                    f"| {found['n_train']} | {', '.join(found['statuses'])} |"
                 )
     return "\n".join(lines)
 

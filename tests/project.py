@@ -72,6 +72,7 @@ def tiny_params(project: Path, model_dir: Path) -> None:
         sets=["lang", "binary", "truthfulqa"],
         entangled_sets=["binary"],
         overcomplete={"set": "binary", "factors": [1, 2], "seeds": [0, 1]},
+        ablation={"sets": ["binary"], "seeds": [0]},
     )
     params["study"]["optim"].update(steps=10, max_steps=40, batch_size=32, threads=1)
     params["behaviour"].update(

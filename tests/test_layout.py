@@ -70,6 +70,7 @@ ORDER = [
     "ssae_core.study.training",
     "ssae_core.study.selection",
     "ssae_core.study.scores",
+    "ssae_core.study.ablation",
     "ssae_core.study.behaviour",
     "ssae_core.study.inspection",
     "ssae_core.study.summary",

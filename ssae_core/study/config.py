@@ -54,6 +54,20 @@ class OvercompleteConfig:
 
 
 @dataclass(frozen=True)
+class AblationConfig:
+    """params.yaml ``study.ablation``: the outlier ablation of the report."""
+
+    sets: tuple[str, ...] = ("lang", "gender", "binary", "corr")
+    """The sets ablated (each of study.sets); every layer of embed.layers."""
+    seeds: tuple[int, ...] = (0,)
+    """Seeds of the aff and SSAE runs of each option."""
+
+    def __post_init__(self) -> None:
+        if not self.seeds:
+            raise InputError("study.ablation.seeds: give one seed or more")
+
+
+@dataclass(frozen=True)
 class OptimConfig:
     """Optimisation settings shared by every run of the study."""
 
@@ -132,6 +146,8 @@ class StudyConfig:
     """Optimisation settings shared by every run."""
     probes: ProbeConfig = field(default_factory=ProbeConfig)
     """The held-out probes that measure what steering changes."""
+    ablation: AblationConfig = field(default_factory=AblationConfig)
+    """The outlier ablation of the report (ssae_core.study.ablation)."""
 
     def __post_init__(self) -> None:
         if self.latent_factor < 1:

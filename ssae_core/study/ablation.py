@@ -1,0 +1,149 @@
+"""The outlier ablation of the report: which treatment of massive-activation outliers the study
+uses, measured on the study's own embeddings.
+
+Per set of ``study.ablation.sets`` and layer, and per option of :data:`OPTIONS` (normalise
+globally; normalise each shift by its own RMS, as the authors' code does; normalise globally
+and drop the outlier pairs from every split, ``study.outlier_factor``), aff and SSAE (at the
+set's middle grid ratio, seeds ``study.ablation.seeds``) are trained on the training split and
+scored on that option's test split: MCC against the full-rank coding of the labels, and the
+probe flip rate of the common concept set (:mod:`ssae_core.evaluation.probes`). An option that
+drops no pair is the same data as ``global`` and is not trained twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import NamedTuple
+
+import numpy as np
+
+from ssae_core.errors import InputError
+from ssae_core.evaluation.identifiability import score_run
+from ssae_core.evaluation.probes import evaluate_probe_steering
+from ssae_core.metrics import rounded
+from ssae_core.runs import resolve_latent_dim
+from ssae_core.study.budgets import Budgets
+from ssae_core.study.config import AblationConfig, StudyConfig
+from ssae_core.study.layout import LayerLayout
+from ssae_core.study.sets import load_set
+from ssae_core.train import train
+
+
+class Option(NamedTuple):
+    """One outlier treatment: the shift normalisation and whether outlier pairs are dropped."""
+
+    normalize: str
+    drop: bool
+
+
+OPTIONS = {
+    "global": Option("global", False),
+    "layer": Option("layer", False),
+    "global+drop": Option("global", True),
+}
+"""The treatments compared, by the name the report gives them."""
+
+
+def variant(study: StudyConfig, option: Option, seeds: tuple[int, ...]) -> StudyConfig:
+    """The study's settings under one treatment (and the ablation's seeds)."""
+    optim = replace(study.optim, normalize=option.normalize)
+    return replace(study, drop_outliers=option.drop, seeds=seeds, optim=optim)
+
+
+def _mcc(scores: dict) -> float | None:
+    part = scores.get("state_mcc") or scores.get("mcc")
+    return None if part is None else rounded(part["mean"])
+
+
+def _flip_rates(study: StudyConfig, table, runs: dict) -> dict[str, float | None]:
+    """The common-set probe flip rate of each method's runs on ``table``'s test split."""
+    if table.labels is None:
+        return dict.fromkeys(runs)
+    result = evaluate_probe_steering(table, runs, mean_difference=False, config=study.probes)
+    return {m: rounded(result["methods"][m]["common"]["flip_rate"]["mean"]) for m in runs}
+
+
+def run_option(study: StudyConfig, at: LayerLayout, name: str) -> dict:
+    """aff and SSAE (the set's middle grid ratio) trained under ``study``'s settings on one set
+    at one layer: held-out MCC and probe flip rate of each, with the SSAE members' statuses."""
+    table = load_set(study, at, name)
+    train_rows, test = table.subset("train"), table.subset("test")
+    base = study.train_config("aff", lr=study.lr)
+    latent = resolve_latent_dim(base, train_rows)
+    aff = train(train_rows.delta, replace(base, latent_dim=latent), progress=False).models
+    ratios = sorted(study.grid_ratios(name))
+    ratio = ratios[len(ratios) // 2]
+    budget = Budgets.from_aff(aff, [ratio]).budget(ratio)
+    cfg = study.train_config("ssae", lr=study.lr, sparsity=budget, ratios=(ratio,))
+    ssae = train(train_rows.delta, replace(cfg, latent_dim=latent), progress=False).models
+    flips = _flip_rates(study, table, {"aff": aff, "ssae": ssae})
+    return {
+        "n_train": len(train_rows),
+        "n_test": len(test),
+        "budget_ratio": ratio,
+        "aff": {"mcc": _mcc(score_run(aff, test)), "flip_rate": flips["aff"]},
+        "ssae": {"mcc": _mcc(score_run(ssae, test)), "flip_rate": flips["ssae"]},
+        "statuses": sorted({m.record.status_at(study.usable_tolerance) for m in ssae}),
+    }
+
+
+def _drops_nothing(study: StudyConfig, at: LayerLayout, name: str) -> bool:
+    """Whether dropping outliers leaves every pair of the set (then it equals ``global``)."""
+    plain = load_set(replace(study, drop_outliers=False), at, name)
+    return len(load_set(replace(study, drop_outliers=True), at, name)) == len(plain)
+
+
+def ablate(study: StudyConfig, config: AblationConfig, at: LayerLayout) -> dict:
+    """``{set: {option: scores}}`` at one layer; an option identical to ``global`` (no outlier
+    to drop) repeats its scores with ``"same_as": "global"``."""
+    out: dict = {}
+    for name in config.sets:
+        if name not in study.sets:
+            raise InputError(f"study.ablation.sets: {name!r} is not one of study.sets")
+        same = _drops_nothing(study, at, name)
+        entry: dict = {}
+        for option_name, option in OPTIONS.items():
+            if option.drop and same:
+                entry[option_name] = {**entry["global"], "same_as": "global"}
+                continue
+            entry[option_name] = run_option(variant(study, option, config.seeds), at, name)
+        out[name] = entry
+    return out
+
+
+def chosen_option(study: StudyConfig) -> str:
+    """The name of the option the study itself uses."""
+    current = Option(study.optim.normalize, study.drop_outliers)
+    return next((n for n, o in OPTIONS.items() if o == current), "other")
+
+
+def ablation_rows(layers: dict) -> list[dict]:
+    """One row per layer, set and option (for the report's table and the plots CSV)."""
+    rows = []
+    for layer, sets in layers.items():
+        for name, options in sets.items():
+            for option, found in options.items():
+                aff, ssae = found["aff"], found["ssae"]
+                rows.append(
+                    {
+                        "layer": layer,
+                        "set": name,
+                        "option": option,
+                        "aff_mcc": aff["mcc"],
+                        "ssae_mcc": ssae["mcc"],
+                        "aff_flip_rate": aff["flip_rate"],
+                        "ssae_flip_rate": ssae["flip_rate"],
+                        "n_train": found["n_train"],
+                        "statuses": ", ".join(found["statuses"]),
+                    }
+                )
+    return rows
+
+
+def mean_by_option(rows: list[dict], key: str) -> dict[str, float | None]:
+    """The mean of one score over every set and layer, per option (None where none is known)."""
+    out = {}
+    for option in OPTIONS:
+        values = [r[key] for r in rows if r["option"] == option and r[key] is not None]
+        out[option] = rounded(float(np.mean(values))) if values else None
+    return out

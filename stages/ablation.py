@@ -1,0 +1,36 @@
+"""Stage `ablation`: the outlier treatments compared on the study's embeddings (global
+normalisation, per-shift normalisation, outlier pairs dropped), aff and SSAE at every layer ->
+metrics/ablation.json and metrics/plots/ablation.csv (ssae_core/study/ablation.py)."""
+
+from __future__ import annotations
+
+import time
+
+from ssae_core.io import write_json
+from ssae_core.lm.embed import EmbedConfig
+from ssae_core.study.ablation import ablate, ablation_rows, chosen_option
+from ssae_core.study.config import StudyConfig
+from ssae_core.study.plots import write_plots
+from ssae_core.train import torch_threads
+from stages.common import LAYOUT, load_section, run_stage
+
+
+def main() -> None:
+    study = load_section(StudyConfig, "study")
+    layers: dict = {}
+    with torch_threads(study.optim.threads):
+        for layer in load_section(EmbedConfig, "embed").layer_list:
+            at = LAYOUT.at(layer)
+            started = time.perf_counter()
+            layers[at.key] = ablate(study, study.ablation, at)
+            print(f"layer {at.key}: {time.perf_counter() - started:.0f} s", flush=True)
+    out = {"chosen": chosen_option(study), "seeds": list(study.ablation.seeds), "layers": layers}
+    write_json(out, LAYOUT.metrics("ablation"))
+    rows = ablation_rows(layers)
+    write_plots(LAYOUT, {"ablation": rows})
+    for row in rows:
+        print(", ".join(f"{key} {value}" for key, value in row.items()))
+
+
+if __name__ == "__main__":
+    run_stage(main)
