@@ -156,3 +156,29 @@ def test_unusable_overcomplete_or_entangled_runs_are_not_tested():
     for name in SETS:
         tested["identifiability"]["layers"]["final"]["entangled"][name]["ssae"]["usable"] = False
     assert _verdicts(tested)["robustness to entanglement"] == NOT_TESTABLE
+
+
+def _ablation(ssae_mcc: dict[str, float]) -> dict:
+    scores = {
+        option: {
+            "n_train": 100,
+            "n_test": 30,
+            "budget_ratio": 0.5,
+            "aff": {"mcc": 0.4, "flip_rate": 0.2},
+            "ssae": {"mcc": value, "flip_rate": None},
+            "statuses": ["usable"],
+        }
+        for option, value in ssae_mcc.items()
+    }
+    return {"chosen": "global+drop", "seeds": [0], "layers": {"15": {"corr": scores}}}
+
+
+def test_the_ablation_names_the_best_treatment_and_whether_the_study_uses_it():
+    from ssae_core.study.report import ablation_section
+
+    lines = ablation_section(_ablation({"global": 0.1, "layer": 0.6, "global+drop": 0.4}))
+    text = "\n".join(lines)
+    assert "| 15 | corr | global+drop (study) | 0.400 | 0.400 | 0.200 | – | 100 |" in text
+    assert text.endswith("Best mean SSAE MCC: layer; the study uses global+drop.")
+    lines = ablation_section(_ablation({"global": 0.1, "layer": 0.2, "global+drop": 0.4}))
+    assert lines[-1] == "Best mean SSAE MCC: global+drop; the study uses it."
