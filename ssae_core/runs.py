@@ -112,6 +112,8 @@ class TrainingData(NamedTuple):
     shifts: np.ndarray | ShardSource
     table: EmbeddingTable | ShardSource  # for its concepts and metadata
     source: str
+    groups: np.ndarray | None = None
+    """The entity of each row where the table has labels: the held-out rows are whole ones."""
 
 
 def training_data(
@@ -139,7 +141,8 @@ def training_data(
         table = table.reoriented(reverse.fraction, reverse.seed)
     rows = training_rows(table, split, source)
     check_shifts(rows.delta, rows.pair_id, cfg.normalize, source)
-    return TrainingData(rows.delta, table, source)
+    groups = rows.labels.group if rows.labels is not None else None
+    return TrainingData(rows.delta, table, source, groups)
 
 
 def train_run(
@@ -176,6 +179,7 @@ def train_run(
         result = train(
             data.shifts,
             cfg,
+            groups=data.groups,
             checkpoint=checkpoint,
             progress=progress,
             provenance={"embeddings": data.source, "split": split, **data.table.metadata},

@@ -297,13 +297,25 @@ def member_losses(net: StackedSSAE, x_SBD: torch.Tensor) -> tuple[torch.Tensor, 
 # --------------------------------------------------------------------------- batching
 
 
-def _holdout_mask(num: int, fraction: float) -> np.ndarray:
-    """True for held-out rows: a fixed subset, the same for every member and run."""
+def _holdout_mask(num: int, fraction: float, groups: np.ndarray | None = None) -> np.ndarray:
+    """True for held-out rows: a fixed subset, the same for every member and run. With
+    ``groups`` (an entity per row: the word or question a pair was made from), whole groups are
+    held out, in a seeded order, until at least ``fraction`` of the rows are: no held-out row
+    shares its entity with a training row."""
     held = np.zeros(num, dtype=bool)
     num_held = round(num * fraction)
-    if num_held and num - num_held >= 2:
-        held[np.random.default_rng(VAL_SPLIT_SEED).permutation(num)[:num_held]] = True
-    return held
+    if not num_held or num - num_held < 2:
+        return held
+    rng = np.random.default_rng(VAL_SPLIT_SEED)
+    if groups is None:
+        held[rng.permutation(num)[:num_held]] = True
+        return held
+    names, group_N = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+    sizes = np.bincount(group_N, minlength=len(names))
+    order = rng.permutation(len(names))
+    taken = order[: int(np.searchsorted(np.cumsum(sizes[order]), num_held)) + 1]
+    held = np.isin(group_N, taken)
+    return held if num - held.sum() >= 2 else np.zeros(num, dtype=bool)
 
 
 def _epoch_batches(
@@ -553,6 +565,7 @@ def train(
     delta_ND: np.ndarray | ShardSource,
     cfg: TrainConfig,
     *,
+    groups: np.ndarray | None = None,
     checkpoint: str | Path | None = None,
     progress: bool = True,
     provenance: dict | None = None,
@@ -560,6 +573,10 @@ def train(
     """Train every member of ``cfg`` on raw shifts ``delta_ND`` as one stacked model; given a
     :class:`ssae_core.streaming.ShardSource`, the shifts are streamed from its files instead
     (see :mod:`ssae_core.streaming`: memory does not grow with the number of pairs).
+
+    ``groups``: the entity of each row of ``delta_ND`` (in memory only): the held-out rows
+    (``cfg.val_fraction``) are then whole entities, so the held-out L1 is measured on words
+    or questions training never saw.
 
     ``checkpoint``: a file written at the end of an epoch, at most every CHECKPOINT_SECONDS; a run
     interrupted and started again with the same configuration and shifts resumes from the last one
@@ -570,7 +587,12 @@ def train(
     with torch_threads(cfg.threads):
         try:
             return _train(
-                delta_ND, cfg, checkpoint=checkpoint, progress=progress, provenance=provenance
+                delta_ND,
+                cfg,
+                groups=groups,
+                checkpoint=checkpoint,
+                progress=progress,
+                provenance=provenance,
             )
         except (MemoryError, RuntimeError) as exc:
             if not isinstance(exc, MemoryError | torch.OutOfMemoryError) and (
@@ -705,12 +727,17 @@ def _check_x_rms(x_rms: float, normalize: str) -> None:
         )
 
 
-def _prepare(delta_ND: np.ndarray, cfg: TrainConfig) -> _Shifts:
-    """Check the shifts and the memory the run needs; hold out and normalise."""
+def _prepare(delta_ND: np.ndarray, cfg: TrainConfig, groups: np.ndarray | None) -> _Shifts:
+    """Check the shifts and the memory the run needs; hold out (whole ``groups`` where given)
+    and normalise."""
     if cfg.latent_dim < 1:
         raise InputError(f"latent_dim={cfg.latent_dim}: must be at least 1")
+    if groups is not None and len(groups) != len(delta_ND):
+        raise InputError(
+            f"groups: {len(groups)} entries for {len(delta_ND)} shifts; give one a row"
+        )
     num_members, dim = len(cfg.members()), delta_ND.shape[1]
-    held = _holdout_mask(len(delta_ND), cfg.val_fraction)
+    held = _holdout_mask(len(delta_ND), cfg.val_fraction, groups)
     batch = min(cfg.batch_size, int((~held).sum()))
     require_memory(
         training_bytes(dim, cfg.latent_dim, num_members, batch, int(held.sum())),
@@ -881,6 +908,7 @@ def _train(
     delta_ND: np.ndarray | ShardSource,
     cfg: TrainConfig,
     *,
+    groups: np.ndarray | None,
     checkpoint: str | Path | None,
     progress: bool,
     provenance: dict | None,
@@ -890,7 +918,7 @@ def _train(
         data: np.ndarray | StreamedShifts = shifts
     else:
         data = delta_ND = _checked_shifts(delta_ND)
-        shifts = _prepare(delta_ND, cfg)
+        shifts = _prepare(delta_ND, cfg, groups)
     ckpt = _Checkpoint(
         Path(checkpoint) if checkpoint else None,
         run_fingerprint(data, cfg) if checkpoint else {},

@@ -146,3 +146,14 @@ def test_no_row_is_an_outlier_when_most_rows_are_zero():
     rows[:3] = 1.0  # the median norm is 0: "10 x 0" would flag every non-zero row
     assert outliers.threshold(rows, 10) == float("inf")
     assert not outliers.above(rows, outliers.threshold(rows, 10)).any()
+
+
+def test_held_out_rows_are_whole_entities_when_groups_are_given():
+    from ssae_core.train import _holdout_mask
+
+    groups = np.repeat(np.arange(40), 5)  # 40 entities in 5 contexts each
+    held = _holdout_mask(len(groups), 0.1, groups)
+    assert held.sum() >= 20
+    assert not set(groups[held]) & set(groups[~held])  # no entity on both sides
+    assert np.array_equal(held, _holdout_mask(len(groups), 0.1, groups))  # seeded
+    assert _holdout_mask(len(groups), 0.1).sum() == 20  # by row without groups

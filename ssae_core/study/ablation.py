@@ -70,12 +70,17 @@ def run_option(study: StudyConfig, at: LayerLayout, name: str) -> dict:
     train_rows, test = table.subset("train"), table.subset("test")
     base = study.train_config("aff", lr=study.lr)
     latent = resolve_latent_dim(base, train_rows)
-    aff = train(train_rows.delta, replace(base, latent_dim=latent), progress=False).models
+    groups = train_rows.labels.group if train_rows.labels is not None else None
+    aff = train(
+        train_rows.delta, replace(base, latent_dim=latent), groups=groups, progress=False
+    ).models
     ratios = sorted(study.grid_ratios(name))
     ratio = ratios[len(ratios) // 2]
     budget = Budgets.from_aff(aff, [ratio]).budget(ratio)
     cfg = study.train_config("ssae", lr=study.lr, sparsity=budget, ratios=(ratio,))
-    ssae = train(train_rows.delta, replace(cfg, latent_dim=latent), progress=False).models
+    ssae = train(
+        train_rows.delta, replace(cfg, latent_dim=latent), groups=groups, progress=False
+    ).models
     flips = _flip_rates(study, table, {"aff": aff, "ssae": ssae})
     return {
         "n_train": len(train_rows),
