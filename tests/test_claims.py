@@ -105,6 +105,21 @@ def test_a_difference_whose_interval_holds_zero_is_no_win():
     assert _verdicts(metrics)["SSAE identifies the concepts better than aff"] == NOT_REPRODUCED
 
 
+def test_where_ssae_is_worse_the_conclusion_says_so_with_its_numbers():
+    from ssae_core.study.report import conclusion
+
+    decided = _decided(_metrics(flips=(0.5, 0.9)))  # SSAE - aff flip rate -0.4 [-0.45, -0.35]
+    steering = decided["better steering than aff in distribution"]
+    assert steering.losses and all(
+        "SSAE - aff -0.400 [-0.450, -0.350]" in x for x in steering.losses
+    )
+    assert not decided["SSAE identifies the concepts better than aff"].losses  # a win
+    text = conclusion(list(decided.values()), {"usable": 3}, "tiny")
+    assert "Where SSAE is worse than aff (the whole 95% interval of SSAE - aff below 0)" in text
+    assert "lang" not in text  # a control set never counts
+    assert "worse" not in conclusion(list(_decided(_metrics()).values()), {}, "tiny")
+
+
 def test_a_set_without_an_admissible_ssae_model_is_not_testable():
     metrics = _metrics()
     sets = metrics["identifiability"]["layers"]["final"]["sets"]

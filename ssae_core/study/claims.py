@@ -68,6 +68,8 @@ class Verdict(NamedTuple):
     """How many sets (or evaluations) could test it."""
     total: int = 0
     """How many sets (or evaluations) it was checked on."""
+    losses: tuple[str, ...] = ()
+    """The numbers of every set where SSAE is worse than aff: the whole interval below 0."""
 
 
 class Outcome(NamedTuple):
@@ -77,6 +79,8 @@ class Outcome(NamedTuple):
     testable: bool
     passed: bool
     shown: str
+    lost: bool = False
+    """SSAE is worse than aff there: the whole interval of SSAE - aff lies below 0."""
 
 
 def _verdict(outcomes: Sequence[Outcome]) -> str:
@@ -97,6 +101,7 @@ def _claim(claim: str, layer: str, outcomes: Sequence[Outcome], threshold: str) 
         threshold,
         testable,
         len(outcomes),
+        tuple(o.shown for o in outcomes if o.testable and o.lost),
     )
 
 
@@ -130,6 +135,10 @@ def _above(entry: Mapping | None, margin: float) -> bool:
     return bool(entry) and entry.get("low") is not None and entry["low"] > margin
 
 
+def _below_zero(entry: Mapping | None) -> bool:
+    return bool(entry) and entry.get("high") is not None and entry["high"] < 0
+
+
 def _multi_concept(config: ClaimsConfig, llm: Mapping) -> list[tuple[str, Mapping]]:
     return [(n, llm["sets"][n]) for n in config.multi_concept_sets if n in llm["sets"]]
 
@@ -156,7 +165,8 @@ def _identifiability(config: ClaimsConfig, llm: Mapping, key: str, ssae: str = "
             f"{name} SSAE {_fmt(_mean(entry, 'state_mcc'))} vs aff "
             f"{_fmt(_mean(methods.get('aff'), 'state_mcc'))}, difference {interval_text(diff)}"
         )
-        outcomes.append(Outcome(name, testable, _above(diff, config.identifiability_margin), shown))
+        passed = _above(diff, config.identifiability_margin)
+        outcomes.append(Outcome(name, testable, passed, shown, _below_zero(diff)))
     return _claim(
         "SSAE identifies the concepts better than aff (MCC vs full-rank coding)",
         key,
@@ -238,7 +248,8 @@ def _steering(
             + ("" if steers else f"; MD - unsteered {interval_text(sensitive)}: cannot tell")
             + ("" if "ssae" in summary else "; no admissible SSAE model")
         )
-        outcomes.append(Outcome(name, testable, _above(versus, config.steering_margin), shown))
+        passed = _above(versus, config.steering_margin)
+        outcomes.append(Outcome(name, testable, passed, shown, _below_zero(versus)))
     where = "in distribution" if part == "in_distribution" else "out of distribution"
     return _claim(
         f"better steering than aff {where} (probe flip rate)",

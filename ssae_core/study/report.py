@@ -483,6 +483,14 @@ def conclusion(verdicts: Sequence[Verdict], statuses: Mapping[str, int], model_n
         text += f"Reproduced: {'; '.join(won)}. "
     if lost:
         text += f"Where SSAE does not do what the paper claims: {'; '.join(lost)}. "
+    worse = sorted(
+        {f"{v.claim.split(' (')[0]} at layer {v.layer}: {x}" for v in verdicts for x in v.losses}
+    )
+    if worse:
+        text += (
+            "Where SSAE is worse than aff (the whole 95% interval of SSAE - aff below 0): "
+            f"{'; '.join(worse)}. "
+        )
     if total:
         text += f"Of {total} SSAE members trained for the grids: {status_text}."
     return text
