@@ -977,8 +977,8 @@ metrics/udr.json: its run folder and L1 budget):
   ssae inspect runs/synth --pairs data.parquet --out inspect/synth           # no LM: no steering
 
 Writes OUT/index.html (open it in a browser; it loads nothing from the network), OUT/summary.md
-(one row per latent) and OUT/inspection.json (everything both show). A list of multipliers that
-starts with a negative one needs the = form: --multipliers=-4,-2,2,4,8.
+(one row per latent) and OUT/inspection.json (everything both show). A list of strengths that
+starts with a negative one needs the = form: --strengths=-1.2,-0.6,0.6,1.2.
 """
 
 
@@ -1001,7 +1001,8 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
         help="a page that shows what each latent of a run does (pairs, concepts, steering)",
         description="For every latent of a trained run: its stability across seeds, the pairs "
         "that move it most in each direction, the labelled concept it matches best, and greedy "
-        "continuations of neutral prompts steered at several multiples of its fitted alpha. "
+        "continuations of neutral prompts steered at several strengths (x the typical "
+        "residual norm at the layer, as ssae steer --strength). "
         "Writes a self-contained HTML page and a Markdown summary into --out.",
         epilog=INSPECT_EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -1038,7 +1039,7 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
     add_config_options(
         p,
         InspectConfig,
-        types={"multipliers": _numbers},
+        types={"strengths": _numbers},
         choices={"positions": POSITIONS},
     )
     add_device_arguments(p)

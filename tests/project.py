@@ -86,7 +86,7 @@ def tiny_params(project: Path, model_dir: Path) -> None:
         resamples=20,
         layers=None,  # both layers: the stage's loop over layers
     )
-    params["inspect"].update(layers=["final"], prompts=1, multipliers=[2], max_new_tokens=3)
+    params["inspect"].update(layers=["final"], prompts=1, strengths=[0.6], max_new_tokens=3)
     params["model"]["name_or_path"] = str(model_dir)
     params["embed"].update(batch_size=16, layers=[1, "final"])
     params["truthfulqa"]["source"] = str(TRUTHFULQA)

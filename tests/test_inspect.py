@@ -39,7 +39,7 @@ ENTITIES = [
     ("the dog", "the cat", "le rouge", "la bleue"),
 ]
 FORMS = [(0, 0), (1, 0), (0, 1), (1, 1)]  # (feminine, French) of each entity's four texts
-FAST = InspectConfig(prompts=2, multipliers=(-2.0, 4.0), max_new_tokens=4, top_k=3)
+FAST = InspectConfig(prompts=2, strengths=(-0.5, 1.0), max_new_tokens=4, top_k=3)
 
 
 def planted_pairs(seed: int = 0) -> tuple[EmbeddingTable, list[tuple[str, str]]]:
@@ -156,8 +156,8 @@ def test_duplicate_latents_are_reported_with_their_cosine():
 
 
 def test_config_and_members_are_checked(planted: dict):
-    with pytest.raises(InputError, match="multipliers"):
-        InspectConfig(multipliers=(2.0, 2.0))
+    with pytest.raises(InputError, match="strengths"):
+        InspectConfig(strengths=(2.0, 2.0))
     with pytest.raises(InputError, match="prompts"):
         InspectConfig(prompts=0)
     with pytest.raises(InputError, match="language"):
@@ -199,16 +199,19 @@ def test_each_latent_finds_one_planted_concept_with_its_size(page: dict):
     assert result["duplicates"] == []
 
 
-def test_continuations_per_multiple_with_language_share_and_perplexity(page: dict):
+def test_continuations_per_strength_with_language_share_and_perplexity(page: dict):
+    """Strengths are in units of the typical residual norm at the layer (as ssae steer's)."""
     result = page["result"]
     assert result["unsteered"]["prompts"] == list(inspection.NEUTRAL_PROMPTS[:2])
+    norm = result["unsteered"]["norm"]
+    assert norm > 0
     for entry in result["latents"]:
         sweep = entry["steering"]
-        assert [c["multiplier"] for c in sweep] == [-2.0, 0.0, 4.0]
+        assert [c["strength"] for c in sweep] == [-0.5, 0.0, 1.0]
         for condition in sweep:
             assert len(condition["continuations"]) == len(condition["languages"]) == 2
             assert 0 <= condition["language_share"] <= 1 and condition["perplexity"] > 0
-            assert condition["scale"] == pytest.approx(condition["multiplier"] * entry["alpha"])
+            assert condition["scale"] == pytest.approx(condition["strength"] * norm, rel=1e-4)
         assert sweep[1]["continuations"] == result["unsteered"]["continuations"]
 
 
@@ -243,7 +246,7 @@ def test_page_shows_the_top_pairs_and_the_continuations(page: dict, planted: dic
         for condition in entry["steering"]:
             for continuation in condition["continuations"]:
                 assert html.escape(continuation) in text
-        assert "&times;-2 alpha" in text and "&times;4 alpha" in text
+        assert "strength -0.5" in text and "strength 1<" in text
 
 
 def test_summary_has_one_row_per_latent(page: dict):
@@ -291,7 +294,7 @@ def test_ssae_inspect_embeds_a_pair_table_as_the_run_was(tiny_lm_dir: Path, tmp_
     )  # fmt: skip
     cfg = TrainConfig(latent_dim=2, seeds=(0, 1), epochs=2, min_steps=0)
     train_run(emb, tmp_path / "run", cfg, require_active=False, progress=False)
-    fast = "--prompts 1 --multipliers=-2,2 --max-new-tokens 3 --device cpu --quiet"
+    fast = "--prompts 1 --strengths=-0.6,0.6 --max-new-tokens 3 --device cpu --quiet"
     for step in (
         f"inspect run --pairs pairs.parquet --out page {fast}",
         f"inspect run --pairs emb --texts pairs.parquet --out page2 {fast}",

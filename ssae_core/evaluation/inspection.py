@@ -32,8 +32,11 @@ latents agree best with the other seeds), :func:`inspect_run` collects:
   training pairs of the best concept where there are some (the alpha the behavioural evaluation
   uses), else over every training pair read both ways, each signed by its code;
 - **steering**: greedy continuations of the first ``prompts`` neutral prompts
-  (:data:`~ssae_core.evaluation.behaviour.language.NEUTRAL_PROMPTS`) with ``multiplier * alpha``
-  times the unit vector added at the layer the embeddings were read at, for every multiplier,
+  (:data:`~ssae_core.evaluation.behaviour.language.NEUTRAL_PROMPTS`) with ``strength x norm``
+  times the unit vector added at the layer the embeddings were read at, for every strength
+  (``norm``: the typical residual norm there, :func:`~ssae_core.lm.steer.typical_norm`, the unit
+  ``ssae steer --strength`` and the behaviour stage use; a multiple of alpha is no unit: at
+  block 15 of SmolLM2 4 x alpha broke every continuation),
   with the share of continuations in ``language`` and their perplexity under the unsteered model
   (:func:`~ssae_core.evaluation.behaviour.language.steered_continuations`).
 
@@ -87,7 +90,7 @@ from ssae_core.io import (
 from ssae_core.lm import loading
 from ssae_core.lm.embed import _pairs_sha256
 from ssae_core.lm.layers import Layer, layer_name, parse_layer
-from ssae_core.lm.steer import POSITIONS
+from ssae_core.lm.steer import POSITIONS, typical_norm
 from ssae_core.lm.tokens import MAX_NEW_TOKENS
 from ssae_core.lm.vector_files import recorded_lm
 from ssae_core.metrics import cosine_matrix, match_vectors, rounded
@@ -109,9 +112,9 @@ class InspectConfig:
     prompts: int = 3
     """Neutral English prompts continued under steering: the first N of NEUTRAL_PROMPTS; range:
     [1, 16]."""
-    multipliers: tuple[float, ...] = (-4.0, -2.0, 2.0, 4.0, 8.0)
-    """Steering strengths as multiples of each latent's fitted alpha (unsteered is always shown);
-    range: [-1000, 1000] each."""
+    strengths: tuple[float, ...] = (-1.2, -0.6, 0.6, 1.2)
+    """Steering strengths in units of the typical residual norm at the layer (unsteered is
+    always shown; 1.2 is ``ssae steer``'s default); range: [-1000, 1000] each."""
     max_new_tokens: int = 16
     """Greedy tokens generated per prompt; range: [1, 4096]."""
     language: str = "fr"
@@ -134,8 +137,8 @@ class InspectConfig:
     2-core CPU; range: [0, inf)."""
 
     def __post_init__(self) -> None:
-        check_multipliers(list(self.multipliers), "multipliers")
-        self.multipliers = tuple(float(m) for m in self.multipliers)
+        check_multipliers(list(self.strengths), "strengths")
+        self.strengths = tuple(float(m) for m in self.strengths)
         check_ranges(
             {
                 "top_k": (self.top_k, 1, None),
@@ -511,31 +514,32 @@ def steer_latents(
     config: InspectConfig,
     progress: bool,
 ) -> tuple[dict, list[list[dict]]]:
-    """The unsteered continuations and, per latent, one entry per multiplier (0 included)."""
+    """The unsteered continuations and, per latent, one entry per strength (0 included)."""
     model, tokenizer = lm
     prompts = list(NEUTRAL_PROMPTS[: config.prompts])
-    multipliers = sorted({*config.multipliers, 0.0})
-    steered = [m for m in multipliers if m != 0]
+    strengths = sorted({*config.strengths, 0.0})
+    steered = [m for m in strengths if m != 0]
     vectors = [
         ConceptVector("latent", seed, layer, item.unit_D, item.alpha, item.entry["latent"], None)
         for item in latents
     ]
     with torch_threads(config.threads):
+        norm = typical_norm(model, tokenizer, layer, prompts)
         runs = steered_continuations(
             model,
             tokenizer,
             prompts,
-            [None, *(v.steering_vector(m) for v in vectors for m in steered)],
+            [None, *(v.scaled(m * norm, strength=repr(m)) for v in vectors for m in steered)],
             max_new_tokens=config.max_new_tokens,
             batch_size=config.batch_size,
             positions=config.positions,
             progress=progress,
         )
 
-    def condition(index: int, multiplier: float, alpha: float) -> dict:
+    def condition(index: int, strength: float) -> dict:
         return {
-            "multiplier": multiplier,
-            "scale": rounded(multiplier * alpha),
+            "strength": strength,
+            "scale": rounded(strength * norm),
             "continuations": runs.texts[index],
             "languages": runs.languages[index],
             "language_share": rounded(runs.share(index, config.language)),
@@ -543,11 +547,11 @@ def steer_latents(
             "n_empty": runs.n_empty(index),
         }
 
-    unsteered = {"prompts": prompts, **condition(0, 0.0, 0.0)}
+    unsteered = {"prompts": prompts, "norm": rounded(norm), **condition(0, 0.0)}
     per_latent = []
-    for i, item in enumerate(latents):
+    for i in range(len(latents)):
         index = {m: 1 + i * len(steered) + j for j, m in enumerate(steered)} | {0.0: 0}
-        per_latent.append([condition(index[m], m, item.alpha) for m in multipliers])
+        per_latent.append([condition(index[m], m) for m in strengths])
     return unsteered, per_latent
 
 
@@ -681,7 +685,7 @@ def inspect_run(
             "n_held_out_pairs": int((~is_train_N).sum()),
             "texts": texts is not None,
         },
-        "settings": {**asdict(config), "multipliers": list(config.multipliers)},
+        "settings": {**asdict(config), "strengths": list(config.strengths)},
         "duplicates": duplicate_groups(vectors_MD, config.duplicate_threshold),
         "largest_other_cosine": largest_other_cosine(vectors_MD),
         "unsteered": unsteered,

@@ -136,7 +136,8 @@ def _changes(pair: dict) -> str:
 
 def _help(result: dict) -> str:
     settings = result["settings"]
-    multiples = ", ".join(f"{m:g}" for m in settings["multipliers"])
+    multiples = ", ".join(f"{m:g}" for m in settings["strengths"])
+    norm = (result.get("unsteered") or {}).get("norm")
     return f"""<div class="box help"><b>How to read this page.</b><ul>
 <li><b>Stability</b>: |cosine| between this latent's steering vector and its one-to-one match
 among the latents of every other seed (mean, and the worst seed). Near 1: every seed found the
@@ -148,10 +149,12 @@ code, for training and held-out pairs. <i>code</i> is the latent's value for tha
 with each concept's shift (for a concept every pair changes the same way: the cosine with the mean
 shift) and the cosine with each concept's mean-difference (MD) vector. Each latent is oriented so
 that + points along its best concept.</li>
-<li><b>Steering</b>: greedy continuations of neutral prompts with multiple &times; alpha &times;
+<li><b>Steering</b>: greedy continuations of neutral prompts with strength &times; norm &times;
 the unit vector added at layer {_e(result["data"]["layer"] or "?")} (positions
-{_e(settings["positions"])}), multiples {_e(multiples)}; alpha is the fitted size of the
-training shifts along the vector. <i>share {_e(settings["language"])}</i>: continuations
+{_e(settings["positions"])}), strengths {_e(multiples)}; norm ({_num(norm, 1)}) is the typical
+residual norm at that layer, the unit of <code>ssae steer --strength</code>; alpha (shown per
+latent) is the fitted size of the training shifts along the vector.
+<i>share {_e(settings["language"])}</i>: continuations
 identified as that language; perplexity: under the unsteered model (low is not proof of fluency:
 repetitive text scores low).</li></ul></div>"""
 
@@ -263,15 +266,15 @@ def _concepts_table(entry: dict) -> str:
 
 def _cell(text: str, condition: dict, *classes: str) -> str:
     """A cell of the steering table; the unsteered column is shaded."""
-    names = [*classes, *(["base"] if condition["multiplier"] == 0 else [])]
+    names = [*classes, *(["base"] if condition["strength"] == 0 else [])]
     return f'<td class="{" ".join(names)}">{text}</td>' if names else f"<td>{text}</td>"
 
 
 def _multiple_heading(condition: dict) -> str:
-    if condition["multiplier"] == 0:
+    if condition["strength"] == 0:
         return '<th class="base">unsteered</th>'
     return (
-        f"<th>&times;{condition['multiplier']:g} alpha"
+        f"<th>strength {condition['strength']:g}"
         f'<br><span class="small muted">adds {_num(condition["scale"], 3, True)} '
         "&times; unit vector</span></th>"
     )
