@@ -81,6 +81,8 @@ def test_md_of_a_concept_is_the_signed_mean_shift_of_its_single_concept_pairs():
     np.testing.assert_allclose(vector.layer_activations[1].numpy(), expected, rtol=1e-6)
     md = mean_difference_directions(train)  # the study's MD: the same vector, normalised
     np.testing.assert_allclose(md.alpha_K[0] * md.vectors_KD[0], expected, rtol=1e-6)
+    # its recorded alpha_fit is the study's least-squares alpha of the normalised vector
+    assert float(vector.metadata.pop("alpha_fit")) == pytest.approx(md.alpha_K[0], rel=1e-6)
     assert vector.metadata | {"scale": ""} == {
         "model": "m",
         "revision": "r",

@@ -291,7 +291,9 @@ def vector_from_model(
     and one concept matches trivially). Decoder columns have an arbitrary sign: try both signs of
     ``alpha``. The layer is the one the training embeddings were read at (``provenance.layer``:
     ``final`` or a block index); ``layer`` overrides it (a negative block counts from the end of
-    the model the vector is applied to, see :meth:`SteeringVector.resolved`).
+    the model the vector is applied to, see :meth:`SteeringVector.resolved`). The metadata holds
+    the member's evidence (:func:`record_evidence`); add its run's and training data's with
+    :func:`ssae_core.evaluation.vector_evidence.with_evidence` before saving it.
     """
     model = load_model(model_dir)
     config = model.config
