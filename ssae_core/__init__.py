@@ -11,7 +11,8 @@ The public API, importable from ``ssae_core`` (each name is loaded on first use,
 - evaluation: :func:`evaluate_steering` (cosine), :func:`evaluate_probe_steering` (held-out
   probes: flip rate, selectivity), :func:`bootstrap_interval` (resampling whole entities);
 - the language model: :func:`extract_embeddings`, :func:`embed_texts`, :func:`steer`,
-  :class:`SteeringVector`, :func:`vector_from_model`, :func:`mean_difference_vector`,
+  :class:`SteeringVector`, :func:`vector_from_model`, :func:`with_evidence` (a model vector's
+  cross-seed stability, concept match and fitted alpha), :func:`mean_difference_vector`,
   :func:`save_steering_vector`, :func:`load_steering_vectors`, :func:`export_gguf`;
 - files and configuration: :class:`EmbeddingTable`, :func:`load_embeddings`,
   :func:`load_pairs`, :func:`load_config`, :class:`InputError`.
@@ -52,6 +53,7 @@ _API = {
     "load_steering_vectors": "ssae_core.lm.vector_files",
     "export_gguf": "ssae_core.lm.vector_files",
     "mean_difference_vector": "ssae_core.evaluation.mean_difference",
+    "with_evidence": "ssae_core.evaluation.vector_evidence",
     "EmbeddingTable": "ssae_core.io",
     "load_embeddings": "ssae_core.io",
     "load_pairs": "ssae_core.io",

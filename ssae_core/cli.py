@@ -651,9 +651,14 @@ def _steering_vector(args: argparse.Namespace):
         )
     options = {} if args.layer is None else {"layer": args.layer}
     alpha = 1.0 if args.alpha is None else args.alpha
-    return vector_from_model(
+    vector = vector_from_model(
         args.model_dir, latent=args.latent, concept=args.concept, alpha=alpha, **options
     )
+    if not (args.export or args.export_gguf):
+        return vector
+    from ssae_core.evaluation.vector_evidence import with_evidence
+
+    return with_evidence(vector, args.model_dir)  # stability, concept match, fitted alpha
 
 
 def _load_lm(args: argparse.Namespace, recorded: str):
@@ -856,6 +861,15 @@ flipped). It is in raw embedding units: multiplier 1 adds the average shift.
 """
 
 
+VECTOR_SHOW_EXAMPLE = """\
+examples:
+  ssae vector show lang-md.safetensors
+  ssae steer runs/lang/seed-0 --latent 0 --alpha 4 --export lang-0.safetensors
+  ssae vector show lang-0.safetensors    # budget, status, stability, concept match, alpha_fit
+  ssae vector show happy.gguf            # a repeng or llama.cpp control vector: no evidence
+"""
+
+
 def _add_vector(sub: argparse._SubParsersAction) -> None:
     from ssae_core.lm.embed import EmbedConfig
 
@@ -906,12 +920,15 @@ def _add_vector(sub: argparse._SubParsersAction) -> None:
     md.set_defaults(func=_run_vector_md)
     show = kinds.add_parser(
         "show",
-        help="print what a steering vector file holds: layers, norms and its metadata",
-        description="Print a steering vector file's layers, width and norms, and every metadata "
-        "entry it records (method, model, layer, concept, ...). Reads the files of `ssae steer "
-        "--export` and `ssae vector md`, and llama.cpp control vectors (.gguf, as repeng and "
-        "llama.cpp write them).",
-        epilog="example:\n  ssae vector show lang-md.safetensors",
+        help="print a steering vector file's evidence: how far it can be trusted",
+        description="Print, one field per line, a steering vector file's format, width, layers "
+        "and norms, and the evidence it records: method, model, layer, the hash of its data "
+        "(pairs_sha256), the member's seed, budget and status, the cross-seed stability of its "
+        "latent and the run's decoder UDR, the concept it matches with the match score, and its "
+        "fitted alpha (null: does not apply). Reads the files of `ssae vector md` and `ssae steer "
+        "--export/--export-gguf`, and llama.cpp control vectors (.gguf, as repeng and llama.cpp "
+        "write them: format, layers, norms and model hint; their evidence is absent).",
+        epilog=VECTOR_SHOW_EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     show.add_argument("file", help="a .safetensors or .gguf steering vector")
@@ -919,17 +936,10 @@ def _add_vector(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_vector_show(args: argparse.Namespace) -> None:
-    """``ssae vector show``: the layers, norms and metadata of a vector file."""
-    from ssae_core.lm.layers import layer_name
-    from ssae_core.lm.vector_files import load_steering_vectors
+    """``ssae vector show``: the format, layers, norms and evidence of a vector file."""
+    from ssae_core.evaluation.vector_evidence import show_lines
 
-    vector = load_steering_vectors(args.file)
-    kind = "llama.cpp control vector" if args.file.endswith(".gguf") else "steering vector"
-    print(f"{args.file}: {kind}, width {vector.dim}")
-    for layer, values in vector.layer_activations.items():
-        print(f"  layer {layer_name(layer)}: norm {float(values.norm()):.4g}")
-    for key, value in sorted(vector.metadata.items()):
-        print(f"  {key}: {value}")
+    print("\n".join(show_lines(args.file)))
 
 
 def _run_vector_md(args: argparse.Namespace) -> None:

@@ -59,6 +59,7 @@ ORDER = [
     "ssae_core.evaluation.behaviour",
     "ssae_core.evaluation.inspection_page",
     "ssae_core.evaluation.inspection",
+    "ssae_core.evaluation.vector_evidence",
     "ssae_core.evaluation",
     "ssae_core.study.claims",
     "ssae_core.study.layout",

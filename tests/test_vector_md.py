@@ -81,6 +81,8 @@ def test_md_of_a_concept_is_the_signed_mean_shift_of_its_single_concept_pairs():
     np.testing.assert_allclose(vector.layer_activations[1].numpy(), expected, rtol=1e-6)
     md = mean_difference_directions(train)  # the study's MD: the same vector, normalised
     np.testing.assert_allclose(md.alpha_K[0] * md.vectors_KD[0], expected, rtol=1e-6)
+    # its recorded alpha_fit is the study's least-squares alpha of the normalised vector
+    assert float(vector.metadata.pop("alpha_fit")) == pytest.approx(md.alpha_K[0], rel=1e-6)
     assert vector.metadata | {"scale": ""} == {
         "model": "m",
         "revision": "r",
@@ -274,9 +276,12 @@ def test_vector_show_prints_layers_norms_and_metadata_of_either_format(tmp_path,
     finally:
         os.umask(mask)
     assert safetensors.stat().st_mode & 0o777 == 0o644  # the umask's mode, as every output
-    for path, kind in ((safetensors, "steering vector"), (gguf_file, "llama.cpp control vector")):
+    for path, kind in (
+        (safetensors, "safetensors"),
+        (gguf_file, "gguf (llama.cpp control vector)"),
+    ):
         assert main(["vector", "show", str(path)]) == 0
         out = capsys.readouterr().out.splitlines()
-        assert out[0] == f"{path}: {kind}, width 4"
-        assert "  layer 2: norm 6" in out and "  concept: lang" in out and "  method: md" in out
+        assert out[:2] == [f"file: {path}", f"format: {kind}"] and "width: 4" in out
+        assert "norm.2: 6" in out and "concept: lang" in out and "method: md" in out
     assert main(["vector", "show", str(tmp_path / "missing.safetensors")]) == 2

@@ -9,8 +9,10 @@ raw embedding units (``multiplier=1`` adds the average shift):
 - a table without labels: the mean of z~ - z over its pairs (a concept is then only a name).
 
 It is saved like learnt vectors (:func:`~ssae_core.lm.vector_files.save_steering_vector`), with
-the embeddings' model, revision, layer and template in its metadata, ``method = md``, the concept
-and the number of pairs. The table is read whole by :func:`ssae_core.io.load_embeddings` (its
+the embeddings' model, revision, layer, template and ``pairs_sha256`` (the hash of the pair table
+they were read from) in its metadata, ``method = md``, the concept, the number of pairs and
+``alpha_fit`` (its length: the least-squares scale of the averaged shifts along its direction).
+The table is read whole by :func:`ssae_core.io.load_embeddings` (its
 own size and one slice more, whatever its row groups: the concept's pairs are chosen from the
 labels of every row). A pair table is embedded first by
 :func:`~ssae_core.lm.embed.extract_embeddings` (the same shards ``ssae embed`` writes, in a
@@ -122,7 +124,11 @@ def mean_difference_vector(
         "split": split,
         "scale": f"vector = mean of z_tilde - z over {how}, raw embedding units",
         "source": source,
+        # the least-squares scale of the averaged shifts along the unit vector is its length
+        "alpha_fit": repr(float(np.linalg.norm(vector_D))),
     }
+    if table.metadata.get("pairs_sha256"):
+        metadata["pairs_sha256"] = table.metadata["pairs_sha256"]
     return SteeringVector({at: vector_D.astype(np.float32)}, metadata)
 
 

@@ -20,6 +20,15 @@ rejected by llama.cpp, so block 0 cannot be exported, and neither can the final-
 the norm rescales). Both raise :class:`InputError`; re-extract embeddings at a block layer >= 1.
 A negative block index (counted from the end) must be resolved against a model first
 (:meth:`SteeringVector.resolved`): files record block indices as the model counts them.
+
+**Evidence.** Every vector file records, as metadata strings, how far the vector can be trusted
+(:data:`EVIDENCE_KEYS`): its method, model and layer; ``pairs_sha256``, the SHA-256 of the pair
+table its embeddings were read from (as ``ssae embed`` records it); for a vector of a trained
+member, its seed, L1 budget, budget ratio and status (the member's :class:`MemberRecord`), and,
+from :mod:`ssae_core.evaluation.vector_evidence`, the cross-seed stability of its latent, the
+run's decoder UDR, the concept its latent matches on the labelled training pairs with the match
+score, and ``alpha_fit`` (the least-squares scale of the concept's training shifts along the
+vector's unit direction). A field that does not apply is left out, never invented.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ from ssae_core.io import OUTPUT_KEY, SHOWN_COMMANDS, output_stamp, safe_output
 from ssae_core.lm import loading
 from ssae_core.lm.layers import Layer, layer_name, num_layers, parse_layer
 from ssae_core.lm.steer import SteeringVector
+from ssae_core.model import ShiftAutoencoder
 from ssae_core.runs import load_model
 from ssae_core.tensor_files import load_tensors, save_tensors
 
@@ -46,6 +56,31 @@ SHOWN_VECTOR_COMMANDS = SHOWN_COMMANDS[VECTOR_COMMAND]
 GGUF_ARCH = "controlvector"
 GGUF_TENSOR_PREFIX = "direction."
 GGUF_METADATA_PREFIX = "ssae."
+GGUF_FIX = (
+    "give a llama.cpp control vector (as llama.cpp and repeng write them), or export it again "
+    "with --export-gguf of `ssae vector md` or `ssae steer`"
+)
+EVIDENCE_KEYS = (
+    "method",
+    "model",
+    "layer",
+    "pairs_sha256",
+    "seed",
+    "budget",
+    "budget_ratio",
+    "status",
+    "latent",
+    "seeds",
+    "latent_stability_mean",
+    "latent_stability_min",
+    "decoder_udr",
+    "concept",
+    "matched_concept",
+    "match_score",
+    "matched_by",
+    "alpha_fit",
+)
+"""The metadata a vector file carries on how far it can be trusted (module docstring)."""
 
 
 def save_steering_vector(
@@ -205,11 +240,13 @@ def _load_gguf(path: Path) -> SteeringVector:
     try:
         reader = gguf.GGUFReader(str(path))
     except Exception as exc:  # the reader raises ValueError, struct.error...
-        raise InputError(f"{path}: not a GGUF file ({exc})") from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{path}: not a readable GGUF file ({reason}); {GGUF_FIX}") from None
     arch = reader.fields.get(gguf.Keys.General.ARCHITECTURE)
-    if arch is None or arch.contents() != GGUF_ARCH:
+    if arch is not None and arch.contents() != GGUF_ARCH:  # none: tensors only, still read
         raise InputError(
-            f"{path}: not a llama.cpp control vector (architecture is not controlvector)"
+            f"{path}: not a llama.cpp control vector (architecture is not controlvector); "
+            f"{GGUF_FIX}"
         )
     metadata = {
         key[len(GGUF_METADATA_PREFIX) :]: str(field.contents())
@@ -223,13 +260,15 @@ def _load_gguf(path: Path) -> SteeringVector:
     for tensor in reader.tensors:
         suffix = tensor.name.removeprefix(GGUF_TENSOR_PREFIX)
         if not tensor.name.startswith(GGUF_TENSOR_PREFIX) or not suffix.isdigit() or suffix == "0":
-            raise InputError(f"{path}: tensor {tensor.name!r} is not direction.N with N >= 1")
+            raise InputError(
+                f"{path}: tensor {tensor.name!r} is not direction.N with N >= 1; {GGUF_FIX}"
+            )
         values = torch.from_numpy(np.array(tensor.data, dtype=np.float32).reshape(-1))
         layer = int(suffix)
         # llama.cpp sums repeated directions of one layer; so do we
         vectors[layer] = vectors[layer] + values if layer in vectors else values
     if not vectors:
-        raise InputError(f"{path}: control vector holds no direction tensors")
+        raise InputError(f"{path}: control vector holds no direction tensors; {GGUF_FIX}")
     return SteeringVector(vectors, metadata)
 
 
@@ -252,7 +291,9 @@ def vector_from_model(
     and one concept matches trivially). Decoder columns have an arbitrary sign: try both signs of
     ``alpha``. The layer is the one the training embeddings were read at (``provenance.layer``:
     ``final`` or a block index); ``layer`` overrides it (a negative block counts from the end of
-    the model the vector is applied to, see :meth:`SteeringVector.resolved`).
+    the model the vector is applied to, see :meth:`SteeringVector.resolved`). The metadata holds
+    the member's evidence (:func:`record_evidence`); add its run's and training data's with
+    :func:`ssae_core.evaluation.vector_evidence.with_evidence` before saving it.
     """
     model = load_model(model_dir)
     config = model.config
@@ -284,8 +325,26 @@ def vector_from_model(
         "alpha": repr(float(alpha)),
         "scale": "vector = alpha * unit decoder column in raw embedding units",
         "source": str(model_dir),
+        **record_evidence(model),
     }
     return SteeringVector({resolved: float(alpha) * vectors_MD[index]}, metadata)
+
+
+def record_evidence(model: ShiftAutoencoder) -> dict[str, str]:
+    """The evidence a member's folder holds: the hash of its data, and its budget and status
+    (its :class:`MemberRecord`; none for a member trained before records existed)."""
+    provenance = model.config.get("provenance") or {}
+    out = {"pairs_sha256": str(provenance["pairs_sha256"])} if "pairs_sha256" in provenance else {}
+    try:
+        record = model.record
+    except InputError:
+        return out
+    out["status"] = record.status
+    for key in ("budget", "budget_ratio"):
+        value = getattr(record, key)
+        if value is not None:
+            out[key] = repr(float(value))
+    return out
 
 
 def _pick_latent(

@@ -56,7 +56,15 @@ class ConceptVector(NamedTuple):
 
     def scaled(self, scale: float, **metadata: str) -> SteeringVector:
         """``scale * unit`` at this vector's layer."""
-        meta = {"method": self.method, "seed": str(self.seed), **metadata}
+        evidence = {"latent": self.latent, "match_score": self.match_score}
+        meta = {
+            "method": self.method,
+            "layer": layer_name(self.layer),
+            "seed": str(self.seed),
+            "alpha_fit": repr(self.alpha),
+            **{k: repr(v) for k, v in evidence.items() if v is not None},
+            **metadata,
+        }
         values = float(scale) * np.asarray(self.unit_D, np.float64)
         return SteeringVector({self.layer: values.astype(np.float32)}, meta)
 
