@@ -10,8 +10,11 @@ The public API, importable from ``ssae_core`` (each name is loaded on first use,
   labelled pairs);
 - evaluation: :func:`evaluate_steering` (cosine), :func:`evaluate_probe_steering` (held-out
   probes: flip rate, selectivity), :func:`bootstrap_interval` (resampling whole entities);
-- the language model: :func:`extract_embeddings`, :func:`embed_texts`, :func:`steer`,
-  :class:`SteeringVector`, :func:`vector_from_model`, :func:`with_evidence` (a model vector's
+- your own pairs: :class:`CustomPairsConfig`, :func:`write_custom_pairs` (``ssae pairs``);
+- the language model: :func:`load_lm`, :func:`extract_embeddings`, :func:`embed_texts`,
+  :func:`steer`, :func:`complete`, :func:`at_typical_strength` (``ssae steer --strength``'s
+  unit), :class:`SteeringVector`, :func:`vector_from_model`, :func:`concept_vector` (the latent
+  matched to a labelled concept, oriented), :func:`with_evidence` (a model vector's
   cross-seed stability, concept match and fitted alpha), :func:`mean_difference_vector`,
   :func:`save_steering_vector`, :func:`load_steering_vectors`, :func:`export_gguf`;
 - files and configuration: :class:`EmbeddingTable`, :func:`load_embeddings`,
@@ -54,6 +57,12 @@ _API = {
     "export_gguf": "ssae_core.lm.vector_files",
     "mean_difference_vector": "ssae_core.evaluation.mean_difference",
     "with_evidence": "ssae_core.evaluation.vector_evidence",
+    "concept_vector": "ssae_core.evaluation.vector_evidence",
+    "load_lm": "ssae_core.lm.loading",
+    "complete": "ssae_core.lm.tokens",
+    "at_typical_strength": "ssae_core.evaluation.behaviour.language",
+    "CustomPairsConfig": "ssae_core.datasets.custom",
+    "write_custom_pairs": "ssae_core.datasets.custom",
     "EmbeddingTable": "ssae_core.io",
     "load_embeddings": "ssae_core.io",
     "load_pairs": "ssae_core.io",

@@ -781,6 +781,7 @@ def _prompt_form(args: argparse.Namespace, recorded: Mapping[str, str]) -> dict[
 
 def _run_steer(args: argparse.Namespace) -> None:
     """``ssae steer``: print unsteered vs steered continuations, write the requested exports."""
+    from ssae_core.evaluation.behaviour.language import at_typical_strength
     from ssae_core.lm.steer import steer
     from ssae_core.lm.tokens import complete
     from ssae_core.lm.vector_files import check_gguf_exportable, with_model
@@ -799,7 +800,7 @@ def _run_steer(args: argparse.Namespace) -> None:
     form = _prompt_form(args, vector.metadata)
     if by_strength:
         strength = DEFAULT_STRENGTH if args.strength is None else args.strength
-        vector = _at_strength(net, tokenizer, vector, strength, form)
+        vector = at_typical_strength(net, tokenizer, vector, strength, **form)
     if not args.prompt:
         _write_vector_files(args, vector, None)
         return
@@ -816,19 +817,6 @@ def _run_steer(args: argparse.Namespace) -> None:
         print(f"\nprompt:    {prompt}")
         print(f"unsteered: {before}")
         print(f"steered:   {after}")
-
-
-def _at_strength(net, tokenizer, vector, strength: float, form: Mapping[str, object]):
-    """``vector`` rescaled to ``strength`` x the typical residual norm at each of its layers,
-    measured on the neutral prompts read as ``form`` reads prompts."""
-    from ssae_core.evaluation.behaviour.language import NEUTRAL_PROMPTS
-    from ssae_core.lm.steer import at_strength, typical_norm
-
-    norms = {
-        layer: typical_norm(net, tokenizer, layer, NEUTRAL_PROMPTS, **form)
-        for layer in vector.layer_activations
-    }
-    return at_strength(vector, strength, norms)
 
 
 def _steer_label(args: argparse.Namespace, vector) -> str:

@@ -35,7 +35,12 @@ from ssae_core.evaluation.steering_accuracy import fit_alpha, learned_directions
 from ssae_core.io import EmbeddingTable, load_embeddings, written_by
 from ssae_core.lm.layers import layer_name
 from ssae_core.lm.steer import SteeringVector
-from ssae_core.lm.vector_files import EVIDENCE_KEYS, VECTOR_COMMAND, load_steering_vectors
+from ssae_core.lm.vector_files import (
+    EVIDENCE_KEYS,
+    VECTOR_COMMAND,
+    load_steering_vectors,
+    vector_from_model,
+)
 from ssae_core.metrics import pairwise, rounded, udr, vector_mcc
 from ssae_core.model import ShiftAutoencoder
 from ssae_core.runs import RUN_FILE, load_model, load_run, training_rows
@@ -133,6 +138,30 @@ def with_evidence(vector: SteeringVector, model_dir: str | Path) -> SteeringVect
     model = load_model(model_dir)
     found = {**stability_evidence(model, latent, model_dir), **label_evidence(model, latent)}
     return SteeringVector(dict(vector.layer_activations), {**vector.metadata, **found})
+
+
+def concept_vector(model_dir: str | Path, concept: str) -> SteeringVector:
+    """The unit steering vector of the latent matched to ``concept`` on the member's labelled
+    training pairs (as :func:`label_evidence` matches it), oriented along +concept (the sign of
+    its fitted alpha), with its evidence (:func:`with_evidence`)."""
+    model = load_model(model_dir)
+    train = training_table(model)
+    if train is None:
+        raise InputError(
+            f"{model_dir}: its training embeddings are not at hand or carry no labels; pick "
+            "the latent by index (vector_from_model(..., latent=K))"
+        )
+    if concept not in train.concepts:
+        raise InputError(
+            f"concept {concept!r}: not a concept of {model_dir}'s training pairs; one of "
+            f"{', '.join(map(str, train.concepts))}"
+        )
+    for latent in range(model.config["latent_dim"]):
+        found = label_evidence(model, latent)
+        if found.get("matched_concept") == concept:
+            sign = 1.0 if float(found["alpha_fit"]) >= 0 else -1.0
+            return with_evidence(vector_from_model(model_dir, latent=latent, alpha=sign), model_dir)
+    raise InputError(f"concept {concept!r}: no latent of {model_dir} is matched to it")
 
 
 # --------------------------------------------------------------------------- ssae vector show

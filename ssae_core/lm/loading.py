@@ -515,6 +515,20 @@ def load_model(
     return model.to(torch_device).eval()
 
 
+def load_lm(
+    name_or_path: str | os.PathLike | None = "embedded",
+    *,
+    revision: str | None = None,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype = "auto",
+    verbose: bool = True,
+) -> tuple[torch.nn.Module, Any]:
+    """The causal LM (eval mode) and its tokenizer: ``embedded`` (SmolLM2-135M-Instruct, the
+    default), a hub id pinned by ``revision``, or a local folder (see :func:`resolve_model`)."""
+    source = resolve_model(name_or_path, revision=revision, verbose=verbose)
+    return load_model(source, device=device, dtype=dtype), load_tokenizer(source)
+
+
 def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
     """``auto`` -> bfloat16 on CUDA, float32 elsewhere; else one of float32, bfloat16, float16."""
     if isinstance(dtype, torch.dtype):

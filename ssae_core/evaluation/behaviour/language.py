@@ -39,7 +39,7 @@ from ssae_core.evaluation.behaviour.protocol import (
 from ssae_core.evaluation.behaviour.vectors import ConceptVector, vector_report
 from ssae_core.evaluation.steering_accuracy import MEAN_DIFFERENCE
 from ssae_core.lm.layers import layer_name
-from ssae_core.lm.steer import SteeringVector, steer
+from ssae_core.lm.steer import SteeringVector, at_strength, steer, typical_norm
 from ssae_core.lm.tokens import complete, pad_token_id, tokenize
 from ssae_core.metrics import rounded
 from ssae_core.progress import show_progress
@@ -99,6 +99,25 @@ HELD_OUT_PROMPTS = (
 """Held-out neutral English openings (same rules as :data:`NEUTRAL_PROMPTS`, none shared)."""
 
 INSTRUCTION_SEPARATOR = "\n"
+
+
+def at_typical_strength(
+    model: nn.Module,
+    tokenizer: Any,
+    vector: SteeringVector,
+    strength: float,
+    *,
+    template: str | None = None,
+    bos: object = "auto",
+) -> SteeringVector:
+    """``vector`` rescaled to ``strength`` x the typical residual norm at each of its layers
+    (:func:`~ssae_core.lm.steer.typical_norm` over :data:`NEUTRAL_PROMPTS`, read with
+    ``template`` and ``bos``): the unit of ``ssae steer --strength`` and the behaviour stage."""
+    norms = {
+        layer: typical_norm(model, tokenizer, layer, NEUTRAL_PROMPTS, template=template, bos=bos)
+        for layer in vector.layer_activations
+    }
+    return at_strength(vector, strength, norms)
 
 
 def with_instruction(texts: Sequence[str], instruction: str) -> list[str]:
