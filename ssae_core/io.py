@@ -1159,11 +1159,16 @@ def _column_values(table: pa.Table, name: str, check, what: str, path: object) -
     return np.asarray(column.to_numpy(zero_copy_only=False))
 
 
+def flipped_ids(size: int, fraction: float, seed: int) -> np.ndarray:
+    """Which pair ids 0..size-1 are read backwards: a seeded random ``fraction`` of them, one
+    draw per id, so that a table, its splits and its shards flip the same pairs."""
+    return np.random.default_rng(seed).random(size) < fraction
+
+
 def _flipped(pair_id: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """The rows :meth:`EmbeddingTable.reoriented` reads backwards: a seeded random ``fraction``
-    of the pair ids, whatever the rows the table holds."""
+    """The rows :meth:`EmbeddingTable.reoriented` reads backwards (:func:`flipped_ids`)."""
     size = int(pair_id.max()) + 1 if len(pair_id) else 0
-    return (np.random.default_rng(seed).random(size) < fraction)[pair_id]
+    return flipped_ids(size, fraction, seed)[pair_id]
 
 
 def pair_ids(pair_id: np.ndarray, rows: np.ndarray, shown: int = 3) -> str:
