@@ -107,6 +107,8 @@ from ssae_core.train import MAX_SEED, torch_threads
 
 ALPHA_BY_CONCEPT = "single-concept training pairs of the best concept"
 ALPHA_BY_CODE_SIGN = "every training pair read both ways, signed by its code"
+SPREAD_DIGITS = 3
+"""Significant digits kept of the spread of a pair's two-way code sum (float noise: tiny)."""
 
 
 @dataclass
@@ -302,7 +304,8 @@ def two_way_sum(code_R: np.ndarray) -> dict:
     total = forwards + backwards
     if not len(total):
         return {"mean": None, "spread": None}
-    return {"mean": rounded(float(total.mean())), "spread": rounded(float(total.std()))}
+    spread = float(total.std())
+    return {"mean": rounded(float(total.mean())), "spread": float(f"{spread:.{SPREAD_DIGITS}g}")}
 
 
 def _pair_entry(

@@ -104,8 +104,8 @@ def _status_box(result: dict) -> str:
     caution = (
         ""
         if ok
-        else " The badges below are left grey: stable latents of members that are not usable "
-        "are no success."
+        else " The badges below are left grey: stable latents of members that are not usable are "
+        "no sign of success."
     )
     return (
         f'<div class="box status {"ok" if ok else "warn"}"><b>Run status: {_e(text)}</b>. '
@@ -113,10 +113,11 @@ def _status_box(result: dict) -> str:
     )
 
 
-def _stability_class(value: float | None, ok: bool) -> str:
+def _tag_class(value: float | None, ok: bool) -> str:
+    """The classes of a stability badge: coloured by the value only in a usable run."""
     if value is None or not ok:
-        return ""
-    return "good" if value >= 0.95 else "fair" if value >= 0.8 else "poor"
+        return "tag"
+    return "tag " + ("good" if value >= 0.95 else "fair" if value >= 0.8 else "poor")
 
 
 def _stability_tag(stability: dict, result: dict) -> str:
@@ -126,7 +127,7 @@ def _stability_tag(stability: dict, result: dict) -> str:
     status, ok = run_status(result)
     named = "" if ok else f" &middot; run {_e(status)}"
     return (
-        f'<span class="tag {_stability_class(mean, ok)}">stability {_num(mean)}'
+        f'<span class="{_tag_class(mean, ok)}">stability {_num(mean)}'
         f" (min {_num(stability['min'])}){named}</span>"
     )
 
@@ -277,7 +278,7 @@ def _overview(result: dict) -> str:
         rows.append(
             f'<tr><td class="num">{rank}</td>'
             f'<td class="num"><a href="#latent-{k}">latent {k}</a></td>'
-            f'<td class="num"><span class="tag {_stability_class(stab["mean"], ok)}">'
+            f'<td class="num"><span class="{_tag_class(stab["mean"], ok)}">'
             f"{_num(stab['mean'])}</span> ({_num(stab['min'])})</td>"
             f"<td>{_e(_concept_text(entry))}</td><td>{_e(entry['matched_concept'] or '–')}</td>"
             f'<td class="num">{_num(md, signed=True)}</td>'
@@ -422,7 +423,7 @@ def _two_way_fact(entry: dict) -> str:
         return "No pair to read both ways."
     return (
         f"The two readings of a pair have codes summing to {_num(total['mean'], signed=True)} "
-        f"for every pair (spread {_num(total['spread'], 6)}): the most negative readings are "
+        f"for every pair (spread {total['spread']:.1e}): the most negative readings are "
         "the pairs below read the other way."
     )
 
