@@ -116,8 +116,8 @@ class InspectConfig:
     """What ``ssae inspect`` shows of each latent, and how hard it steers."""
 
     top_k: int = 5
-    """Pairs listed per latent, split (training / held-out) and direction of the code; range:
-    [1, inf)."""
+    """Pairs listed per latent and split (training / held-out), each once, in the reading that
+    raises the code; range: [1, inf)."""
     prompts: int = 3
     """Neutral English prompts continued under steering: the first N of NEUTRAL_PROMPTS; range:
     [1, 16]."""
