@@ -968,8 +968,7 @@ class EmbeddingTable:
                 f"{pair_ids(self.pair_id, self.pair_id < 0)}: reading pairs backwards needs "
                 "pair ids >= 0; renumber the table"
             )
-        size = int(self.pair_id.max()) + 1 if len(self) else 0
-        flip = (np.random.default_rng(seed).random(size) < fraction)[self.pair_id]
+        flip = _flipped(self.pair_id, fraction, seed)
         col = flip[:, None]
         return EmbeddingTable(
             pair_id=self.pair_id.copy(),
@@ -985,6 +984,14 @@ class EmbeddingTable:
             },
             labels=None if self.labels is None else self.labels.swapped(flip),
         )
+
+    def reversed_rows(self) -> np.ndarray:
+        """Which rows :meth:`reoriented` read backwards (``z`` is the pair table's ``x_tilde``),
+        from the fraction and seed it records in the metadata; none where it records none."""
+        if "reversed_fraction" not in self.metadata:
+            return np.zeros(len(self), bool)
+        fraction = float(self.metadata["reversed_fraction"])
+        return _flipped(self.pair_id, fraction, int(self.metadata["reverse_seed"]))
 
     def to_arrow(self) -> pa.Table:
         d = self.dim
@@ -1150,6 +1157,18 @@ def _column_values(table: pa.Table, name: str, check, what: str, path: object) -
     if column.null_count:
         raise InputError(f"{path}: column {name} has {column.null_count} null row(s); fill them")
     return np.asarray(column.to_numpy(zero_copy_only=False))
+
+
+def flipped_ids(size: int, fraction: float, seed: int) -> np.ndarray:
+    """Which pair ids 0..size-1 are read backwards: a seeded random ``fraction`` of them, one
+    draw per id, so that a table, its splits and its shards flip the same pairs."""
+    return np.random.default_rng(seed).random(size) < fraction
+
+
+def _flipped(pair_id: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """The rows :meth:`EmbeddingTable.reoriented` reads backwards (:func:`flipped_ids`)."""
+    size = int(pair_id.max()) + 1 if len(pair_id) else 0
+    return flipped_ids(size, fraction, seed)[pair_id]
 
 
 def pair_ids(pair_id: np.ndarray, rows: np.ndarray, shown: int = 3) -> str:

@@ -35,6 +35,15 @@ UNCONSTRAINED = "unconstrained"
 STATUSES = (USABLE, SLACK, INFEASIBLE, NOT_CONVERGED)
 """The statuses an SSAE member can have, in the order reports list them."""
 RECORD_KEY = "record"
+STATUS_MEANINGS = {
+    USABLE: "the L1 budget binds and the member meets it (within the training tolerance)",
+    SLACK: "the budget never bound (multiplier 0): the member is an aff solution, not a sparse one",
+    INFEASIBLE: "above its L1 budget although training settled: the budget cannot be met at "
+    "this reconstruction",
+    NOT_CONVERGED: "above its L1 budget and still moving when the step limit came: train longer",
+    UNCONSTRAINED: "an aff member: no L1 budget to meet",
+}
+"""One line per status (the module docstring's), for pages that show a run's status."""
 
 
 @dataclass(frozen=True)

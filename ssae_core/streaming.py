@@ -58,6 +58,7 @@ from ssae_core.io import (
     EmbeddingRows,
     block_rows,
     decode_metadata,
+    flipped_ids,
     float_matrix,
     open_embeddings,
     read_slices,
@@ -330,8 +331,7 @@ class ShardSource:
                             "renumber the table"
                         )
                     largest = max(largest, pc.max(ids).as_py() if len(ids) else -1)
-            draws = np.random.default_rng(self.reverse.seed).random(largest + 1)
-            self.flips = draws < self.reverse.fraction
+            self.flips = flipped_ids(largest + 1, self.reverse.fraction, self.reverse.seed)
         return self.flips
 
     def training_shifts(self, block: Block, fraction: float) -> Iterator[np.ndarray]:

@@ -3,7 +3,9 @@ language of eight entities in four forms, as the binary set is built) and a tiny
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -18,9 +20,17 @@ from ssae_core.evaluation.inspection import (
     duplicate_groups,
     inspect_files,
 )
-from ssae_core.evaluation.inspection_page import PAGE_FILE, RESULT_FILE, SUMMARY_FILE
+from ssae_core.evaluation.inspection_page import (
+    BACKWARDS,
+    PAGE_FILE,
+    RESULT_FILE,
+    SUMMARY_FILE,
+    render_html,
+    render_markdown,
+)
 from ssae_core.io import EmbeddingTable, pair_table, save_embeddings, write_parquet
 from ssae_core.lm.embed import extract_embeddings
+from ssae_core.record import NOT_CONVERGED, SLACK, STATUS_MEANINGS, USABLE
 from ssae_core.runs import load_run, train_run
 from ssae_core.train import TrainConfig
 from tests.helpers import ssae
@@ -188,12 +198,11 @@ def test_each_latent_finds_one_planted_concept_with_its_size(page: dict):
         assert md > 0.95
         assert entry["stability"]["mean"] > 0.95 and len(entry["stability"]["matches"]) == 2
         for part in ("train", "held_out"):
-            positive = entry["top_pairs"][part]["positive"]
-            negative = entry["top_pairs"][part]["negative"]
-            assert len(positive) == len(negative) == FAST.top_k
-            assert all(p["changes"][concept] == 1 for p in positive)  # + is +concept
-            assert all(p["changes"][concept] == -1 for p in negative)
-            assert all((p["split"] == "train") == (part == "train") for p in positive + negative)
+            pairs = entry["top_pairs"][part]
+            assert len(pairs) == FAST.top_k
+            assert all(p["changes"][concept] == 1 for p in pairs)  # + is +concept
+            assert all(p["code"] > 0 and p["other_way"] < p["code"] for p in pairs)
+            assert all((p["split"] == "train") == (part == "train") for p in pairs)
     means = [e["stability"]["mean"] for e in latents]
     assert means == sorted(means, reverse=True)
     assert result["duplicates"] == []
@@ -233,12 +242,10 @@ def test_page_is_self_contained_and_shows_every_latent_by_stability(page: dict):
 
 
 def test_page_shows_the_top_pairs_and_the_continuations(page: dict, planted: dict):
-    import html
-
     text, _ = parsed(page["out"])
     for entry in page["result"]["latents"]:
         for part in entry["top_pairs"].values():
-            for pair in part["positive"] + part["negative"]:
+            for pair in part:
                 x, x_tilde = planted["texts"][pair["pair_id"]]
                 assert {pair["from"], pair["to"]} == {x, x_tilde}
                 shown = f"{html.escape(pair['from'])}</span>"
@@ -255,7 +262,7 @@ def test_summary_has_one_row_per_latent(page: dict):
     assert [int(r.split("|")[1]) for r in rows] == [e["latent"] for e in page["result"]["latents"]]
     for row, entry in zip(rows, page["result"]["latents"], strict=True):
         assert entry["best_concept"]["concept"] in row
-        first = entry["top_pairs"]["train"]["positive"][0]
+        first = entry["top_pairs"]["train"][0]
         assert f"{first['from']} → {first['to']}" in row
 
 
@@ -269,10 +276,125 @@ def test_without_texts_or_lm_pairs_are_shown_by_id(planted: dict, tmp_path: Path
         progress=False,
     )
     assert result["unsteered"] is None and "steering" not in result["latents"][0]
-    first = result["latents"][0]["top_pairs"]["train"]["positive"][0]
+    first = result["latents"][0]["top_pairs"]["train"][0]
     assert first["from"] is None
     text, _ = parsed(tmp_path / "bare")
     assert f"pair {first['pair_id']}" in text and "No language model was run" in text
+
+
+# ---------------------------------------------------------------- readings, status, width
+
+
+FORM_OF = {text: FORMS[f] for texts in ENTITIES for f, text in enumerate(texts)}
+
+
+def one_way_pairs(planted: dict) -> EmbeddingTable:
+    """The planted pairs, each pair of texts kept one way only (x -> x~ or x~ -> x at random),
+    with half of them reversed by the table (as the study's sets are): the readings that raise a
+    latent are then often backwards, relative to the texts and to the table."""
+    table, texts = planted["table"], planted["texts"]
+    first = {}
+    for i in np.random.default_rng(0).permutation(len(table)):
+        first.setdefault(frozenset(texts[int(table.pair_id[i])]), i)
+    keep = np.isin(np.arange(len(table)), list(first.values()))
+    return table.select(keep).reoriented(0.5, 0)
+
+
+def reversed_inspection(planted: dict, status: str | None = None) -> dict:
+    """The planted run inspected on :func:`one_way_pairs`, no LM; ``status``: plant that status
+    in every member's record."""
+    members = load_run(planted["folder"] / "run")
+    if status is not None:
+        for m in members:
+            m.config = {**m.config, "record": {**m.config["record"], "status": status}}
+    return inspection.inspect_run(
+        members, one_way_pairs(planted), texts=planted["texts"], config=FAST, progress=False
+    )
+
+
+def reference_model(planted: dict, result: dict):
+    members = load_run(planted["folder"] / "run")
+    return members[result["run"]["seeds"].index(result["run"]["reference_seed"])]
+
+
+def test_a_reversed_reading_shows_its_own_texts_code_and_change_and_is_marked(planted: dict):
+    result = reversed_inspection(planted)
+    table, model = planted["table"], reference_model(planted, result)
+    assert one_way_pairs(planted).reversed_rows().any()
+    text, markdown = render_html(result), render_markdown(result)
+    mark = f' <span class="tag back">{html.escape(BACKWARDS)}</span>'
+    backwards = 0
+    for entry in result["latents"]:
+        for pair in entry["top_pairs"]["train"] + entry["top_pairs"]["held_out"]:
+            change = np.subtract(FORM_OF[pair["to"]], FORM_OF[pair["from"]])
+            assert pair["changes"] == {
+                c: float(v) for c, v in zip(CONCEPTS, change, strict=True) if v
+            }
+            x, x_tilde = planted["texts"][pair["pair_id"]]
+            assert pair["reversed"] == ((pair["from"], pair["to"]) == (x_tilde, x))
+            delta = table.delta[int(np.flatnonzero(table.pair_id == pair["pair_id"])[0])]
+            delta = -delta if pair["reversed"] else delta
+            codes = entry["orientation"] * model.encode(np.stack([delta, -delta]))
+            assert [pair["code"], pair["other_way"]] == pytest.approx(
+                codes[:, entry["latent"]], abs=1e-4
+            )
+            cell = (
+                f'{html.escape(pair["from"])}</span><span class="arrow">&rarr;</span>'
+                f'<span class="pair">{html.escape(pair["to"])}</span>'
+            )
+            # every table that shows this reading marks it, or none does
+            assert text.count(cell + mark) == (text.count(cell) if pair["reversed"] else 0)
+            backwards += pair["reversed"]
+        first = entry["top_pairs"]["train"][0]
+        row = next(r for r in markdown.splitlines() if r.startswith(f"| {entry['latent']} |"))
+        assert (BACKWARDS in row.split(";")[0]) == first["reversed"]
+    assert backwards > 0  # the reversed half of the table shows up
+
+
+def test_no_pair_is_listed_twice_as_its_own_mirror(planted: dict):
+    """The two codes of a pair sum to one number per latent (measured here), so no - table."""
+    result = reversed_inspection(planted)
+    for entry in result["latents"]:
+        total = entry["two_way_sum"]
+        codes = [p["code"] for part in entry["top_pairs"].values() for p in part]
+        assert total["spread"] < 1e-4 * max(codes)
+        for part in entry["top_pairs"].values():
+            ids = [p["pair_id"] for p in part]
+            assert len(ids) == len(set(ids))
+            for p in part:
+                assert p["code"] + p["other_way"] == pytest.approx(total["mean"], abs=1e-4)
+    text = render_html(result)
+    assert "most − code" not in text and "(&minus;)" not in text
+    assert "read the other way, in the same order" in text  # the help box says why
+
+
+def test_status_is_at_the_top_and_badges_are_grey_unless_every_member_is_usable(planted: dict):
+    for status, ok in ((NOT_CONVERGED, False), (SLACK, False), (USABLE, True)):
+        result = reversed_inspection(planted, status)
+        text, markdown = render_html(result), render_markdown(result)
+        top = text.split("</h1>", 1)[1].lstrip()
+        box = f'<div class="box status {"ok" if ok else "warn"}">'
+        assert top.startswith(f"{box}<b>Run status: {status} (3 of 3 members)")
+        assert html.escape(STATUS_MEANINGS[status]) in top.split("</div>", 1)[0]
+        colours = re.findall(r'class="tag (good|fair|poor)"', text)
+        assert bool(colours) == ok
+        assert (f"&middot; run {status}" in text) != ok  # a grey badge names the status
+        assert markdown.splitlines()[2].startswith(f"**Run status: {status} (3 of 3 members)**")
+
+
+def test_the_page_fits_1280_px(page: dict):
+    text, _ = parsed(page["out"])
+    for rule in (
+        "max-width: 1280px",
+        "box-sizing: border-box",
+        ".scroll { max-width: 100%; overflow-x: auto; }",
+        "table.fixed { table-layout: fixed; width: 100%; }",
+        "overflow-wrap: anywhere",
+        "minmax(min(420px, 100%), 1fr)",
+    ):
+        assert rule in text, rule
+    assert text.count("<table") == text.count('<div class="scroll"><table') > 0
+    assert "nowrap" not in text.split("</style>", 1)[1]
 
 
 # --------------------------------------------------------------------------- the command
@@ -308,12 +430,11 @@ def test_ssae_inspect_embeds_a_pair_table_as_the_run_was(tiny_lm_dir: Path, tmp_
     assert first["data"]["texts"] and second["data"]["texts"]
     for a, b in zip(first["latents"], second["latents"], strict=True):
         for part in ("train", "held_out"):
-            for direction in ("positive", "negative"):
-                ours, theirs = a["top_pairs"][part][direction], b["top_pairs"][part][direction]
-                assert [(p["pair_id"], p["from"]) for p in ours] == [
-                    (p["pair_id"], p["from"]) for p in theirs
-                ]  # the same embeddings (up to batching), the same texts
-                assert [p["code"] for p in ours] == pytest.approx([p["code"] for p in theirs])
+            ours, theirs = a["top_pairs"][part], b["top_pairs"][part]
+            assert [(p["pair_id"], p["from"]) for p in ours] == [
+                (p["pair_id"], p["from"]) for p in theirs
+            ]  # the same embeddings (up to batching), the same texts
+            assert [p["code"] for p in ours] == pytest.approx([p["code"] for p in theirs])
     wrong = ssae(f"inspect run --pairs emb --texts other.parquet --out page3 {fast}", cwd=tmp_path)
     assert wrong.returncode == 2 and wrong.stderr.startswith("error: --texts other.parquet")
     assert len(wrong.stderr.strip().splitlines()) == 1 and not (tmp_path / "page3").exists()

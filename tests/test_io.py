@@ -149,6 +149,9 @@ def test_labels_travel_with_embedding_tables_and_swap_with_reversed_pairs(tmp_pa
     assert rev.any() and (~rev).any()
     assert (flipped.labels.x_states[rev, 0] == "fr").all()
     assert (flipped.labels.x_states[~rev, 0] == "en").all()
+    np.testing.assert_array_equal(flipped.reversed_rows(), rev)  # recorded in the metadata
+    np.testing.assert_array_equal(flipped.subset("test").reversed_rows(), rev[back.split == "test"])
+    assert not back.reversed_rows().any()
 
 
 def test_repeated_pair_ids_are_refused_by_every_reader(tmp_path):

@@ -16,9 +16,15 @@ latents agree best with the other seeds), :func:`inspect_run` collects:
   :func:`~ssae_core.evaluation.steering_accuracy.merge_duplicate_latents` groups them);
 - **the pairs that move it**: every pair is read both ways (x -> x~ and x~ -> x: pair order
   carries no information, and a concept that every pair changes the same way would otherwise
-  show no negative side); the ``top_k`` readings with the largest and with the most negative
-  code, separately for the training split and for the held-out pairs (every other split), each
-  pair at most once per list;
+  show no negative side); the ``top_k`` pairs that raise the code most, separately for the
+  training split and for the held-out pairs (every other split), each pair once, in the reading
+  whose code is the larger, its texts, code and labelled change all of that reading (a reading
+  is *backwards* when it goes x~ -> x of the pair table, also where the table itself reversed
+  the row, as the study's sets do). The code of the other reading is listed beside it and never
+  as a reading of its own: the encoder is affine up to the codes, so the two codes of a pair sum
+  to the same number for every pair (measured per latent: ``two_way_sum``; on the planted set
+  of tests/test_inspect.py its spread is below 1e-6 while the codes reach about 5), and the most
+  negative readings would be these pairs read the other way, in the same order;
 - **labelled concepts**, where the table has a ``shift`` column: the score of the latent against
   every concept on the training pairs, as the steering evaluation scores them
   (:func:`~ssae_core.evaluation.steering_accuracy.concept_scores`: Pearson correlation of the
@@ -95,11 +101,14 @@ from ssae_core.lm.tokens import MAX_NEW_TOKENS
 from ssae_core.lm.vector_files import recorded_lm
 from ssae_core.metrics import cosine_matrix, match_vectors, rounded
 from ssae_core.model import ShiftAutoencoder
+from ssae_core.record import RECORD_KEY
 from ssae_core.runs import load_run
 from ssae_core.train import MAX_SEED, torch_threads
 
 ALPHA_BY_CONCEPT = "single-concept training pairs of the best concept"
 ALPHA_BY_CODE_SIGN = "every training pair read both ways, signed by its code"
+SPREAD_DIGITS = 3
+"""Significant digits kept of the spread of a pair's two-way code sum (float noise: tiny)."""
 
 
 @dataclass
@@ -107,8 +116,8 @@ class InspectConfig:
     """What ``ssae inspect`` shows of each latent, and how hard it steers."""
 
     top_k: int = 5
-    """Pairs listed per latent, split (training / held-out) and direction of the code; range:
-    [1, inf)."""
+    """Pairs listed per latent and split (training / held-out), each once, in the reading that
+    raises the code; range: [1, inf)."""
     prompts: int = 3
     """Neutral English prompts continued under steering: the first N of NEUTRAL_PROMPTS; range:
     [1, 16]."""
@@ -255,6 +264,11 @@ class BothWays(NamedTuple):
     row_R: np.ndarray
     """The table row of each reading."""
     reversed_R: np.ndarray
+    """Whether the reading is the table row read backwards (z_tilde -> z)."""
+    backwards_R: np.ndarray
+    """Whether the reading is the pair read backwards as its texts give it (x_tilde -> x): the
+    table row read backwards, or read forwards where the table itself reversed the row
+    (:meth:`~ssae_core.io.EmbeddingTable.reversed_rows`, as the study's sets do)."""
     codes_RM: np.ndarray
     delta_RD: np.ndarray
 
@@ -265,12 +279,15 @@ def read_both_ways(model: ShiftAutoencoder, table: EmbeddingTable) -> BothWays:
     both = np.concatenate([delta, -delta])
     rows = np.tile(np.arange(len(table)), 2)
     flags = np.repeat([False, True], len(table))
-    return BothWays(rows, flags, model.encode(both).astype(np.float64), both.astype(np.float64))
+    backwards = flags ^ table.reversed_rows()[rows]
+    codes = model.encode(both).astype(np.float64)
+    return BothWays(rows, flags, backwards, codes, both.astype(np.float64))
 
 
 def labelled_changes(table: EmbeddingTable, row: int, backwards: bool) -> dict[str, float] | None:
-    """The labelled concept shift of one reading of a pair, ``{concept: value}`` of the concepts
-    it changes (None: the table has no labels)."""
+    """The labelled concept shift of one reading of a pair (``backwards``: the table row read
+    backwards), ``{concept: value}`` of the concepts it changes (None: the table has no
+    labels)."""
     if table.shift is None:
         return None
     names = table.concepts or [f"concept-{k}" for k in range(table.shift.shape[1])]
@@ -278,46 +295,75 @@ def labelled_changes(table: EmbeddingTable, row: int, backwards: bool) -> dict[s
     return {name: float(v) for name, v in zip(names, values, strict=True) if v != 0}
 
 
+def two_way_sum(code_R: np.ndarray) -> dict:
+    """The code of a pair read forwards plus read backwards: its mean over the pairs and its
+    spread (std). The encoder is affine up to the codes (normalisation, linear map, BatchNorm
+    with running statistics), so the sum is one number per latent (2 x its offset): the spread
+    is float noise, and a pair's most negative reading mirrors its largest."""
+    forwards, backwards = np.split(code_R, 2)
+    total = forwards + backwards
+    if not len(total):
+        return {"mean": None, "spread": None}
+    spread = float(total.std())
+    return {"mean": rounded(float(total.mean())), "spread": float(f"{spread:.{SPREAD_DIGITS}g}")}
+
+
+def _pair_entry(
+    r: int,
+    code_R: np.ndarray,
+    readings: BothWays,
+    table: EmbeddingTable,
+    texts: Mapping[int, tuple[str, str]] | None,
+) -> dict:
+    """One reading ``r`` as the page lists it: its texts, code and labelled change all of that
+    reading, and the code of the same pair read the other way."""
+    row, half = int(readings.row_R[r]), len(table)
+    pair_id = int(table.pair_id[row])
+    backwards = bool(readings.backwards_R[r])
+    shown: tuple[str | None, str | None] = (None, None)
+    if texts is not None:
+        x, x_tilde = texts[pair_id]
+        shown = (x_tilde, x) if backwards else (x, x_tilde)
+    return {
+        "pair_id": pair_id,
+        "split": str(table.split[row]),
+        "reversed": backwards,
+        "code": rounded(float(code_R[r])),
+        "other_way": rounded(float(code_R[(r + half) % (2 * half)])),
+        "from": shown[0],
+        "to": shown[1],
+        "changes": labelled_changes(table, row, bool(readings.reversed_R[r])),
+    }
+
+
 def top_pairs(
     code_R: np.ndarray,
-    sign: float,
-    keep_R: np.ndarray,
+    keep_N: np.ndarray,
     readings: BothWays,
     table: EmbeddingTable,
     texts: Mapping[int, tuple[str, str]] | None,
     top_k: int,
 ) -> list[dict]:
-    """The ``top_k`` readings among ``keep_R`` whose code has sign ``sign`` and the largest size,
-    each pair (and each pair of texts) at most once."""
+    """The ``top_k`` pairs among the rows ``keep_N`` that raise the code most, each in the
+    reading whose code is the larger and positive, each pair (and each pair of texts) once: its
+    other reading is its mirror (:func:`two_way_sum`), never listed."""
+    half = len(table)
+    larger_N = np.where(code_R[:half] >= code_R[half:], 0, half) + np.arange(half)
     chosen: list[dict] = []
-    seen_ids: set[int] = set()
-    seen_texts: set[tuple[str, str]] = set()
-    signed_R = sign * code_R
-    for r in np.argsort(-signed_R, kind="stable"):
-        if len(chosen) == top_k or signed_R[r] <= 0:
+    seen: set[tuple[int, object]] = set()
+    for row in np.argsort(-code_R[larger_N], kind="stable"):
+        r = int(larger_N[row])
+        if len(chosen) == top_k or code_R[r] <= 0:
             break
-        row = int(readings.row_R[r])
-        pair_id = int(table.pair_id[row])
-        if not keep_R[r] or pair_id in seen_ids:
+        if not keep_N[row]:
             continue
-        backwards = bool(readings.reversed_R[r])
-        entry = {
-            "pair_id": pair_id,
-            "split": str(table.split[row]),
-            "reversed": backwards,
-            "code": rounded(float(code_R[r])),
-            "from": None,
-            "to": None,
-            "changes": labelled_changes(table, row, backwards),
-        }
-        if texts is not None:
-            x, x_tilde = texts[pair_id]
-            shown = (x_tilde, x) if backwards else (x, x_tilde)
-            if shown in seen_texts:
-                continue
-            seen_texts.add(shown)
-            entry["from"], entry["to"] = shown
-        seen_ids.add(pair_id)
+        entry = _pair_entry(r, code_R, readings, table, texts)
+        keys = {(0, entry["pair_id"]), (1, (entry["from"], entry["to"]))}
+        if entry["from"] is None:
+            keys.discard((1, (None, None)))
+        if keys & seen:
+            continue
+        seen |= keys
         chosen.append(entry)
     return chosen
 
@@ -330,15 +376,12 @@ def pair_lists(
     texts: Mapping[int, tuple[str, str]] | None,
     top_k: int,
 ) -> dict:
-    """``{"train" | "held_out": {"positive": [...], "negative": [...]}}`` for one latent."""
-    is_train_R = is_train_N[readings.row_R]
-    out = {}
-    for part, keep_R in (("train", is_train_R), ("held_out", ~is_train_R)):
-        out[part] = {
-            direction: top_pairs(code_R, sign, keep_R, readings, table, texts, top_k)
-            for direction, sign in (("positive", 1.0), ("negative", -1.0))
-        }
-    return out
+    """``{"train" | "held_out": [...]}``: the pairs that raise one latent most
+    (:func:`top_pairs`)."""
+    return {
+        part: top_pairs(code_R, keep_N, readings, table, texts, top_k)
+        for part, keep_N in (("train", is_train_N), ("held_out", ~is_train_N))
+    }
 
 
 # --------------------------------------------------------------------------- concepts and alpha
@@ -469,6 +512,7 @@ def describe_latent(
         "best_concept": None,
         "matched_concept": None,
         "concepts": [],
+        "two_way_sum": two_way_sum(code_R),
         "top_pairs": pair_lists(code_R, readings, table, is_train_N, texts, top_k),
     }
     if view is not None:
@@ -573,10 +617,19 @@ def _training_rows(members: Sequence[ShiftAutoencoder], table: EmbeddingTable) -
     return mask
 
 
+def member_statuses(members: Sequence[ShiftAutoencoder]) -> list[str | None]:
+    """Each member's status (:class:`~ssae_core.record.MemberRecord`); None where a member
+    carries no training record (written by an older version)."""
+    return [
+        m.record.status if isinstance(m.config.get(RECORD_KEY), dict) else None for m in members
+    ]
+
+
 def _run_summary(members: Sequence[ShiftAutoencoder], reference: int) -> dict:
     config = members[reference].config
     provenance = config.get("provenance") or {}
     return {
+        "statuses": member_statuses(members),
         "method": config.get("method"),
         "seeds": [m.config.get("seed") for m in members],
         "sparsity": config.get("sparsity"),

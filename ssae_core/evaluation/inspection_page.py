@@ -19,17 +19,23 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ssae_core.io import safe_output
+from ssae_core.record import STATUS_MEANINGS, UNCONSTRAINED, USABLE
 
 INSPECT_COMMAND = "inspect"
 PAGE_FILE = "index.html"
 SUMMARY_FILE = "summary.md"
 RESULT_FILE = "inspection.json"
-SUMMARY_PAIRS = 3  # pairs per direction in the Markdown summary
+SUMMARY_PAIRS = 3  # pairs per latent in the Markdown summary
+BACKWARDS = "read backwards (x\u0303 \u2192 x)"
+"""The mark of a reading that goes x_tilde -> x of the pair table, wherever a pair is shown."""
+UNKNOWN_STATUS = "unknown"
+PAGE_WIDTH_PX = 1280
+"""The page fits a window this wide: every table wraps its texts and scrolls inside its box."""
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0;
   color: #1f2328; background: #f6f8fa; line-height: 1.45; }
-main { max-width: 1280px; margin: 0 auto; padding: 20px 28px 60px; }
+main { max-width: PAGE_WIDTHpx; margin: 0 auto; padding: 20px 28px 60px; box-sizing: border-box; }
 h1 { font-size: 1.6em; margin: 0.2em 0; } h2 { font-size: 1.25em; margin: 1.4em 0 0.4em; }
 h3 { font-size: 1.02em; margin: 1.1em 0 0.3em; color: #333; }
 .meta { color: #555; margin: 0.2em 0 0.8em; }
@@ -37,26 +43,33 @@ h3 { font-size: 1.02em; margin: 1.1em 0 0.3em; color: #333; }
   margin: 12px 0; }
 .help { font-size: 0.92em; color: #333; } .help li { margin: 2px 0; }
 .warn { border-color: #d4a72c; background: #fff8e5; }
-table { border-collapse: collapse; background: #fff; margin: 4px 0 8px; font-size: 0.92em; }
-th, td { border: 1px solid #d0d7de; padding: 4px 8px; text-align: left; vertical-align: top; }
+.ok { border-color: #4ac26b; background: #f0fff4; }
+.scroll { max-width: 100%; overflow-x: auto; }
+table { border-collapse: collapse; background: #fff; margin: 4px 0 8px; font-size: 0.92em;
+  max-width: 100%; }
+table.fixed { table-layout: fixed; width: 100%; }
+th, td { border: 1px solid #d0d7de; padding: 4px 8px; text-align: left; vertical-align: top;
+  overflow-wrap: anywhere; word-wrap: break-word; }
 th { background: #eef1f4; font-weight: 600; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 .pair { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 0.95em; }
 .arrow { color: #888; padding: 0 4px; }
 .tag { display: inline-block; padding: 0 6px; border-radius: 10px; font-size: 0.85em;
-  background: #eef1f4; color: #333; white-space: nowrap; }
+  background: #eef1f4; color: #333; }
+.back { background: #e8e0ff; color: #3b2a7a; }
 .good { background: #dafbe1; color: #116329; } .fair { background: #fff1c2; color: #7d4e00; }
 .poor { background: #ffe2e0; color: #a40e26; }
 section.latent { background: #fff; border: 1px solid #d0d7de; border-radius: 8px;
   padding: 4px 18px 14px; margin: 18px 0; }
 section.latent > details > summary { cursor: pointer; font-size: 1.15em; font-weight: 600;
   padding: 8px 0; }
-.grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr));
+.grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(min(420px, 100%), 1fr));
   gap: 4px 24px; }
-.cont td { max-width: 260px; } .cont td.base { background: #f3f6f9; }
+.grid > div { min-width: 0; }
+.cont td.base { background: #f3f6f9; }
 .cont th.base { background: #dde3ea; }
 .muted { color: #777; } .small { font-size: 0.85em; } .nowrap { white-space: nowrap; }
-"""
+""".replace("PAGE_WIDTH", str(PAGE_WIDTH_PX))
 
 
 def _e(value: object) -> str:
@@ -69,19 +82,53 @@ def _num(value: float | None, digits: int = 3, signed: bool = False) -> str:
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
-def _stability_class(value: float | None) -> str:
-    if value is None:
-        return ""
-    return "good" if value >= 0.95 else "fair" if value >= 0.8 else "poor"
+def run_status(result: dict) -> tuple[str, bool]:
+    """The run's status in words (each status with its count of members, e.g. ``not converged
+    (3 of 3 members)``) and whether every member is usable (or an unconstrained aff member):
+    only then does the page colour its badges as successes."""
+    statuses = [s or UNKNOWN_STATUS for s in result["run"].get("statuses") or [UNKNOWN_STATUS]]
+    counts = {s: statuses.count(s) for s in dict.fromkeys(statuses)}
+    text = ", ".join(f"{s} ({n} of {len(statuses)} members)" for s, n in counts.items())
+    return text, set(counts) <= {USABLE, UNCONSTRAINED}
 
 
-def _stability_tag(stability: dict) -> str:
+def _status_meaning(result: dict) -> str:
+    """One line on what the run's statuses mean."""
+    statuses = dict.fromkeys(s or UNKNOWN_STATUS for s in result["run"].get("statuses") or [None])
+    meanings = {**STATUS_MEANINGS, UNKNOWN_STATUS: "no training record (an older version)"}
+    return "; ".join(f"{s}: {meanings.get(s, s)}" for s in statuses)
+
+
+def _status_box(result: dict) -> str:
+    text, ok = run_status(result)
+    caution = (
+        ""
+        if ok
+        else " The badges below are left grey: stable latents of members that are not usable are "
+        "no sign of success."
+    )
+    return (
+        f'<div class="box status {"ok" if ok else "warn"}"><b>Run status: {_e(text)}</b>. '
+        f"{_e(_status_meaning(result))}.{caution}</div>"
+    )
+
+
+def _tag_class(value: float | None, ok: bool) -> str:
+    """The classes of a stability badge: coloured by the value only in a usable run."""
+    if value is None or not ok:
+        return "tag"
+    return "tag " + ("good" if value >= 0.95 else "fair" if value >= 0.8 else "poor")
+
+
+def _stability_tag(stability: dict, result: dict) -> str:
     mean = stability["mean"]
     if mean is None:
         return '<span class="tag">one member: no cross-seed comparison</span>'
+    status, ok = run_status(result)
+    named = "" if ok else f" &middot; run {_e(status)}"
     return (
-        f'<span class="tag {_stability_class(mean)}">stability {_num(mean)}'
-        f" (min {_num(stability['min'])})</span>"
+        f'<span class="{_tag_class(mean, ok)}">stability {_num(mean)}'
+        f" (min {_num(stability['min'])}){named}</span>"
     )
 
 
@@ -94,13 +141,20 @@ def _concept_text(entry: dict) -> str:
 
 
 def _pair_html(pair: dict) -> str:
+    """One reading of a pair: its texts (or its id) and, read backwards, the mark saying so."""
+    way = f' <span class="tag back">{_e(BACKWARDS)}</span>' if pair["reversed"] else ""
     if pair["from"] is None:
-        way = " (read backwards)" if pair["reversed"] else ""
-        return f'<span class="muted">pair {pair["pair_id"]}{way}</span>'
+        return f'<span class="muted">pair {pair["pair_id"]}</span>{way}'
     return (
         f'<span class="pair">{_e(pair["from"])}</span><span class="arrow">&rarr;</span>'
-        f'<span class="pair">{_e(pair["to"])}</span>'
+        f'<span class="pair">{_e(pair["to"])}</span>{way}'
     )
+
+
+def _table(rows: str, classes: str = "") -> str:
+    """A table inside a box that scrolls sideways where the table is wider than the page."""
+    cls = f' class="{classes}"' if classes else ""
+    return f'<div class="scroll"><table{cls}>{rows}</table></div>'
 
 
 def _header(result: dict) -> str:
@@ -110,6 +164,7 @@ def _header(result: dict) -> str:
     budget = "" if run["sparsity"] is None else f", L1 budget {run['sparsity']:g}"
     lines = [
         f"<h1>Latents of {_e(title)}</h1>",
+        _status_box(result),
         f'<p class="meta">{_e(run["method"])}{_e(budget)}, {run["latent_dim"]} latents, '
         f"width {run['dim']}, seeds {_e(seeds)}: the latents shown are those of seed "
         f"<b>{_e(run['reference_seed'])}</b> (the member that agrees best with the others). "
@@ -142,9 +197,18 @@ def _help(result: dict) -> str:
 <li><b>Stability</b>: |cosine| between this latent's steering vector and its one-to-one match
 among the latents of every other seed (mean, and the worst seed). Near 1: every seed found the
 same direction. Latents are listed from the most to the least stable.</li>
-<li><b>Pairs that move it</b>: every pair is read both ways (x &rarr; x&#771; and
-x&#771; &rarr; x); listed are the readings with the largest positive and the most negative
-code, for training and held-out pairs. <i>code</i> is the latent's value for that shift.</li>
+<li><b>Run status</b> (top of the page): each member's training status; the stability badges
+are coloured (green, amber, red) only when every member is usable.</li>
+<li><b>Pairs that raise it</b>: every pair is read both ways (x &rarr; x&#771; and
+x&#771; &rarr; x); listed are the pairs with the largest code, for training and held-out pairs,
+each pair once, in the reading whose code is the larger: its texts, its <i>code</i> (the
+latent's value for that shift) and its labelled change are all of that reading, and a reading
+that goes x&#771; &rarr; x of the pair table is marked <i>{_e(BACKWARDS)}</i>. <i>other
+way</i>: the code of the same pair read the other way. The encoder is affine up to the codes
+(normalisation, linear map, BatchNorm with running statistics), so the two codes of a pair sum
+to the same number for every pair (the sum and its spread over the pairs are shown per latent):
+the most negative readings are exactly the listed pairs read the other way, in the same order,
+and are not listed a second time.</li>
 <li><b>Concepts</b> (where the pairs are labelled): the correlation of the latent's training codes
 with each concept's shift (for a concept every pair changes the same way: the cosine with the mean
 shift) and the cosine with each concept's mean-difference (MD) vector. Each latent is oriented so
@@ -192,13 +256,16 @@ def _duplicates_of(result: dict, latent: int) -> list[int]:
     return []
 
 
-def _first_pair(entry: dict, direction: str) -> str:
-    pairs = entry["top_pairs"]["train"][direction]
-    return _pair_html(pairs[0]) if pairs else '<span class="muted">none</span>'
+def _first_pair(entry: dict) -> str:
+    pairs = entry["top_pairs"]["train"]
+    if not pairs:
+        return '<span class="muted">none</span>'
+    return f"{_pair_html(pairs[0])} ({_num(pairs[0]['code'], signed=True)})"
 
 
 def _overview(result: dict) -> str:
     rows = []
+    ok = run_status(result)[1]
     for rank, entry in enumerate(result["latents"], 1):
         k = entry["latent"]
         dup = ", ".join(str(d) for d in _duplicates_of(result, k)) or "&ndash;"
@@ -211,37 +278,39 @@ def _overview(result: dict) -> str:
         rows.append(
             f'<tr><td class="num">{rank}</td>'
             f'<td class="num"><a href="#latent-{k}">latent {k}</a></td>'
-            f'<td class="num"><span class="tag {_stability_class(stab["mean"])}">'
+            f'<td class="num"><span class="{_tag_class(stab["mean"], ok)}">'
             f"{_num(stab['mean'])}</span> ({_num(stab['min'])})</td>"
             f"<td>{_e(_concept_text(entry))}</td><td>{_e(entry['matched_concept'] or '–')}</td>"
             f'<td class="num">{_num(md, signed=True)}</td>'
             f'<td class="num">{_num(entry["alpha"], 4)}</td><td>{dup}</td>'
-            f"<td>{_first_pair(entry, 'positive')}</td><td>{_first_pair(entry, 'negative')}</td>"
-            "</tr>"
+            f"<td>{_first_pair(entry)}</td></tr>"
         )
     head = (
         "<tr><th>#</th><th>latent</th><th>stability mean (min)</th><th>best concept</th>"
         "<th>one-to-one match</th><th>cos with its MD vector</th><th>alpha</th>"
-        "<th>same direction as</th>"
-        "<th>strongest training pair (+)</th><th>strongest training pair (&minus;)</th></tr>"
+        "<th>same direction as</th><th>training pair that raises it most (code)</th></tr>"
     )
-    return f"<h2>All latents, most stable first</h2><table>{head}{''.join(rows)}</table>"
+    return f"<h2>All latents, most stable first</h2>{_table(head + ''.join(rows))}"
 
 
 def _pairs_table(title: str, pairs: Sequence[dict]) -> str:
     if not pairs:
-        return f'<div><h3>{_e(title)}</h3><p class="muted">no pair reads this way</p></div>'
+        return f'<div><h3>{_e(title)}</h3><p class="muted">no pair raises it</p></div>'
     labelled = any(p.get("changes") is not None for p in pairs)
     rows = "".join(
-        f'<tr><td class="num">{_num(p["code"], signed=True)}</td><td>{_pair_html(p)}</td>'
-        + (f'<td class="small nowrap">{_e(_changes(p))}</td>' if labelled else "")
-        + f'<td class="small muted nowrap">{_e(p["split"])} #{p["pair_id"]}'
-        f"{' (backwards)' if p['reversed'] else ''}</td></tr>"
+        f'<tr><td class="num">{_num(p["code"], signed=True)}</td>'
+        f'<td class="num">{_num(p.get("other_way"), signed=True)}</td><td>{_pair_html(p)}</td>'
+        + (f'<td class="small">{_e(_changes(p))}</td>' if labelled else "")
+        + f'<td class="small muted">{_e(p["split"])} #{p["pair_id"]}</td></tr>'
         for p in pairs
     )
-    labels = "<th>labelled change</th>" if labelled else ""
-    head = f"<tr><th>code</th><th>from &rarr; to</th>{labels}<th>pair</th></tr>"
-    return f"<div><h3>{_e(title)}</h3><table>{head}{rows}</table></div>"
+    labels = '<th style="width: 22%">labelled change</th>' if labelled else ""
+    head = (
+        '<tr><th class="num" style="width: 11%">code</th>'
+        '<th class="num" style="width: 11%">other way</th><th>from &rarr; to</th>'
+        f'{labels}<th style="width: 14%">pair</th></tr>'
+    )
+    return f"<div><h3>{_e(title)}</h3>{_table(head + rows, 'fixed')}</div>"
 
 
 def _concepts_table(entry: dict) -> str:
@@ -261,7 +330,7 @@ def _concepts_table(entry: dict) -> str:
         "<tr><th>concept</th><th>score</th><th>scored by</th><th>cos with MD vector</th>"
         "<th>one-to-one match</th></tr>"
     )
-    return f"<h3>Labelled concepts (training pairs)</h3><table>{head}{rows}</table>"
+    return f"<h3>Labelled concepts (training pairs)</h3>{_table(head + rows)}"
 
 
 def _cell(text: str, condition: dict, *classes: str) -> str:
@@ -301,9 +370,8 @@ def _steering_table(entry: dict, result: dict) -> str:
         for name, show in measures.items()
     )
     head = "".join(_multiple_heading(c) for c in sweep)
-    return (
-        f"<h3>Steering the language model (alpha {_num(entry['alpha'], 4)})</h3>"
-        f'<table class="cont"><tr><th>prompt</th>{head}</tr>{rows}{footer}</table>'
+    return f"<h3>Steering the language model (alpha {_num(entry['alpha'], 4)})</h3>" + _table(
+        f"<tr><th>prompt</th>{head}</tr>{rows}{footer}", "cont fixed"
     )
 
 
@@ -325,17 +393,17 @@ def _latent_section(entry: dict, result: dict, open_: bool) -> str:
         f"Matched latents of the other seeds (|cos|): {_e(matches) or 'none (one member)'}.",
         f"alpha {_num(entry['alpha'], 4)}, fitted on {_e(entry['alpha_by'])}; std of the "
         f"training codes {_num(entry['code_std_train'])}.",
+        _two_way_fact(entry),
     ]
     if dup:
         facts.append(f"<b>Same direction as latent(s) {', '.join(map(str, dup))}.</b>")
     parts = entry["top_pairs"]
     grid = "".join(
-        _pairs_table(f"{where} pairs, {label}", parts[part][direction])
+        _pairs_table(f"{where} pairs that raise it most", parts[part])
         for part, where in (("train", "Training"), ("held_out", "Held-out"))
-        for direction, label in (("positive", "largest + code"), ("negative", "most − code"))
     )
     summary = (
-        f"latent {k} &nbsp; {_stability_tag(stab)} &nbsp; "
+        f"latent {k} &nbsp; {_stability_tag(stab, result)} &nbsp; "
         f'<span class="tag">{_e(_concept_text(entry))}</span>'
     )
     return (
@@ -345,6 +413,18 @@ def _latent_section(entry: dict, result: dict, open_: bool) -> str:
         + _steering_table(entry, result)
         + _concepts_table(entry)
         + f'<div class="grid">{grid}</div></details></section>'
+    )
+
+
+def _two_way_fact(entry: dict) -> str:
+    """The sum of the two codes of a pair, the same for every pair: why no - table is listed."""
+    total = entry.get("two_way_sum") or {}
+    if total.get("mean") is None:
+        return "No pair to read both ways."
+    return (
+        f"The two readings of a pair have codes summing to {_num(total['mean'], signed=True)} "
+        f"for every pair (spread {total['spread']:.1e}): the most negative readings are "
+        "the pairs below read the other way."
     )
 
 
@@ -383,41 +463,47 @@ def _md(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def _md_pair(pair: dict) -> str:
+    """One reading as the summary shows it: texts (or id), code, and the backwards mark."""
+    texts = f"pair {pair['pair_id']}" if pair["from"] is None else f"{pair['from']} → {pair['to']}"
+    way = f", {BACKWARDS}" if pair["reversed"] else ""
+    return f"{texts} ({_num(pair['code'], signed=True)}, #{pair['pair_id']}{way})"
+
+
 def _md_pairs(pairs: Sequence[dict]) -> str:
-    shown = [
-        f"pair {p['pair_id']}" if p["from"] is None else f"{p['from']} → {p['to']}"
-        for p in pairs[:SUMMARY_PAIRS]
-    ]
-    return _md("; ".join(shown)) or "–"
+    return _md("; ".join(_md_pair(p) for p in pairs[:SUMMARY_PAIRS])) or "–"
 
 
 def render_markdown(result: dict) -> str:
     """One table row per latent, most stable first: stability, best concept, top pairs."""
     run, data = result["run"], result["data"]
     title = (result.get("paths") or {}).get("run") or "a trained run"
+    status, _ = run_status(result)
     lines = [
         f"# Latents of {_md(title)}",
+        "",
+        f"**Run status: {_md(status)}**. {_md(_status_meaning(result))}.",
         "",
         f"{run['method']}, {run['latent_dim']} latents, seeds {run['seeds']} (latents of seed "
         f"{run['reference_seed']}), layer {data['layer'] or '?'}, {data['n_train_pairs']} "
         f"training / {data['n_held_out_pairs']} held-out pairs. Stability: |cos| of each "
         "latent's vector with its one-to-one match in every other seed (mean, min). Pairs: "
-        "training pairs (read both ways) with the largest + and the most − code.",
+        "the training pairs that raise the code most, each once, in the reading whose code is "
+        "the larger (the other reading is its mirror).",
         "",
     ]
     for group in result["duplicates"]:
         lines.append(f"Latents {group['latents']} look like the same direction.")
     lines += [
-        "| latent | stability mean (min) | best concept (score) | alpha | top pairs (+) | "
-        "top pairs (−) |",
-        "|---|---|---|---|---|---|",
+        "| latent | stability mean (min) | best concept (score) | alpha | top pairs (code) |",
+        "|---|---|---|---|---|",
     ]
     for entry in result["latents"]:
         stab, pairs = entry["stability"], entry["top_pairs"]["train"]
         lines.append(
             f"| {entry['latent']} | {_num(stab['mean'])} ({_num(stab['min'])}) | "
             f"{_md(_concept_text(entry))} | {_num(entry['alpha'], 4)} | "
-            f"{_md_pairs(pairs['positive'])} | {_md_pairs(pairs['negative'])} |"
+            f"{_md_pairs(pairs)} |"
         )
     return "\n".join(lines) + "\n"
 
