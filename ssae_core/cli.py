@@ -185,7 +185,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="keep SSAE runs whose multiplier ended at 0 (else that is an error)",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit with an error (status 2, after writing the run) when a member ends off its "
+        "budget: slack, infeasible or not converged (the warning lines say which and why)",
+    )
+    p.add_argument(
+        "--quiet", action="store_true", help="no progress bar (warnings are still printed)"
+    )
     p.set_defaults(func=_run_train)
 
 
@@ -200,6 +208,7 @@ def _run_train(args: argparse.Namespace) -> None:
         split=args.split,
         require_active=not args.allow_inactive,
         progress=not args.quiet,
+        warn=True,
     )
     for model in result.models:
         record = model.record
@@ -210,6 +219,21 @@ def _run_train(args: argparse.Namespace) -> None:
             f"{record.multiplier:.3f}  {record.steps} steps  {record.status}"
         )
     print(f"wrote {len(result.models)} model(s) to {args.out}")
+    if args.strict:
+        _check_strict(result, args.out)
+
+
+def _check_strict(result, out: str) -> None:
+    """``ssae train --strict``: a one-line error when some member is not usable."""
+    from ssae_core.record import INFEASIBLE, NOT_CONVERGED, SLACK
+
+    off = [m.record for m in result.models if m.record.status in (SLACK, INFEASIBLE, NOT_CONVERGED)]
+    if off:
+        which = ", ".join(f"seed {r.seed} {r.status}" for r in off)
+        raise InputError(
+            f"--strict: {len(off)} member(s) of {out} ended off their budget ({which}); the run "
+            "is written: change the budget or steps as the warnings above say, or drop --strict"
+        )
 
 
 def _add_encode(sub: argparse._SubParsersAction) -> None:
