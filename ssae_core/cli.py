@@ -33,6 +33,27 @@ examples:
 """
 
 
+NOT_SET = "none"
+"""How help texts and the command line name a value that is not set (params.yaml: null)."""
+
+
+def cli_words(text: str) -> str:
+    """A config field's docstring in the words of the command line: YAML's ``null`` (unset)
+    becomes :data:`NOT_SET`, as defaults are shown and as such options accept it."""
+    return re.sub(r"\bnull\b", NOT_SET, text)
+
+
+def _or_not_set(kind: Callable[[str], object]) -> Callable[[str], object]:
+    """An argparse type that also takes :data:`NOT_SET` (any case) for None: the default of an
+    option whose field is unset unless given."""
+
+    def parse(text: str) -> object:
+        return None if text.strip().lower() == NOT_SET else kind(text)
+
+    parse.__name__ = getattr(kind, "__name__", "str")
+    return parse
+
+
 def _default_text(value: object) -> str:
     if isinstance(value, tuple | list):
         return ",".join(str(v) for v in value) or "none"
@@ -70,8 +91,10 @@ def add_config_options(
         kind = (types or {}).get(name) or next(
             (t for t in (int, float, str) if t.__name__ in str(field.type)), str
         )
-        help_text = docs.get(name, "").rstrip(".")
+        help_text = cli_words(docs.get(name, "")).rstrip(".")
         required = default is None and field.default is dataclasses.MISSING
+        if default is None and not required:
+            kind = _or_not_set(kind)
         if not required:
             help_text += f" (default: {_default_text(default)})"
         flag = (flags or {}).get(name, f"--{name.replace('_', '-')}")
@@ -949,7 +972,7 @@ def _add_vector(sub: argparse._SubParsersAction) -> None:
         "and norms, and the evidence it records: method, model, layer, the hash of its data "
         "(pairs_sha256), the member's seed, budget and status, the cross-seed stability of its "
         "latent and the run's decoder UDR, the concept it matches with the match score, and its "
-        "fitted alpha (null: does not apply). Reads the files of `ssae vector md` and `ssae steer "
+        "fitted alpha (none: does not apply). Reads the files of `ssae vector md` and `ssae steer "
         "--export/--export-gguf`, and llama.cpp control vectors (.gguf, as repeng and llama.cpp "
         "write them: format, layers, norms and model hint; their evidence is absent).",
         epilog=VECTOR_SHOW_EXAMPLE,
