@@ -20,17 +20,48 @@ from ssae_core.config import field_docs
 from ssae_core.errors import InputError, OneLineParser
 
 EXAMPLES = """\
-examples:
-  ssae pairs replies.csv --x post --x-tilde reply --group thread --out pairs.parquet
-  ssae embed pairs.parquet --out emb --layers 15,final      # the embedded SmolLM2 by default
-  ssae synth data.parquet --concepts 5 --max-changes 3
-  ssae train data.parquet --out runs/demo --latent-dim 5 --seeds 0,1,2
-  ssae encode runs/demo/seed-0 data.parquet --out codes.parquet
-  ssae vector md emb/layer-15 --out md.safetensors
-  ssae vector show md.safetensors
-  ssae steer md.safetensors --prompt "My favourite food is"
-  ssae inspect runs/demo --pairs data.parquet --out inspect/demo
+examples (after `dvc repro`, from the repository root; a line may use what the lines before it
+write, e.g. runs/lang; replies.csv stands for your own file of text pairs):
+  ssae pairs replies.csv --x post --x-tilde reply --group thread --out pairs/replies.parquet
+  ssae embed data/pairs/lang.parquet --out emb/lang --layers 15,final   # the embedded SmolLM2
+  ssae synth synth.parquet --concepts 5 --max-changes 3
+  ssae train emb/lang/layer-15 --out runs/lang --seeds 0,1,2
+  ssae train synth.parquet --out runs/synth --latent-dim 5 --seeds 0,1,2
+  ssae encode runs/lang/seed-0 emb/lang/layer-15 --out codes.parquet
+  ssae vector md data/embeddings/lang/layer-15 --out lang-md.safetensors
+  ssae vector show lang-md.safetensors
+  ssae steer lang-md.safetensors --lm models/lm --prompt "My favourite food is"
+  ssae steer models/study/layer-15/lang/aff/seed-0 --latent 0 --prompt "My favourite food is"
+  ssae inspect models/study/layer-15/lang/aff --pairs data/embeddings/lang/layer-15 \\
+      --texts data/pairs/lang.parquet --out inspect/lang
+  ssae inspect runs/synth --pairs synth.parquet --out inspect/synth
+
+The pipeline's files: pair tables data/pairs/SET.parquet, embeddings data/embeddings/SET/layer-L
+(L: 15 and final), the study's runs models/study/layer-L/SET/aff (one folder per seed, seed-N)
+and models/study/layer-L/SET/grid/lr-LR (SSAE, one folder per budget and seed), the language
+model models/lm. `ssae COMMAND --help` shows more examples of each command.
 """
+
+
+NOT_SET = "none"
+"""How help texts and the command line name a value that is not set (params.yaml: null)."""
+
+
+def cli_words(text: str) -> str:
+    """A config field's docstring in the words of the command line: YAML's ``null`` (unset)
+    becomes :data:`NOT_SET`, as defaults are shown and as such options accept it."""
+    return re.sub(r"\bnull\b", NOT_SET, text)
+
+
+def _or_not_set(kind: Callable[[str], object]) -> Callable[[str], object]:
+    """An argparse type that also takes :data:`NOT_SET` (any case) for None: the default of an
+    option whose field is unset unless given."""
+
+    def parse(text: str) -> object:
+        return None if text.strip().lower() == NOT_SET else kind(text)
+
+    parse.__name__ = getattr(kind, "__name__", "str")
+    return parse
 
 
 def _default_text(value: object) -> str:
@@ -70,8 +101,10 @@ def add_config_options(
         kind = (types or {}).get(name) or next(
             (t for t in (int, float, str) if t.__name__ in str(field.type)), str
         )
-        help_text = docs.get(name, "").rstrip(".")
+        help_text = cli_words(docs.get(name, "")).rstrip(".")
         required = default is None and field.default is dataclasses.MISSING
+        if default is None and not required:
+            kind = _or_not_set(kind)
         if not required:
             help_text += f" (default: {_default_text(default)})"
         flag = (flags or {}).get(name, f"--{name.replace('_', '-')}")
@@ -145,6 +178,20 @@ def _sparsities(text: str) -> float | tuple[float, ...]:
     return values[0] if len(values) == 1 else values
 
 
+TRAIN_EXAMPLE = """\
+examples (after `dvc repro`, from the repository root):
+  ssae train data/embeddings/lang/layer-15 --out runs/lang --seeds 0,1,2
+  ssae train data/embeddings/binary/layer-final --out runs/binary-aff --method aff --seeds 0,1
+  ssae train data/embeddings/binary/layer-15 --out runs/binary --strict --quiet
+  ssae train data/synthetic/synth_3_2.parquet --out runs/synth --latent-dim 3
+  ssae encode runs/lang/seed-0 data/embeddings/lang/layer-15 --out codes/lang.parquet
+
+A member that ends off its budget (slack, infeasible, not converged) gets one `warning:` line,
+also with --quiet; its status ends its summary line. --strict then fails the run (exit status 2,
+after writing it), e.g. for scripts and CI.
+"""
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     from ssae_core.model import NORMALIZATIONS
     from ssae_core.train import LOADINGS, METHODS, TrainConfig
@@ -158,7 +205,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "A table that would take more than --memory-budget GiB to train in memory is streamed "
         "from its files instead of loaded (memory then does not grow with the number of pairs; "
         "--loading forces either way).",
-        epilog="example:\n  ssae train data.parquet --out runs/demo --latent-dim 5 --seeds 0,1,2",
+        epilog=TRAIN_EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("embeddings", help="embedding table: a Parquet file or a folder of shards")
@@ -185,7 +232,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="keep SSAE runs whose multiplier ended at 0 (else that is an error)",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit with an error (status 2, after writing the run) when a member ends off its "
+        "budget: slack, infeasible or not converged (the warning lines say which and why)",
+    )
+    p.add_argument(
+        "--quiet", action="store_true", help="no progress bar (warnings are still printed)"
+    )
     p.set_defaults(func=_run_train)
 
 
@@ -200,6 +255,7 @@ def _run_train(args: argparse.Namespace) -> None:
         split=args.split,
         require_active=not args.allow_inactive,
         progress=not args.quiet,
+        warn=True,
     )
     for model in result.models:
         record = model.record
@@ -210,6 +266,30 @@ def _run_train(args: argparse.Namespace) -> None:
             f"{record.multiplier:.3f}  {record.steps} steps  {record.status}"
         )
     print(f"wrote {len(result.models)} model(s) to {args.out}")
+    if args.strict:
+        _check_strict(result, args.out)
+
+
+def _check_strict(result, out: str) -> None:
+    """``ssae train --strict``: a one-line error when some member is not usable."""
+    from ssae_core.record import INFEASIBLE, NOT_CONVERGED, SLACK
+
+    off = [m.record for m in result.models if m.record.status in (SLACK, INFEASIBLE, NOT_CONVERGED)]
+    if off:
+        which = ", ".join(f"seed {r.seed} {r.status}" for r in off)
+        raise InputError(
+            f"--strict: {len(off)} member(s) of {out} ended off their budget ({which}); the run "
+            "is written: change the budget or steps as the warnings above say, or drop --strict"
+        )
+
+
+ENCODE_EXAMPLE = """\
+examples (after `dvc repro`, from the repository root):
+  ssae encode models/study/layer-15/lang/aff/seed-0 data/embeddings/lang/layer-15 \\
+      --out codes/lang.parquet
+  ssae train data/embeddings/binary/layer-15 --out runs/binary --seeds 0,1
+  ssae encode runs/binary/seed-1 data/embeddings/binary/layer-15 --out codes/binary.parquet
+"""
 
 
 def _add_encode(sub: argparse._SubParsersAction) -> None:
@@ -220,8 +300,10 @@ def _add_encode(sub: argparse._SubParsersAction) -> None:
         "Parquet with pair_id, split, h (fixed-size list of m floats) and outlier (the shift's "
         "norm exceeds the outlier threshold recorded in training: see ssae train "
         "--drop-outliers).",
+        epilog=ENCODE_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model_dir", help="a model folder (e.g. runs/demo/seed-0)")
+    p.add_argument("model_dir", help="a model folder (e.g. models/study/layer-15/lang/aff/seed-0)")
     p.add_argument("embeddings", help="embedding table: a Parquet file or a folder of shards")
     p.add_argument(
         "--out",
@@ -249,11 +331,13 @@ def _run_encode(args: argparse.Namespace) -> None:
 
 
 PAIRS_EXAMPLE = """\
-examples:
-  ssae pairs replies.csv --x post --x-tilde reply --group thread --out data/pairs/replies.parquet
+examples (replies.csv, europarl.jsonl and hf_folder stand for your own files):
+  ssae pairs replies.csv --x post --x-tilde reply --group thread --out pairs/replies.parquet
   ssae pairs europarl.jsonl --x source --x-tilde target --split split \\
-      --label language=source_lang:target_lang --label topic --out pairs.parquet
-  ssae pairs hf_folder --x before --x-tilde after --split split --out edits.parquet
+      --label language=source_lang:target_lang --label topic --out pairs/europarl.parquet
+  ssae pairs hf_folder --x before --x-tilde after --split split --out pairs/edits.parquet
+  ssae embed pairs/replies.parquet --out emb/replies --layers 15,final
+  ssae train emb/replies/layer-15 --out runs/replies --latent-dim 8
 
 --label forms (repeat the option for several labels):
   NAME=COL_X:COL_X_TILDE  the state of each text: column COL_X for x, COL_X_TILDE for x_tilde
@@ -318,6 +402,11 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
         help="write a synthetic embedding table with known concept shifts",
         description="Synthetic data synth(n, k): z ~ N(0, I), z_tilde = z + A d_c with a dense "
         "Gaussian A and sparse d_c (1..k non-zero of n). The true d_c is stored in 'shift'.",
+        epilog="examples:\n"
+        "  ssae synth synth.parquet --concepts 5 --max-changes 3\n"
+        "  ssae synth synth-ent.parquet --concepts 5 --max-changes 3 --entangle\n"
+        "  ssae train synth.parquet --out runs/synth --latent-dim 5 --seeds 0,1,2",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "out", help="Parquet file to write: a new file, or an earlier `ssae synth` output"
@@ -365,8 +454,11 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
         "token, a chosen layer) and write embedding shards; an interrupted run resumes. With "
         "--layers, several layers come from one forward pass, one table per layer in "
         "OUT/layer-L/.",
-        epilog="examples:\n  ssae embed data/pairs/lang.parquet --out data/embeddings/lang\n"
-        "  ssae embed data/pairs/lang.parquet --out emb/lang --layers 15,final --bos true\n"
+        epilog="examples (after `dvc repro`, from the repository root):\n"
+        "  ssae embed data/pairs/lang.parquet --out emb/lang-final      # the final normed state\n"
+        "  ssae embed data/pairs/lang.parquet --out emb/lang --layers 15,final --model models/lm\n"
+        "  ssae train emb/lang/layer-15 --out runs/lang --seeds 0,1,2\n"
+        "  ssae embed data/pairs/gender.parquet --out emb/gender --layer 15 --bos true\n"
         "  ssae embed data/pairs/lang.parquet --out emb/lang --engine ray --address HEAD:6379",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -434,7 +526,7 @@ def _run_embed(args: argparse.Namespace) -> None:
 
 
 STEER_EXAMPLE = """\
-example (after `dvc repro`, from the repository root; models/study/layer-15/lang/aff is the
+examples (after `dvc repro`, from the repository root; models/study/layer-15/lang/aff is the
 aff run of the lang set at block 15, English -> French nouns: one concept, so one latent, 0):
   ssae steer models/study/layer-15/lang/aff/seed-0 --lm models/lm --latent 0 \\
       --prompt "My favourite food is" --max-new-tokens 16          # default strength
@@ -443,9 +535,13 @@ aff run of the lang set at block 15, English -> French nouns: one concept, so on
   ssae steer models/study/layer-15/lang/aff/seed-0 --latent 0 --operator project_out \\
       --prompt "Le chat est"                           # ablate the direction instead
   ssae steer models/study/layer-15/lang/aff/seed-0 --latent 0 --alpha 200 --export lang.safetensors
+  ssae steer lang.safetensors --lm models/lm --prompt "My favourite food is"
+  ssae vector md data/embeddings/lang/layer-15 --out lang-md.safetensors
   ssae steer lang-md.safetensors --lm models/lm --prompt "My favourite food is"
-SSAE runs of the selected grid cell (metrics/udr.json) are in
-models/study/layer-L/SET/grid/lr-LR/, one folder per budget and seed (eps-0.25_seed-0...).
+The aff runs of the other sets and layers are models/study/layer-L/SET/aff/seed-N (SET: lang,
+gender, binary, corr, cat, truthfulqa; L: 15 or final); the SSAE grid of a set is
+models/study/layer-L/SET/grid/lr-LR/, one folder per budget and seed (eps-BUDGET_seed-N, the
+budgets in models/study/layer-L/SET/budgets.json; the selected cell in metrics/udr.json).
 `ssae train` trains your own; `ssae vector md` writes the supervised mean-difference vector of
 a pair or embedding table.
 
@@ -568,7 +664,8 @@ def _add_steer(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "model_dir",
-        help="a trained model folder (e.g. runs/lang/seed-0), or a steering-vector file "
+        help="a trained model folder (e.g. models/study/layer-15/lang/aff/seed-0), or a "
+        "steering-vector file "
         "(.safetensors or .gguf, e.g. from `ssae vector md`)",
     )
     which = p.add_mutually_exclusive_group()
@@ -850,11 +947,13 @@ flipped). It is in raw embedding units: multiplier 1 adds the average shift.
 
 
 VECTOR_SHOW_EXAMPLE = """\
-examples:
+examples (after `dvc repro`, from the repository root):
+  ssae vector md data/embeddings/lang/layer-15 --out lang-md.safetensors
   ssae vector show lang-md.safetensors
-  ssae steer runs/lang/seed-0 --latent 0 --alpha 4 --export lang-0.safetensors
+  ssae steer models/study/layer-15/lang/aff/seed-0 --latent 0 --alpha 4 \\
+      --export lang-0.safetensors --export-gguf lang-0.gguf
   ssae vector show lang-0.safetensors    # budget, status, stability, concept match, alpha_fit
-  ssae vector show happy.gguf            # a repeng or llama.cpp control vector: no evidence
+  ssae vector show lang-0.gguf           # the llama.cpp file: format, layers, norms, hint
 """
 
 
@@ -913,7 +1012,7 @@ def _add_vector(sub: argparse._SubParsersAction) -> None:
         "and norms, and the evidence it records: method, model, layer, the hash of its data "
         "(pairs_sha256), the member's seed, budget and status, the cross-seed stability of its "
         "latent and the run's decoder UDR, the concept it matches with the match score, and its "
-        "fitted alpha (null: does not apply). Reads the files of `ssae vector md` and `ssae steer "
+        "fitted alpha (none: does not apply). Reads the files of `ssae vector md` and `ssae steer "
         "--export/--export-gguf`, and llama.cpp control vectors (.gguf, as repeng and llama.cpp "
         "write them: format, layers, norms and model hint; their evidence is absent).",
         epilog=VECTOR_SHOW_EXAMPLE,
@@ -971,8 +1070,14 @@ examples (after `dvc repro`, from the repository root; the selected cell of a se
 metrics/udr.json: its run folder and L1 budget):
   ssae inspect models/study/layer-15/binary/aff --pairs data/embeddings/binary/layer-15 \\
       --texts data/pairs/binary.parquet --lm models/lm --out inspect/binary
-  ssae inspect runs/demo --pairs data/pairs/lang.parquet --out inspect/lang   # embeds the pairs
-  ssae inspect runs/synth --pairs data.parquet --out inspect/synth           # no LM: no steering
+  ssae inspect models/study/layer-final/lang/aff --pairs data/pairs/lang.parquet \\
+      --out inspect/lang                                   # embeds the pairs as the run's were
+  ssae synth synth.parquet --concepts 3 --max-changes 2
+  ssae train synth.parquet --out runs/synth --latent-dim 3 --seeds 0,1,2
+  ssae inspect runs/synth --pairs synth.parquet --out inspect/synth   # no LM: no steering
+
+A grid run (models/study/layer-L/SET/grid/lr-LR) stacks several budgets: pick one with
+--sparsity BUDGET, a budget of models/study/layer-L/SET/budgets.json.
 
 Writes OUT/index.html (open it in a browser; it loads nothing from the network), OUT/summary.md
 (one row per latent) and OUT/inspection.json (everything both show). A list of strengths that

@@ -564,20 +564,30 @@ def parse_concepts(text: str) -> list[str]:
 # --------------------------------------------------------------------------- reading tables
 
 
+def _no_shards_message(p: Path) -> str:
+    """Why folder ``p`` is no table, with the fix: a multi-layer extraction folder (``layer-*``
+    subfolders, as ``ssae embed --layers`` writes) names its layer tables to pick from."""
+    layers = [d.name for d in sorted(p.iterdir()) if d.is_dir() and d.name.startswith("layer-")]
+    if layers:
+        return (
+            f"{p} holds one table per layer ({', '.join(layers)}); give one of them, "
+            f"e.g. {p / layers[0]}"
+        )
+    inner = [d.name for d in sorted(p.iterdir()) if d.is_dir() and any(d.glob(SHARD_GLOB))]
+    if inner:
+        hint = f"it holds folders of shards ({', '.join(inner[:4])}): give one, e.g. {p / inner[0]}"
+    else:
+        hint = "check the path"
+    return f"{p}: folder holds no Parquet shards ({SHARD_GLOB}); {hint}"
+
+
 def parquet_files(path: str | os.PathLike) -> list[Path]:
     """The Parquet files behind ``path``: the file itself, or a folder's shards in order."""
     p = Path(path)
     if p.is_dir():
         files = sorted(p.glob(SHARD_GLOB)) or sorted(p.glob("*.parquet"))
         if not files:
-            inner = [d.name for d in sorted(p.iterdir()) if d.is_dir() and any(d.glob(SHARD_GLOB))]
-            hint = (
-                f"it holds folders of shards ({', '.join(inner[:4])}, one per layer): give one, "
-                f"e.g. {p / inner[0]}"
-                if inner
-                else "check the path"
-            )
-            raise InputError(f"{p}: folder holds no Parquet shards ({SHARD_GLOB}); {hint}")
+            raise InputError(_no_shards_message(p))
         return files
     if not p.exists():
         raise InputError(f"{p}: no such file or folder; check the path")

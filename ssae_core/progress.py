@@ -70,7 +70,7 @@ class LineProgress:
         *,
         total: float | None = None,
         desc: str = "",
-        unit: str = "it",
+        unit: str,
         initial: float = 0,
         disable: bool = False,
         interval: float = LINE_INTERVAL_S,
@@ -158,7 +158,7 @@ def show_progress(
     *,
     total: float | None = None,
     desc: str = "",
-    unit: str = "it",
+    unit: str,
     initial: float = 0,
     disable: bool = False,
     interval: float = LINE_INTERVAL_S,
@@ -166,7 +166,9 @@ def show_progress(
 ) -> tqdm | LineProgress:
     """A progress display for ``iterable`` (or for ``total`` units counted with ``update``): a
     live tqdm bar on a terminal, else a :class:`LineProgress` writing a line every ``interval``
-    seconds and at the end (see the module docstring). ``file``: the stream (default stderr)."""
+    seconds and at the end (see the module docstring). ``unit``: what one count is (``epoch``,
+    ``text``, ``batch``...; no default: tqdm's ``it`` says nothing). ``file``: the stream (default
+    stderr)."""
     if live(file):
         return tqdm(
             iterable, total=total, desc=desc, unit=unit, initial=initial, disable=disable, file=file

@@ -155,6 +155,7 @@ def train_run(
     progress: bool = True,
     checkpoint: str | Path | None = None,
     reverse: Reversal | None = None,
+    warn: bool | None = None,
 ) -> TrainResult:
     """Train ``cfg`` on one embedding table and write the run folder atomically.
 
@@ -164,7 +165,9 @@ def train_run(
     does; see :meth:`EmbeddingTable.reoriented`). ``out_dir`` must be new, empty or an earlier
     run folder (see :func:`ssae_core.io.check_output`); it is replaced only once the new run is
     complete. ``checkpoint`` (default: a hidden file beside ``out_dir``) lets an interrupted run
-    resume.
+    resume. ``warn``: print one ``warning:`` line per member that ends off its budget (slack,
+    infeasible, not converged; default: as ``progress``; warnings are no progress, so ``ssae
+    train --quiet`` still prints them).
     """
     data = training_data(embeddings, cfg, split, reverse)
     cfg = replace(cfg, latent_dim=resolve_latent_dim(cfg, data.table))
@@ -188,7 +191,7 @@ def train_run(
         problems = status_warnings(result, where=str(out_dir))
         if require_active and any(m.record.status == SLACK for m in result.models):
             raise InputError(next(line for line in problems if f" is {SLACK} " in line))
-        if progress:  # the caller may report or gate these itself (the study does)
+        if progress if warn is None else warn:  # the study reports or gates them itself
             for line in problems:
                 show_message(f"warning: {line}")
         write_run(result, cfg, tmp, seconds=seconds, concepts=data.table.concepts)

@@ -930,6 +930,7 @@ def _train(
         total=max_epochs,
         initial=run.epoch,
         desc=f"train {cfg.method} x{len(cfg.members())}",
+        unit="epoch",
         disable=not progress,
     )
     last_save = time.monotonic()

@@ -211,3 +211,43 @@ def test_save_load_roundtrip(data, tmp_path):
     assert model.encode(t.delta).shape == (len(t), 3)
     assert model.steering_vectors.shape == (3, 12)
     np.testing.assert_allclose(np.linalg.norm(model.steering_vectors, axis=1), 1.0, rtol=1e-5)
+
+
+def test_train_warns_off_budget_members_even_quiet_and_strict_fails(data, tmp_path, capsys):
+    """A member off its budget gets one warning line also with --quiet, the summary line shows
+    its status, and --strict makes the run exit non-zero after writing it."""
+    tight = ["--latent-dim", "3", "--seeds", "0", "--sparsity", "0.001", *FAST]
+    assert main(["train", str(data), "--out", str(tmp_path / "a"), *tight]) == 0
+    out, err = capsys.readouterr()
+    assert "seed 0:" in out and out.splitlines()[0].endswith("not converged")
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "seed 0 is not converged" in warnings[0]
+    strict = tmp_path / "b"
+    assert main(["train", str(data), "--out", str(strict), *tight, "--strict"]) == 2
+    err = capsys.readouterr().err
+    assert "error: --strict: 1 member(s)" in err and "seed 0 not converged" in err
+    assert (strict / "seed-0" / "model.safetensors").exists()  # written all the same
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["train", "EMB", "--out", "OUT"],
+        ["train", "EMB", "--out", "OUT", "--loading", "stream"],
+        ["vector", "md", "EMB", "--out", "OUT.safetensors"],
+    ],
+)
+def test_a_multi_layer_folder_names_its_layers(data, tmp_path, capsys, command):
+    """Every command that reads embeddings, given the folder of `ssae embed --layers`, says in
+    one line which layer folders it holds and to pick one."""
+    emb = tmp_path / "emb"
+    for layer in ("layer-15", "layer-final"):
+        (emb / layer).mkdir(parents=True)
+        (emb / layer / "shard-00000.parquet").write_bytes(data.read_bytes())
+    args = [str(emb) if a == "EMB" else a.replace("OUT", str(tmp_path / "run")) for a in command]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"error: {emb} holds one table per layer (layer-15, layer-final); give one of them, "
+        f"e.g. {emb / 'layer-15'}"
+    )

@@ -133,7 +133,7 @@ OPTIONS = {
     "encode": ["--out", "--rescale"],
     "embed": ["--out", "--model", "--revision", "--layer", "--batch-size"],
     "steer": ["--lm", "--latent", "--alpha", "--prompt", "--export", "--export-gguf"],
-    "inspect": ["--pairs", "--out", "--texts", "--lm", "--no-lm", "--sparsity", "--multipliers"],
+    "inspect": ["--pairs", "--out", "--texts", "--lm", "--no-lm", "--sparsity", "--strengths"],
 }  # fmt: skip
 
 

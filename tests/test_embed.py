@@ -774,3 +774,23 @@ def test_cli_embeds_several_layers(tiny_lm_dir, pairs_file, tmp_path, capsys):
     assert load_embeddings(out / "layer-1").metadata["bos"] == "false"
     assert main([*argv[:-2], "--layer", "1"]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_loading_a_model_prints_no_weight_bar_and_restores_the_setting(tiny_lm_dir, capfd):
+    """transformers' "Loading weights" bar does not leak into ssae's output; its bars are back
+    on (as they were) after the load, and the hub's download bars keep their setting."""
+    from huggingface_hub import utils as hub_utils
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
+    assert "Loading weights" in capfd.readouterr().err  # what it prints left alone
+    loading.load_model(loading.resolve_model(str(tiny_lm_dir), verbose=False))
+    assert "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.is_progress_bar_enabled() and not hub_utils.are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()
+    try:
+        loading.load_model(loading.resolve_model(str(tiny_lm_dir), verbose=False))
+        assert not hf_logging.is_progress_bar_enabled()  # off before: still off
+    finally:
+        hf_logging.enable_progress_bar()

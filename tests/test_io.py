@@ -53,9 +53,12 @@ def test_a_folder_of_layer_folders_names_them(tmp_path):
     for layer in ("layer-1", "layer-final"):
         (tmp_path / "emb" / layer).mkdir(parents=True)
         save_embeddings(_table(), tmp_path / "emb" / layer / "shard-00000.parquet")
-    with pytest.raises(InputError, match="layer-1, layer-final, one per layer") as caught:
+    with pytest.raises(InputError) as caught:
         load_embeddings(tmp_path / "emb")
-    assert f"e.g. {tmp_path / 'emb' / 'layer-1'}" in str(caught.value)
+    assert str(caught.value) == (
+        f"{tmp_path / 'emb'} holds one table per layer (layer-1, layer-final); give one of "
+        f"them, e.g. {tmp_path / 'emb' / 'layer-1'}"
+    )
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match=r"no Parquet shards .*; check the path"):
         load_embeddings(tmp_path / "empty")

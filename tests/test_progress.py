@@ -61,16 +61,23 @@ def test_a_log_gets_one_plain_line_every_interval_and_one_at_the_end():
 
 def test_show_progress_picks_lines_for_a_stream_that_is_no_terminal():
     stream = io.StringIO()
-    bar = prog.show_progress(range(5), desc="language", file=stream)
+    bar = prog.show_progress(range(5), desc="language", unit="condition", file=stream)
     assert isinstance(bar, prog.LineProgress)
     assert list(bar) == [0, 1, 2, 3, 4]  # iteration closes it: one final line
-    assert re.fullmatch(r"language: 5/5 it \(100%\), .* in all\n", stream.getvalue())
+    assert re.fullmatch(r"language: 5/5 condition \(100%\), .* in all\n", stream.getvalue())
 
 
 def test_training_style_use_with_initial_and_postfix():
     stream, clock = io.StringIO(), Clock()
     bar = prog.LineProgress(
-        range(3, 10), total=10, initial=3, desc="train", interval=10, file=stream, clock=clock
+        range(3, 10),
+        total=10,
+        initial=3,
+        desc="train",
+        unit="epoch",
+        interval=10,
+        file=stream,
+        clock=clock,
     )
     for epoch in bar:
         clock.now += 4.0
@@ -80,31 +87,33 @@ def test_training_style_use_with_initial_and_postfix():
     bar.close()
     bar.close()  # closing twice writes nothing more
     lines = stream.getvalue().splitlines()
-    assert lines[0] == "train: 6/10 it (60%), 0.25 it/s, 0:16 left, val_loss=0.1234, l1=0.500"
+    assert lines[0] == (
+        "train: 6/10 epoch (60%), 0.25 epoch/s, 0:16 left, val_loss=0.1234, l1=0.500"
+    )
     # like tqdm, an item counts once its loop body is done: epoch 6 broke off, so 3 epochs in 16 s
-    assert lines[-1].startswith("train: 6/10 it (60%), 0.188 it/s, 0:16 in all")
+    assert lines[-1].startswith("train: 6/10 epoch (60%), 0.188 epoch/s, 0:16 in all")
     assert len(lines) == 2
 
 
 def test_disabled_or_idle_progress_writes_nothing():
     stream = io.StringIO()
-    with prog.LineProgress(total=5, disable=True, file=stream, interval=0) as bar:
+    with prog.LineProgress(total=5, unit="text", disable=True, file=stream, interval=0) as bar:
         bar.update(5)
-    with prog.LineProgress(total=5, file=stream):
+    with prog.LineProgress(total=5, unit="text", file=stream):
         pass
     assert stream.getvalue() == ""
 
 
 def test_the_environment_forces_either_mode(monkeypatch):
     monkeypatch.setenv(prog.MODE_ENV, "lines")
-    assert isinstance(prog.show_progress(total=1, file=Terminal()), prog.LineProgress)
+    assert isinstance(prog.show_progress(total=1, unit="text", file=Terminal()), prog.LineProgress)
     monkeypatch.setenv(prog.MODE_ENV, "bar")
-    bar = prog.show_progress(total=1, file=io.StringIO())
+    bar = prog.show_progress(total=1, unit="text", file=io.StringIO())
     assert isinstance(bar, tqdm)
     bar.close()
     monkeypatch.setenv(prog.MODE_ENV, "sometimes")
     with pytest.raises(InputError, match="SSAE_PROGRESS"):
-        prog.show_progress(total=1)
+        prog.show_progress(total=1, unit="text")
 
 
 def test_messages_go_to_the_stream_on_their_own_line():
@@ -123,3 +132,24 @@ def test_no_module_of_the_package_uses_tqdm_directly():
         if "tqdm" in p.read_text() and p.name != "progress.py"
     ]
     assert users == []
+
+
+def test_every_progress_bar_names_its_unit():
+    """Every call of show_progress, LineProgress or tqdm in the package, its stages and tools
+    passes unit=...: tqdm's default "it" would mean steps in one bar and epochs in another."""
+    import ast
+    from pathlib import Path
+
+    root = Path(prog.__file__).parent.parent
+    files = [p for d in ("ssae_core", "stages", "tools") for p in (root / d).rglob("*.py")]
+    calls, unnamed = 0, []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+            if name in ("show_progress", "LineProgress", "tqdm"):
+                calls += 1
+                if not any(k.arg == "unit" for k in node.keywords):
+                    unnamed.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert calls >= 5 and unnamed == []

@@ -49,7 +49,7 @@ OPTIONS = numeric_options()
 
 def test_the_walk_finds_the_numeric_options():
     flags = {(command, flag) for command, flag, _, _ in OPTIONS}
-    assert {("train", "--lr"), ("steer", "--alpha"), ("inspect", "--multipliers")} <= flags
+    assert {("train", "--lr"), ("steer", "--alpha"), ("inspect", "--strengths")} <= flags
     assert len(OPTIONS) > 40 and set(BASE) == {command for command, *_ in OPTIONS}
 
 

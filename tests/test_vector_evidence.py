@@ -64,7 +64,7 @@ def test_exported_vectors_carry_their_evidence_both_formats(run, capsys, monkeyp
         fields = show(capsys, path)
         assert fields["written_by"] == "ssae" and fields["status"] == meta["status"]
         assert fields["pairs_sha256"] == pairs_sha256 and fields["layers"] == "1"
-        assert fields["budget_ratio"] == "null" and fields["width"] == "48"
+        assert fields["budget_ratio"] == "none" and fields["width"] == "48"
     assert show(capsys, run / "v.gguf")["model_hint"] == "llama"
 
 
@@ -83,7 +83,7 @@ def test_md_vectors_follow_the_umask_and_show_what_applies(run, capsys):
         assert len(fields["pairs_sha256"]) == 64 and float(fields["alpha_fit"]) > 0
         norm = float(fields["norm.1"])
         assert float(fields["alpha_fit"]) == pytest.approx(norm, rel=1e-5)
-        assert fields["status"] == fields["budget"] == fields["decoder_udr"] == "null"
+        assert fields["status"] == fields["budget"] == fields["decoder_udr"] == "none"
 
 
 def write_control_vector(path: Path, hint: str | None, directions: dict[int, np.ndarray]) -> None:

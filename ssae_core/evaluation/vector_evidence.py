@@ -46,7 +46,7 @@ from ssae_core.model import ShiftAutoencoder
 from ssae_core.runs import RUN_FILE, load_model, load_run, training_rows
 
 EVIDENCE_NOTE = (
-    "evidence: recorded by ssae (null: does not apply to this vector, or the file was written "
+    "evidence: recorded by ssae (none: does not apply to this vector, or the file was written "
     "before the field existed)"
 )
 FOREIGN_NOTE = (
@@ -171,11 +171,11 @@ def _evidence_lines(metadata: Mapping[str, str], ours: bool) -> list[str]:
     """One line per evidence field (ours), then every other metadata entry."""
     if not ours:
         return [FOREIGN_NOTE] + [
-            f"metadata.{k}: {v or 'null'}" for k, v in sorted(metadata.items())
+            f"metadata.{k}: {v or 'none'}" for k, v in sorted(metadata.items())
         ]
-    lines = [EVIDENCE_NOTE] + [f"{k}: {metadata.get(k) or 'null'}" for k in EVIDENCE_KEYS]
+    lines = [EVIDENCE_NOTE] + [f"{k}: {metadata.get(k) or 'none'}" for k in EVIDENCE_KEYS]
     others = sorted(k for k in metadata if k not in EVIDENCE_KEYS)
-    return lines + [f"{k}: {metadata[k] or 'null'}" for k in others]
+    return lines + [f"{k}: {metadata[k] or 'none'}" for k in others]
 
 
 def show_lines(path: str | Path) -> list[str]:

@@ -181,7 +181,8 @@ def convert_gguf(
     embedded = gguf.name == EMBEDDED_FILE
     _say(f"converting {gguf.name} to safetensors in {out_dir} (one time, ~30 s)", verbose)
     try:
-        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        with no_weight_bars():
+            loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     except (OSError, ValueError, KeyError) as exc:
         raise InputError(f"{gguf}: cannot load this GGUF ({_first_line(exc)})") from None
@@ -458,6 +459,27 @@ def prepare_model(
 # --------------------------------------------------------------------------- loading
 
 
+@contextlib.contextmanager
+def no_weight_bars() -> Iterator[None]:
+    """transformers' own progress bars (``Loading weights``) off while a model loads, restored
+    after: ssae commands show their own progress. Hub download bars keep their setting."""
+    from huggingface_hub import utils as hub_utils
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hub_disabled = hub_utils.are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()  # also turns off the hub's bars: put those back
+    if not hub_disabled:
+        hub_utils.enable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+            if hub_disabled:
+                hub_utils.disable_progress_bars()
+
+
 def load_config(source: ModelSource) -> Any:
     """The model's ``PretrainedConfig`` (cheap: no weights); a one-line error if it cannot load."""
     from transformers import AutoConfig
@@ -502,7 +524,8 @@ def load_model(
     from safetensors import SafetensorError
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch_dtype, **kwargs)
+        with no_weight_bars():
+            model = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch_dtype, **kwargs)
     except SafetensorError as exc:
         raise InputError(
             f"model {source.name}: its weight files are damaged or truncated "

@@ -277,7 +277,9 @@ def steered_continuations(
     settings = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "positions": positions}
     texts = [
         continue_prompts(model, tokenizer, prompts, vector, **settings)
-        for vector in show_progress(vectors, desc="continuations", disable=not progress)
+        for vector in show_progress(
+            vectors, desc="continuations", unit="condition", disable=not progress
+        )
     ]
     logprob, count = _continuation_logprobs(model, tokenizer, prompts, texts, batch_size, progress)
     found = [identify_languages(outputs, identifier) for outputs in texts]
@@ -313,7 +315,9 @@ def score_language(
     instructed = with_instruction(prompts, instruction)
     unsteered: dict[bool, list[str]] = {}  # a method at strength 0 is the unsteered model
     texts = []
-    for c in show_progress(conditions, desc="continuations", disable=not progress):
+    for c in show_progress(
+        conditions, desc="continuations", unit="condition", disable=not progress
+    ):
         if c.vector is None and c.instructed in unsteered:
             texts.append(unsteered[c.instructed])
             continue

@@ -167,7 +167,9 @@ def target_logprobs(
         shifts_CV = _head_shifts(model, vectors, batches[0])
     block = _one_block(model, vectors) if shifts_CV is None else None
     passes = 1 if shifts_CV is not None else len(vectors)
-    with show_progress(total=len(batches) * passes, desc=desc, disable=not progress) as bar:
+    with show_progress(
+        total=len(batches) * passes, desc=desc, unit="batch", disable=not progress
+    ) as bar:
         for batch in batches:
             if shifts_CV is not None:
                 base_PV = batch.logits(model)[0].float()
