@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ssae_core.errors import InputError
 from ssae_core.evaluation.inspection import cross_seed_stability
@@ -137,7 +138,15 @@ def with_evidence(vector: SteeringVector, model_dir: str | Path) -> SteeringVect
     latent = int(vector.metadata["latent"])
     model = load_model(model_dir)
     found = {**stability_evidence(model, latent, model_dir), **label_evidence(model, latent)}
+    values = next(iter(vector.layer_activations.values()))
+    if "alpha_fit" in found and float(values.double() @ _unit(model, latent)) < 0:
+        found["alpha_fit"] = _number(-float(found["alpha_fit"]))  # the file points the other way
     return SteeringVector(dict(vector.layer_activations), {**vector.metadata, **found})
+
+
+def _unit(model: ShiftAutoencoder, latent: int) -> torch.Tensor:
+    """The latent's unit decoder column in raw embedding units (float64)."""
+    return torch.from_numpy(model.steering_vectors[latent].astype(np.float64))
 
 
 def concept_vector(model_dir: str | Path, concept: str) -> SteeringVector:
