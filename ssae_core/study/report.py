@@ -981,6 +981,13 @@ def build_report(
         "",
         *claims_section(verdicts, sensitivity),
         "",
+        *overview_section(identifiability, steering),
+        "",
+        "Below: the control sets, how every SSAE member ended, the outliers and the treatment "
+        "ablation, the layer chosen without labels, the synthetic check; then every table per "
+        "layer (identifiability, grid selection, probes, steering, behaviour), training times "
+        "and the figures.",
+        "",
         *control_section(identifiability, steering),
         "",
         *status_section(metrics["udr"]),
@@ -990,8 +997,6 @@ def build_report(
         *ablation_section(metrics["ablation"]),
         "",
         *layer_choice_section(identifiability, steering),
-        "",
-        *overview_section(identifiability, steering),
         "",
         *synthetic_section(identifiability["synthetic"]),
     ]
