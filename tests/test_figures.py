@@ -13,6 +13,7 @@ from ssae_core.errors import InputError
 from ssae_core.figures import (
     KINDS,
     PlotDefinition,
+    NO_VALUE,
     read_plot_table,
     render_csv_plot,
     render_plot,
@@ -118,8 +119,8 @@ def test_grouped_bars_start_at_the_baseline():
     values = vega_lite_spec(plot)["data"]["values"]
     lang = {v["series"]: v for v in values if v["category"] == "lang"}
     assert lang["ssae"]["start"] == 0.77 and lang["identity"]["is_baseline"]
-    ood = {v["series"] for v in values if v["category"] == "OOD corr->lang"}
-    assert ood == {"ssae", "md", "identity"}  # the empty aff value is left out
+    ood = {v["series"]: v for v in values if v["category"] == "OOD corr->lang"}
+    assert ood["aff"]["value"] is None and ood["aff"]["note"] == NO_VALUE  # no bar, a mark
     no_baseline = PlotDefinition(
         "s", "grouped_bars", rows=TABLES["bars"], x="cell", y=["ssae", "aff"]
     )
