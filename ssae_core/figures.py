@@ -35,7 +35,7 @@ from pathlib import Path
 
 from ssae_core.errors import InputError
 from ssae_core.io import atomic_file
-from ssae_core.record import NO_ADMISSIBLE_MODEL, STATUSES, UNUSABLE, USABLE
+from ssae_core.record import INFEASIBLE, NO_ADMISSIBLE_MODEL, NOT_CONVERGED, SLACK, UNUSABLE
 
 KINDS = ("bars", "grouped_bars", "heatmap", "lines")
 BASELINES = ("identity", "unsteered")
@@ -377,10 +377,9 @@ def _heatmap_values(plot: PlotDefinition, options: Mapping[str, str]) -> list[di
 
 def heatmap_subtitle(value_title: str) -> str:
     """The heatmap's key, in the report's words (:mod:`ssae_core.record`)."""
-    others = " or ".join(s for s in STATUSES if s != USABLE)
     return (
-        f"colour and number: {value_title}; black border: selected; "
-        f"*: {UNUSABLE} (a member is {others})"
+        f"colour and number: {value_title}; black border: selected; *: {UNUSABLE} (a member is "
+        f"{SLACK} on a set that is not a control, {INFEASIBLE} or {NOT_CONVERGED})"
     )
 
 
@@ -498,7 +497,7 @@ def lines_spec(plot: PlotDefinition) -> dict:
         },
         "layer": [
             {
-                "mark": {"type": "rule", "opacity": 0.6},
+                "mark": {"type": "rule", "opacity": 0.6, "clip": True},
                 "encoding": {
                     "y": {"field": "lo", "type": "quantitative", "scale": _value_scale(plot)},
                     "y2": {"field": "hi"},
@@ -528,16 +527,17 @@ VALUE_READERS = {
     "bars": lambda plot: [v["value"] for v in _bar_values(plot)],
     "grouped_bars": lambda plot: [v[k] for v in _grouped_values(plot) for k in ("value", "start")],
     "heatmap": lambda plot: [],
-    "lines": lambda plot: [v[k] for v in _line_values(plot) for k in ("lo", "hi")],
+    "lines": lambda plot: [v["y"] for v in _line_values(plot)],
 }
-"""The numbers each kind puts on its value axis (a heatmap has none: its value is a colour)."""
+"""The numbers each kind puts on its value axis (a heatmap has none: its value is a colour; a
+line's std bars are clipped to the axis, so a share of 0 +- std reads on [0, 1])."""
 
 
 def value_domain(plots: Iterable[PlotDefinition]) -> list[float]:
     """One value axis for all ``plots``: their lowest and highest drawn values, widened to span
     at least :data:`UNIT_DOMAIN` (so bounded measures always read on [0, 1])."""
     numbers = [v for p in plots for v in VALUE_READERS[p.kind](p) if isinstance(v, float)]
-    return [min(UNIT_DOMAIN[0], *numbers), max(UNIT_DOMAIN[1], *numbers)]
+    return [min([UNIT_DOMAIN[0], *numbers]), max([UNIT_DOMAIN[1], *numbers])]
 
 
 def shared_domains(plots: Mapping[str, PlotDefinition]) -> dict[str, PlotDefinition]:
