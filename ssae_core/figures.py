@@ -19,6 +19,13 @@ same purpose draws for one revision (``dvc plots show`` keeps using the template
   ``_perplexity`` or ``_accuracy`` suffix and the baseline is dashed
   (``.dvc/plots/lines_std.json``).
 
+Every kind draws only admissible values: a row whose ``METHOD_status`` column is not empty (the
+plot tables write ``ssae_status``: ``no admissible model`` and the members' statuses, the
+report's words of :mod:`ssae_core.record`) has no value of that method, and a missing value is
+marked by that text, never silently absent; a legend lists only series with values and the
+subtitle names a series without any. The value axis spans at least [0, 1]
+(:data:`UNIT_DOMAIN`) and :func:`shared_domains` gives every chart of one kind the same one.
+
 :func:`render_plot` writes the picture (``.png`` or ``.svg``, by the file's suffix) atomically;
 :func:`render_csv_plot` does the same from a CSV path.
 """
