@@ -34,6 +34,10 @@ NOT_CONVERGED = "not converged"
 UNCONSTRAINED = "unconstrained"
 STATUSES = (USABLE, SLACK, INFEASIBLE, NOT_CONVERGED)
 """The statuses an SSAE member can have, in the order reports list them."""
+UNUSABLE = "unusable"
+"""A cell or run with a member that is not admissible (:mod:`ssae_core.study.usability`)."""
+NO_ADMISSIBLE_MODEL = "no admissible model"
+"""What reports and figures show where a set has no admissible SSAE cell (so no SSAE value)."""
 RECORD_KEY = "record"
 STATUS_MEANINGS = {
     USABLE: "the L1 budget binds and the member meets it (within the training tolerance)",

@@ -12,6 +12,7 @@ import pytest
 from ssae_core.errors import InputError
 from ssae_core.figures import (
     KINDS,
+    NO_VALUE,
     PlotDefinition,
     read_plot_table,
     render_csv_plot,
@@ -118,8 +119,8 @@ def test_grouped_bars_start_at_the_baseline():
     values = vega_lite_spec(plot)["data"]["values"]
     lang = {v["series"]: v for v in values if v["category"] == "lang"}
     assert lang["ssae"]["start"] == 0.77 and lang["identity"]["is_baseline"]
-    ood = {v["series"] for v in values if v["category"] == "OOD corr->lang"}
-    assert ood == {"ssae", "md", "identity"}  # the empty aff value is left out
+    ood = {v["series"]: v for v in values if v["category"] == "OOD corr->lang"}
+    assert ood["aff"]["value"] is None and ood["aff"]["note"] == NO_VALUE  # no bar, a mark
     no_baseline = PlotDefinition(
         "s", "grouped_bars", rows=TABLES["bars"], x="cell", y=["ssae", "aff"]
     )
@@ -182,3 +183,85 @@ def test_behaviour_rows_keep_a_column_for_a_method_without_a_model():
     assert rows[0]["ssae_accuracy"] == rows[0]["md_accuracy"] == ""
     assert rows[1]["aff_accuracy"] == 0.8
     assert [r["strength"] for r in rows] == [0.0, 0.5]
+
+
+def test_an_unusable_ssae_row_gets_no_value_and_a_visible_mark(tmp_path: Path):
+    from ssae_core.record import INFEASIBLE, NO_ADMISSIBLE_MODEL
+    from ssae_core.study.plots import SSAE_STATUS, llm_udr_rows
+
+    udr = {"decoder_mcc": {"udr": 0.9}}
+    unusable = {**udr, "usable": False, "usability": [INFEASIBLE, "usable"]}
+    sets = {"lang": {"ssae": unusable, "aff": udr}, "corr": {"ssae": udr, "aff": udr}}
+    rows = llm_udr_rows({"15": {"sets": sets, "entangled": {}}})
+    assert rows[0]["ssae"] == "" and rows[0][SSAE_STATUS] == f"{NO_ADMISSIBLE_MODEL} ({INFEASIBLE})"
+    rows[0]["ssae"] = 0.95  # a value the table should not have: the figure still drops it
+    for kind, x, y in (("grouped_bars", "data", ["ssae", "aff"]), ("bars", "ssae", "data")):
+        spec = vega_lite_spec(PlotDefinition("u", kind, x=x, y=y, rows=rows))
+        lang = [v for v in spec["data"]["values"] if v["category"] == "lang @15"]
+        ssae = [v for v in lang if v.get("series", "ssae") == "ssae"]
+        assert [v["value"] for v in ssae] == [None]
+        assert ssae[0]["note"].startswith(NO_ADMISSIBLE_MODEL)
+        texts = [layer.get("encoding", {}).get("text", {}) for layer in spec["layer"]]
+        assert {"field": "note", "type": "nominal"} in texts
+        render_spec(spec, tmp_path / f"{kind}.png")  # a valid spec
+
+
+def test_legends_list_only_series_with_values_and_name_the_missing_one():
+    from ssae_core.record import NO_ADMISSIBLE_MODEL
+    from ssae_core.study.plots import behaviour_rows
+
+    sweep = [{"method": m, "strength": s, "accuracy": 0.3} for m in ("aff", "md") for s in (0, 1)]
+    rows = behaviour_rows({"truthfulqa": {"train_sweep": sweep}}, "truthfulqa")
+    columns = ["ssae_accuracy", "aff_accuracy", "md_accuracy"]
+    lines = vega_lite_spec(PlotDefinition("l", "lines", x="strength", y=columns, rows=rows))
+    assert lines["encoding"]["color"]["scale"]["domain"] == ["aff", "md"]
+    assert lines["title"]["subtitle"] == f"ssae: {NO_ADMISSIBLE_MODEL}"
+    bars = [{"set": "a", "ssae": "", "aff": 0.5}, {"set": "b", "ssae": "", "aff": 0.6}]
+    grouped = vega_lite_spec(PlotDefinition("g", "grouped_bars", x="set", y=["ssae", "aff"],
+                                            rows=bars))  # fmt: skip
+    assert grouped["encoding"]["color"]["scale"]["domain"] == ["aff"]
+    assert grouped["title"]["subtitle"] == f"ssae: {NO_ADMISSIBLE_MODEL}"
+    full = vega_lite_spec(PlotDefinition("l", "lines", rows=TABLES["lines"], **PLOTS["lines"]))
+    assert "subtitle" not in full["title"]
+
+
+def test_status_words_come_from_the_report_vocabulary():
+    from ssae_core.record import INFEASIBLE, NOT_CONVERGED, SLACK, UNUSABLE
+
+    plot = PlotDefinition("h", "heatmap", rows=TABLES["heatmap"], **PLOTS["heatmap"])
+    subtitle = vega_lite_spec(plot)["title"]["subtitle"]
+    assert all(word in subtitle for word in (UNUSABLE, SLACK, INFEASIBLE, NOT_CONVERGED))
+    assert "active" not in subtitle
+
+
+def test_a_panel_without_a_usable_cell_says_no_admissible_model():
+    from ssae_core.record import NO_ADMISSIBLE_MODEL
+
+    rows = [{**r, "usable": 0} if r["set"] == "binary" else r for r in TABLES["heatmap"]]
+    spec = vega_lite_spec(PlotDefinition("h", "heatmap", rows=rows, **PLOTS["heatmap"]))
+    assert spec["facet"]["sort"] == ["lang", f"binary: {NO_ADMISSIBLE_MODEL}"]
+
+
+def value_scale(spec: dict) -> dict:
+    """The scale of the value axis of a bars, grouped bars or lines spec."""
+    if "y" in spec["layer"][-1]["encoding"]:
+        return spec["layer"][-1]["encoding"]["y"]["scale"]
+    return spec["encoding"]["x"]["scale"]
+
+
+def test_charts_of_one_kind_share_one_value_axis():
+    from ssae_core.figures import UNIT_DOMAIN, shared_domains
+
+    low = [{"cell": "a", "ssae": 0.2}, {"cell": "b", "ssae": 0.3}]
+    high = [{"cell": "a", "ssae": 0.97}, {"cell": "b", "ssae": 0.99}]
+    wide = [{"cell": "a", "ssae": 2.5}]
+    bounded = {n: PlotDefinition(n, "bars", x="ssae", y="cell", rows=r) for n, r in
+               (("low", low), ("high", high))}  # fmt: skip
+    domains = [value_scale(vega_lite_spec(p))["domain"] for p in bounded.values()]
+    assert domains == [list(UNIT_DOMAIN)] * 2  # bounded measures read on [0, 1] alone too
+    plots = {**bounded, "wide": PlotDefinition("w", "bars", x="ssae", y="cell", rows=wide)}
+    lines = PlotDefinition("l", "lines", rows=TABLES["lines"], **PLOTS["lines"])
+    shared = shared_domains({**plots, "lines": lines})
+    bars = {n: value_scale(vega_lite_spec(shared[n]))["domain"] for n in plots}
+    assert set(map(tuple, bars.values())) == {(UNIT_DOMAIN[0], 2.5)}
+    assert value_scale(vega_lite_spec(shared["lines"]))["domain"] == list(UNIT_DOMAIN)

@@ -13,11 +13,21 @@ from pathlib import Path
 import yaml
 
 from ssae_core.evaluation.steering_accuracy import MEAN_DIFFERENCE
-from ssae_core.figures import render_csv_plot
+from ssae_core.figures import (
+    STATUS_SUFFIX,
+    PlotDefinition,
+    read_plot_table,
+    render_plot,
+    shared_domains,
+)
 from ssae_core.io import write_csv
+from ssae_core.record import NO_ADMISSIBLE_MODEL
 from ssae_core.study.layout import StudyLayout
+from ssae_core.study.usability import missing_reason
 
 STEERING_METHODS = ("ssae", "aff", MEAN_DIFFERENCE)
+SSAE_STATUS = "ssae" + STATUS_SUFFIX
+"""The plot tables' column that says why a row has no SSAE value (empty where it has one)."""
 UDR_GRID_COLUMNS = (
     "set",
     "budget_ratio",
@@ -48,14 +58,23 @@ def _udr_or_blank(scores: Mapping) -> object:
 
 def llm_udr_rows(layers: Mapping[str, Mapping]) -> list[dict]:
     """identifiability_llm.csv: decoder UDR per layer and pair set (and its entangled variant);
-    blank where a set has no usable SSAE cell."""
+    the SSAE value only where its entry is admissible (the report's rule), ``ssae_status`` says
+    why it is blank (``no admissible model`` and the members' statuses)."""
     rows = []
     for key, llm in layers.items():
         for part, suffix in (("sets", ""), ("entangled", " entangled")):
             for name, methods in llm[part].items():
-                row = {"data": f"{name}{suffix} @{key}"}
-                row.update({m: _udr_or_blank(methods[m]) for m in ("ssae", "aff")})
-                rows.append(row)
+                reason = missing_reason(methods["ssae"])
+                ssae = "" if reason else _udr_or_blank(methods["ssae"])
+                aff = _udr_or_blank(methods["aff"])
+                rows.append(
+                    {
+                        "data": f"{name}{suffix} @{key}",
+                        "ssae": ssae,
+                        "aff": aff,
+                        SSAE_STATUS: reason,
+                    }
+                )
     return rows
 
 
@@ -85,7 +104,7 @@ def udr_grid_rows(udr: Mapping) -> list[dict]:
 
 def steering_rows(summary: Mapping) -> list[dict]:
     """steering.csv: mean steered cosine per layer, evaluation and method, with the identity
-    baseline."""
+    baseline; ``ssae_status`` is ``no admissible model`` where the set has no SSAE model."""
     rows = []
     for layer, part, results in (
         (layer, part, results)
@@ -101,7 +120,7 @@ def steering_rows(summary: Mapping) -> list[dict]:
             row.update(
                 {m: result.get(m, {}).get("steered", {}).get("mean", "") for m in STEERING_METHODS}
             )
-            rows.append(row)
+            rows.append({**row, SSAE_STATUS: "" if row["ssae"] != "" else NO_ADMISSIBLE_MODEL})
     return rows
 
 
@@ -113,8 +132,8 @@ def behaviour_rows(results: dict, part: str) -> list[dict]:
     """Rows of a wide plot table of one behaviour's TRAINING sweep, one per strength (0 = the
     unsteered model): ``strength`` and, per method and measure, ``METHOD_MEASURE`` (MC1
     ``accuracy``; language ``concept`` share and ``fluency`` share, the concept-vs-fluency
-    trade-off). A method without a model (a set with no usable SSAE cell) has empty cells, so
-    every plot's columns exist."""
+    trade-off). A method without a model (a set with no admissible SSAE cell) has empty cells, so
+    every plot's columns exist, and ``ssae_status`` says ``no admissible model`` then."""
     sweep = results[part]["train_sweep"]
     by_strength: dict[float, dict] = {}
     for entry in sweep:
@@ -123,8 +142,9 @@ def behaviour_rows(results: dict, part: str) -> list[dict]:
             row[f"{entry['method']}_{measure}"] = entry[measure]
     methods = list(dict.fromkeys([*STEERING_METHODS, *(e["method"] for e in sweep)]))
     columns = [f"{m}_{k}" for m in methods for k in BEHAVIOUR_MEASURES[part]]
+    status = "" if any(e["method"] == "ssae" for e in sweep) else NO_ADMISSIBLE_MODEL
     return [
-        {"strength": s, **{c: row.get(c, "") for c in columns}}
+        {"strength": s, **{c: row.get(c, "") for c in columns}, SSAE_STATUS: status}
         for s, row in sorted(by_strength.items())
     ]
 
@@ -182,14 +202,20 @@ def declared_plots(dvc_yaml: Path) -> list[tuple[str, Path, dict]]:
     return plots
 
 
+def _figure_name(name: str, table: Path) -> str:
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", Path(name).stem if name == str(table) else name)
+    return slug.strip("_").lower()
+
+
 def render_figures(layout: StudyLayout, dvc_yaml: Path) -> list[tuple[str, Path]]:
-    """Every declared plot whose table exists, as metrics/figures/NAME.png: (title, path)."""
-    written = []
+    """Every declared plot whose table exists, as metrics/figures/NAME.png: (title, path).
+    Figures of one kind share their value axis (:func:`ssae_core.figures.shared_domains`)."""
+    plots = {}
     for name, table, arguments in declared_plots(dvc_yaml):
-        if not (layout.root / table).is_file():
-            continue
-        slug = re.sub(r"[^A-Za-z0-9]+", "_", Path(name).stem if name == str(table) else name)
-        path = layout.figure(slug.strip("_").lower())
-        render_csv_plot(layout.root / table, path, **arguments)
-        written.append((arguments["title"], path))
+        if (layout.root / table).is_file():
+            rows = read_plot_table(layout.root / table)
+            plots[_figure_name(name, table)] = PlotDefinition(rows=rows, **arguments)
+    written = []
+    for name, plot in shared_domains(plots).items():
+        written.append((plot.title, render_plot(plot, layout.figure(name))))
     return written

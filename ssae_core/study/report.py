@@ -27,6 +27,7 @@ from ssae_core.study.claims import (
 )
 from ssae_core.study.config import ReportConfig, StudyConfig
 from ssae_core.study.layout import METHODS, StudyLayout, lr_folder
+from ssae_core.study.usability import admissible_entry
 
 # In-distribution / OOD steering cosine reported by the authors' figure script (Llama-3.1-8B;
 # per-pair reconstruction with whole-matrix normalisation, not our fixed-vector score):
@@ -674,7 +675,7 @@ def layer_choice_section(identifiability: Mapping, steering: Mapping) -> list[st
         udrs, flips = {}, {}
         for key, llm in identifiability["layers"].items():
             entry = llm["sets"][name]["ssae"]
-            if _admissible_entry(entry):
+            if admissible_entry(entry):
                 udrs[key] = entry["decoder_mcc"]["udr"]
             summary = steering["layers"][key]["in_distribution"].get(name) or {}
             flip = ((summary.get("ssae") or {}).get("probe") or {}).get("common", {})
@@ -698,10 +699,6 @@ def layer_choice_section(identifiability: Mapping, steering: Mapping) -> list[st
             ["set", "by UDR", "UDR per layer", "by flip rate", "flip rate per layer", "same"], rows
         ),
     ]
-
-
-def _admissible_entry(entry: Mapping) -> bool:
-    return not entry.get("status") and entry.get("usable") is not False
 
 
 def overview_section(identifiability: Mapping, steering: Mapping) -> list[str]:
