@@ -117,6 +117,40 @@ def test_empty_targets_score_zero_and_empty_contexts_are_refused(tiny):
         logprobs.target_logprobs(model, [logprobs.ScoredText([], [5])], pad_id=0)
 
 
+@pytest.mark.parametrize("layer", [None, 1, "none"])
+@pytest.mark.parametrize("shortcut", [True, False])
+def test_shared_contexts_score_like_one_text_per_row(tiny, layer, shortcut):
+    """Packing the choices of a question after one copy of its context (a 4D tree mask) and
+    scoring repeated texts once gives the plain batches' sums, steered at every position."""
+    model, tokenizer = tiny
+    assert model.config._attn_implementation in logprobs.MASKED_ATTENTION  # packing is used
+    texts = mc1.choice_texts(tokenizer, QUESTIONS, TEMPLATE)
+    texts += [*texts[:3], logprobs.ScoredText(texts[0].context_ids, [])]
+    conditions = [None] + (
+        [] if layer == "none" else [vector(layer, 3.0, s).steering_vector(2.0) for s in (0, 1)]
+    )
+    kwargs = {"pad_id": pad_token_id(tokenizer), "shortcut": shortcut}
+    for batch_size in (1, 4, 64):
+        packed = logprobs.target_logprobs(model, texts, conditions, batch_size=batch_size, **kwargs)
+        plain = logprobs.target_logprobs(
+            model, texts, conditions, batch_size=batch_size, share_contexts=False, **kwargs
+        )
+        np.testing.assert_allclose(packed, plain, atol=1e-4, rtol=0)
+        assert (packed[:, -1] == 0).all() and (packed[:, :-1] < 0).all()
+
+
+def test_packed_rows_hold_each_context_once(tiny):
+    _, tokenizer = tiny
+    texts = mc1.choice_texts(tokenizer, QUESTIONS, TEMPLATE)
+    rows = logprobs._packed_rows(texts, per_row=3)
+    assert sorted(i for row in rows for i in row.items) == list(range(len(texts)))
+    assert len(rows) == len(QUESTIONS) + 1  # the question with 4 choices takes two rows
+    for row in rows:
+        context = texts[row.items[0]].context_ids
+        assert row.ids[: len(context)] == context
+        assert len(row.ids) == len(context) + sum(len(t) - 1 for t in row.targets)
+
+
 # --------------------------------------------------------------------------- steering
 
 
