@@ -22,6 +22,7 @@ from ssae_core.evaluation.behaviour import vectors as bvec
 from ssae_core.evaluation.behaviour.config import BehaviourConfig, behaviour_layers
 from ssae_core.io import EmbeddingTable, load_embeddings, write_json, write_parquet
 from ssae_core.lm import loading as lm
+from ssae_core.lm.steer import steer_rows
 from ssae_core.lm.tokens import pad_token_id, tokenize
 from ssae_core.runs import load_run, train_run
 from ssae_core.study.behaviour import score_behaviour
@@ -185,6 +186,26 @@ def test_final_layer_shortcut_equals_steering_the_model(tiny):
     fast = logprobs.target_logprobs(model, texts, conditions, shortcut=True, **kwargs)
     slow = logprobs.target_logprobs(model, texts, conditions, shortcut=False, **kwargs)
     np.testing.assert_allclose(fast, slow, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("layer", [None, 1, -1])
+def test_conditions_as_rows_of_one_batch_continue_like_one_at_a_time(tiny, layer):
+    """continue_conditions runs every vector as rows of one generate call (steer_rows): the
+    same greedy continuations as steering the model with one vector at a time."""
+    model, tokenizer = tiny
+    vectors = [None] + [vector(layer, 3.0, s).steering_vector(m) for s in (0, 1) for m in (1, 4)]
+    settings = {"max_new_tokens": 5, "batch_size": 3}
+    batched = language.continue_conditions(model, tokenizer, PROMPTS, vectors, **settings)
+    single = [language.continue_prompts(model, tokenizer, PROMPTS, v, **settings) for v in vectors]
+    assert batched == single
+    assert len({tuple(t) for t in single}) > 1  # the vectors change the continuations
+
+
+def test_steer_rows_refuses_vectors_at_several_layers(tiny):
+    model, _ = tiny
+    mixed = [vector(1).steering_vector(1.0), vector(None).steering_vector(1.0)]
+    with pytest.raises(InputError, match="layers"), steer_rows(model, mixed):
+        pass
 
 
 def planted_table(concept: str, *, seed: int = 0, layer: str = "final") -> EmbeddingTable:
