@@ -345,6 +345,7 @@ def score_language(
         "positions": positions,
         "progress": progress,
     }
+    given = {False: list(prompts), True: with_instruction(prompts, instruction)}
     texts: list[list[str]] = [[] for _ in conditions]
     for instructed in (False, True):
         rows = [i for i, c in enumerate(conditions) if c.instructed == instructed]
@@ -352,13 +353,7 @@ def score_language(
             continue
         # a method at strength 0 is the unsteered model: its rows share one None
         vectors = list({id(c.vector): c.vector for c in (conditions[i] for i in rows)}.values())
-        outputs = continue_conditions(
-            model,
-            tokenizer,
-            with_instruction(prompts, instruction) if instructed else prompts,
-            vectors,
-            **settings,
-        )
+        outputs = continue_conditions(model, tokenizer, given[instructed], vectors, **settings)
         for i in rows:
             texts[i] = outputs[next(k for k, v in enumerate(vectors) if v is conditions[i].vector)]
     logprob, count = _continuation_logprobs(model, tokenizer, prompts, texts, batch_size, progress)
