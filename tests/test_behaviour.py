@@ -22,6 +22,7 @@ from ssae_core.evaluation.behaviour import vectors as bvec
 from ssae_core.evaluation.behaviour.config import BehaviourConfig, behaviour_layers
 from ssae_core.io import EmbeddingTable, load_embeddings, write_json, write_parquet
 from ssae_core.lm import loading as lm
+from ssae_core.lm.steer import steer_rows
 from ssae_core.lm.tokens import pad_token_id, tokenize
 from ssae_core.runs import load_run, train_run
 from ssae_core.study.behaviour import score_behaviour
@@ -117,6 +118,40 @@ def test_empty_targets_score_zero_and_empty_contexts_are_refused(tiny):
         logprobs.target_logprobs(model, [logprobs.ScoredText([], [5])], pad_id=0)
 
 
+@pytest.mark.parametrize("layer", [None, 1, "none"])
+@pytest.mark.parametrize("shortcut", [True, False])
+def test_shared_contexts_score_like_one_text_per_row(tiny, layer, shortcut):
+    """Packing the choices of a question after one copy of its context (a 4D tree mask) and
+    scoring repeated texts once gives the plain batches' sums, steered at every position."""
+    model, tokenizer = tiny
+    assert model.config._attn_implementation in logprobs.MASKED_ATTENTION  # packing is used
+    texts = mc1.choice_texts(tokenizer, QUESTIONS, TEMPLATE)
+    texts += [*texts[:3], logprobs.ScoredText(texts[0].context_ids, [])]
+    conditions = [None] + (
+        [] if layer == "none" else [vector(layer, 3.0, s).steering_vector(2.0) for s in (0, 1)]
+    )
+    kwargs = {"pad_id": pad_token_id(tokenizer), "shortcut": shortcut}
+    for batch_size in (1, 4, 64):
+        packed = logprobs.target_logprobs(model, texts, conditions, batch_size=batch_size, **kwargs)
+        plain = logprobs.target_logprobs(
+            model, texts, conditions, batch_size=batch_size, share_contexts=False, **kwargs
+        )
+        np.testing.assert_allclose(packed, plain, atol=1e-4, rtol=0)
+        assert (packed[:, -1] == 0).all() and (packed[:, :-1] < 0).all()
+
+
+def test_packed_rows_hold_each_context_once(tiny):
+    _, tokenizer = tiny
+    texts = mc1.choice_texts(tokenizer, QUESTIONS, TEMPLATE)
+    rows = logprobs._packed_rows(texts, per_row=3)
+    assert sorted(i for row in rows for i in row.items) == list(range(len(texts)))
+    assert len(rows) == len(QUESTIONS) + 1  # the question with 4 choices takes two rows
+    for row in rows:
+        context = texts[row.items[0]].context_ids
+        assert row.ids[: len(context)] == context
+        assert len(row.ids) == len(context) + sum(len(t) - 1 for t in row.targets)
+
+
 # --------------------------------------------------------------------------- steering
 
 
@@ -151,6 +186,26 @@ def test_final_layer_shortcut_equals_steering_the_model(tiny):
     fast = logprobs.target_logprobs(model, texts, conditions, shortcut=True, **kwargs)
     slow = logprobs.target_logprobs(model, texts, conditions, shortcut=False, **kwargs)
     np.testing.assert_allclose(fast, slow, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("layer", [None, 1, -1])
+def test_conditions_as_rows_of_one_batch_continue_like_one_at_a_time(tiny, layer):
+    """continue_conditions runs every vector as rows of one generate call (steer_rows): the
+    same greedy continuations as steering the model with one vector at a time."""
+    model, tokenizer = tiny
+    vectors = [None] + [vector(layer, 3.0, s).steering_vector(m) for s in (0, 1) for m in (1, 4)]
+    settings = {"max_new_tokens": 5, "batch_size": 3}
+    batched = language.continue_conditions(model, tokenizer, PROMPTS, vectors, **settings)
+    single = [language.continue_prompts(model, tokenizer, PROMPTS, v, **settings) for v in vectors]
+    assert batched == single
+    assert len({tuple(t) for t in single}) > 1  # the vectors change the continuations
+
+
+def test_steer_rows_refuses_vectors_at_several_layers(tiny):
+    model, _ = tiny
+    mixed = [vector(1).steering_vector(1.0), vector(None).steering_vector(1.0)]
+    with pytest.raises(InputError, match="layers"), steer_rows(model, mixed):
+        pass
 
 
 def planted_table(concept: str, *, seed: int = 0, layer: str = "final") -> EmbeddingTable:

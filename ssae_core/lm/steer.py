@@ -42,7 +42,7 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -487,6 +487,50 @@ def steer(
     finally:
         for handle in handles:
             handle.remove()
+
+
+def vector_layers(model: nn.Module, vectors: Iterable[SteeringVector | None]) -> set[Layer]:
+    """Every layer of ``model`` the given vectors act at (negative indices resolved; ``None``
+    entries, the unsteered model, act nowhere)."""
+    return {k for v in vectors if v is not None for k in v.resolved(model).layer_activations}
+
+
+@contextlib.contextmanager
+def steer_rows(
+    model: nn.Module, vectors: Sequence[SteeringVector | None], *, repeat: int = 1
+) -> Iterator[None]:
+    """Steer each row of a batch with its own vector inside the ``with`` block: row r gets
+    ``vectors[r // repeat]`` added at every position (``None``: nothing), the same as
+    ``steer(model, vectors[r // repeat])`` on that row alone. Every vector must act at one and
+    the same layer (:func:`vector_layers`); batches must have ``repeat x len(vectors)`` rows."""
+    layers = vector_layers(model, vectors)
+    if len(layers) != 1 or any(v is not None and len(v.layer_activations) != 1 for v in vectors):
+        raise InputError(f"steer_rows: the vectors act at layers {sorted(map(layer_name, layers))}")
+    layer = layers.pop()
+    width = next(v for v in vectors if v is not None).dim
+    delta_RD = torch.stack(
+        [
+            torch.zeros(width) if v is None else next(iter(v.layer_activations.values()))
+            for v in vectors
+        ]
+    ).repeat_interleave(repeat, dim=0)
+    delta = _cast(delta_RD[:, None, :])
+
+    def hook(module: nn.Module, args: tuple, output: Any) -> Any:
+        hidden = output[0] if isinstance(output, tuple) else output
+        if hidden.shape[0] != delta_RD.shape[0]:
+            raise InputError(
+                f"steer_rows: a batch of {hidden.shape[0]} rows, {len(delta_RD)} vectors"
+            )
+        steered = hidden + delta(hidden, hidden.dtype)
+        return (steered, *output[1:]) if isinstance(output, tuple) else steered
+
+    module = final_norm(model) if layer is None else decoder_blocks(model)[layer]
+    handle = module.register_forward_hook(hook, prepend=True)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 # --------------------------------------------------------------------------- strength unit

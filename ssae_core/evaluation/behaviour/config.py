@@ -52,7 +52,8 @@ class BehaviourConfig:
     """... and its perplexity (unsteered model) is at most this x the largest of the unsteered
     continuations of the training prompts."""
     batch_size: int = 16
-    """Texts per forward pass (scoring) or per generate call."""
+    """Scored texts per forward pass (texts sharing a context share a row), or prompts per
+    generate call (every condition's rows of those prompts run in the same call)."""
     subsample_seed: int = 0
     """Seed of the question subsamples."""
     resamples: int = 1000

@@ -39,7 +39,14 @@ from ssae_core.evaluation.behaviour.protocol import (
 from ssae_core.evaluation.behaviour.vectors import ConceptVector, vector_report
 from ssae_core.evaluation.steering_accuracy import MEAN_DIFFERENCE
 from ssae_core.lm.layers import layer_name
-from ssae_core.lm.steer import SteeringVector, at_strength, steer, typical_norm
+from ssae_core.lm.steer import (
+    SteeringVector,
+    at_strength,
+    steer,
+    steer_rows,
+    typical_norm,
+    vector_layers,
+)
 from ssae_core.lm.tokens import complete, pad_token_id, tokenize
 from ssae_core.metrics import rounded
 from ssae_core.progress import show_progress
@@ -148,6 +155,62 @@ def continue_prompts(
         return complete(
             model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size
         )
+
+
+def _rows_steerable(
+    model: nn.Module, vectors: Sequence[SteeringVector | None], positions: str
+) -> bool:
+    """Whether :func:`~ssae_core.lm.steer.steer_rows` can run ``vectors`` as the rows of one
+    batch: every position steered, and every vector at one and the same single layer."""
+    steered = [v for v in vectors if v is not None]
+    return (
+        positions == "all"
+        and bool(steered)
+        and all(len(v.layer_activations) == 1 for v in steered)
+        and len(vector_layers(model, steered)) == 1
+    )
+
+
+def continue_conditions(
+    model: nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    vectors: Sequence[SteeringVector | None],
+    *,
+    max_new_tokens: int = 16,
+    batch_size: int = 16,
+    positions: str = "all",
+    progress: bool = False,
+) -> list[list[str]]:
+    """Greedy continuations of ``prompts`` under every vector, [C][P] (``None``: unsteered).
+    Where :func:`_rows_steerable`, each chunk of ``batch_size`` prompts runs under all the
+    vectors in one generate call (row-wise vectors: the same continuations as one condition at a
+    time, to float rounding); else one condition after another (:func:`continue_prompts`)."""
+    settings = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "positions": positions}
+    if not _rows_steerable(model, vectors, positions):
+        return [
+            continue_prompts(model, tokenizer, prompts, vector, **settings)
+            for vector in show_progress(
+                vectors, desc="continuations", unit="condition", disable=not progress
+            )
+        ]
+    out: list[list[str]] = [[] for _ in vectors]
+    starts = range(0, len(prompts), batch_size)
+    for start in show_progress(
+        starts, desc="continuations", unit="prompt batch", disable=not progress
+    ):
+        chunk = list(prompts[start : start + batch_size])
+        with steer_rows(model, vectors, repeat=len(chunk)):
+            texts = complete(
+                model,
+                tokenizer,
+                chunk * len(vectors),
+                max_new_tokens=max_new_tokens,
+                batch_size=len(chunk) * len(vectors),
+            )
+        for c, row in enumerate(out):
+            row += texts[c * len(chunk) : (c + 1) * len(chunk)]
+    return out
 
 
 def continuation_texts(
@@ -275,12 +338,7 @@ def steered_continuations(
     the language of each continuation and score it under the unsteered model."""
     identifier = identifier if identifier is not None else language_identifier()
     settings = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "positions": positions}
-    texts = [
-        continue_prompts(model, tokenizer, prompts, vector, **settings)
-        for vector in show_progress(
-            vectors, desc="continuations", unit="condition", disable=not progress
-        )
-    ]
+    texts = continue_conditions(model, tokenizer, prompts, vectors, progress=progress, **settings)
     logprob, count = _continuation_logprobs(model, tokenizer, prompts, texts, batch_size, progress)
     found = [identify_languages(outputs, identifier) for outputs in texts]
     return Continuations(texts, found, logprob, count)
@@ -311,23 +369,23 @@ def score_language(
     """Greedy continuations of ``prompts`` under every condition (the instruction prepended where
     a condition is ``instructed``), their languages, their perplexities under the UNSTEERED model
     given the plain prompt (so every condition is scored alike) and their distinct-token shares."""
-    settings = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "positions": positions}
-    instructed = with_instruction(prompts, instruction)
-    unsteered: dict[bool, list[str]] = {}  # a method at strength 0 is the unsteered model
-    texts = []
-    for c in show_progress(
-        conditions, desc="continuations", unit="condition", disable=not progress
-    ):
-        if c.vector is None and c.instructed in unsteered:
-            texts.append(unsteered[c.instructed])
+    settings = {
+        "max_new_tokens": max_new_tokens,
+        "batch_size": batch_size,
+        "positions": positions,
+        "progress": progress,
+    }
+    given = {False: list(prompts), True: with_instruction(prompts, instruction)}
+    texts: list[list[str]] = [[] for _ in conditions]
+    for instructed in (False, True):
+        rows = [i for i, c in enumerate(conditions) if c.instructed == instructed]
+        if not rows:
             continue
-        texts.append(
-            continue_prompts(
-                model, tokenizer, instructed if c.instructed else prompts, c.vector, **settings
-            )
-        )
-        if c.vector is None:
-            unsteered[c.instructed] = texts[-1]
+        # a method at strength 0 is the unsteered model: its rows share one None
+        vectors = list({id(c.vector): c.vector for c in (conditions[i] for i in rows)}.values())
+        outputs = continue_conditions(model, tokenizer, given[instructed], vectors, **settings)
+        for i in rows:
+            texts[i] = outputs[next(k for k, v in enumerate(vectors) if v is conditions[i].vector)]
     logprob, count = _continuation_logprobs(model, tokenizer, prompts, texts, batch_size, progress)
     ids = [tokenizer(list(t), add_special_tokens=False)["input_ids"] for t in texts]
     distinct = np.array([[distinct_share(row) for row in rows] for rows in ids])

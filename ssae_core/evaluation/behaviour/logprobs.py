@@ -1,6 +1,10 @@
 """Log-probabilities of target tokens under steering, batched, with an exact final-layer shortcut.
 
-Speed: at the final layer a steered logit row is ``logits + W_head @ v`` (the LM head is linear),
+Speed: texts that share a context are packed into one row (``share_contexts``): the context
+once, then every target after it, each target attending to the context and to its own earlier
+tokens only (a 4D attention mask, positions restarting after the context), so a question's
+context runs once for all its MC1 choices; identical texts are scored once. At the final layer a
+steered logit row is ``logits + W_head @ v`` (the LM head is linear),
 so each batch runs the model once and every condition costs one log-softmax; this shortcut is
 checked against the model's own logits on the first batch (and against
 :func:`~ssae_core.lm.steer.steer` in the tests). At one block L, the blocks up to L are the same
@@ -51,6 +55,8 @@ class _Batch(NamedTuple):
     col_P: torch.Tensor
     """Row and kept-position index of the logits that predict each target token."""
     token_P: torch.Tensor
+    item_P: torch.Tensor
+    """Which of ``rows`` (the scored items) each target token belongs to."""
 
     def logits(self, model: nn.Module, **extra: Any) -> tuple[torch.Tensor, Any]:
         """The logits that predict the target tokens [P, V], and the model's whole output."""
@@ -61,7 +67,7 @@ class _Batch(NamedTuple):
         """Sum of the target tokens' log-probabilities per row [B]."""
         logp_P = logits_PV.float().log_softmax(-1).gather(1, self.token_P[:, None])[:, 0]
         total = torch.zeros(len(self.rows), dtype=torch.float64, device=logp_P.device)
-        return total.index_add_(0, self.row_P, logp_P.double()).cpu().numpy()
+        return total.index_add_(0, self.item_P, logp_P.double()).cpu().numpy()
 
 
 def _batches(
@@ -92,19 +98,138 @@ def _batches(
             inputs["logits_to_keep"] = keep
         # kept position p predicts token p + 1: target j of a row with n targets is predicted
         # at kept position keep - n + j - 1
+        row_P = torch.tensor([b for b, t in enumerate(targets) for _ in t], device=device)
         out.append(
             _Batch(
                 rows=rows,
                 inputs=inputs,
                 keep=keep,
-                row_P=torch.tensor([b for b, t in enumerate(targets) for _ in t], device=device),
+                row_P=row_P,
                 col_P=torch.tensor(
                     [keep - len(t) + j - 1 for t in targets for j in range(len(t))], device=device
                 ),
                 token_P=torch.tensor([x for t in targets for x in t], device=device),
+                item_P=row_P,
             )
         )
     return out
+
+
+class _Packed(NamedTuple):
+    """One packed row: a context, then targets (each without its last token, which nothing
+    reads); a target's tokens attend to the context and to their own earlier tokens only."""
+
+    ids: list[int]
+    segment: list[int]
+    """0 for the context, k + 1 for the k-th target's tokens."""
+    position: list[int]
+    """Position ids: targets restart right after the context."""
+    items: list[int]
+    targets: list[list[int]]
+    predicted_at: list[list[int]]
+    """Per target: the row positions whose logits predict its tokens."""
+
+
+def _pack(context: Sequence[int], group: Sequence[tuple[int, list[int]]]) -> _Packed:
+    """``context`` followed by ``group``'s targets (``(item, target ids)``, non-empty)."""
+    ids, segment, position = list(context), [0] * len(context), list(range(len(context)))
+    predicted_at = []
+    for k, (_, target) in enumerate(group):
+        start = len(ids)
+        ids += target[:-1]
+        segment += [k + 1] * (len(target) - 1)
+        position += range(len(context), len(context) + len(target) - 1)
+        predicted_at.append([len(context) - 1, *range(start, start + len(target) - 1)])
+    return _Packed(
+        ids, segment, position, [i for i, _ in group], [t for _, t in group], predicted_at
+    )
+
+
+def _packed_rows(items: Sequence[ScoredText], per_row: int) -> list[_Packed]:
+    """Items with a target grouped by context (at most ``per_row`` targets a row), longest rows
+    first."""
+    by_context: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
+    for i, item in enumerate(items):
+        if item.target_ids:
+            by_context.setdefault(tuple(item.context_ids), []).append((i, list(item.target_ids)))
+    rows = [
+        _pack(context, group[start : start + per_row])
+        for context, group in by_context.items()
+        for start in range(0, len(group), per_row)
+    ]
+    return sorted(rows, key=lambda row: -len(row.ids))
+
+
+def _tree_mask(rows: Sequence[_Packed], width: int, dtype: torch.dtype) -> torch.Tensor:
+    """Additive attention mask [B, 1, T, T] of left-padded packed rows (:class:`_Packed`); a
+    padding position attends to itself only."""
+    allowed_BTT = torch.eye(width, dtype=torch.bool).repeat(len(rows), 1, 1)
+    causal_TT = torch.ones(width, width, dtype=torch.bool).tril()
+    for b, row in enumerate(rows):
+        n, seg_T = len(row.ids), torch.tensor(row.segment)
+        same_TT = (seg_T[:, None] == seg_T[None, :]) | (seg_T[None, :] == 0)
+        allowed_BTT[b, width - n :, width - n :] = same_TT & causal_TT[:n, :n]
+    mask_BTT = torch.zeros(allowed_BTT.shape, dtype=dtype)
+    return mask_BTT.masked_fill_(~allowed_BTT, torch.finfo(dtype).min)[:, None]
+
+
+def _packed_batch(model: nn.Module, rows: Sequence[_Packed], pad_id: int) -> _Batch:
+    """One left-padded batch of packed rows under their tree mask (:func:`_tree_mask`)."""
+    weight = next(model.parameters())
+    ids_BT, _ = left_pad([row.ids for row in rows], pad_id)
+    width = ids_BT.shape[1]
+    position_BT = torch.zeros_like(ids_BT)
+    for b, row in enumerate(rows):
+        position_BT[b, width - len(row.ids) :] = torch.tensor(row.position)
+    keep = max(len(row.ids) - at[0] for row in rows for at in row.predicted_at)
+    row_P: list[int] = []
+    col_P: list[int] = []
+    item_P: list[int] = []
+    scored = [
+        (b, len(row.ids), at)
+        for b, row in enumerate(rows)
+        for at in row.predicted_at  # one per target, in the order of ``rows``' items
+    ]
+    for item, (b, n, at) in enumerate(scored):
+        item_P += [item] * len(at)
+        row_P += [b] * len(at)
+        col_P += [keep - n + p for p in at]
+    inputs = {
+        "input_ids": ids_BT.to(weight.device),
+        "attention_mask": _tree_mask(rows, width, weight.dtype).to(weight.device),
+        "position_ids": position_BT.to(weight.device),
+        "use_cache": False,
+    }
+    if "logits_to_keep" in inspect.signature(model.forward).parameters:
+        inputs["logits_to_keep"] = keep
+
+    def tensor(values: list[int]) -> torch.Tensor:
+        return torch.tensor(values, device=weight.device)
+
+    return _Batch(
+        rows=[i for row in rows for i in row.items],
+        inputs=inputs,
+        keep=keep,
+        row_P=tensor(row_P),
+        col_P=tensor(col_P),
+        token_P=tensor([x for row in rows for t in row.targets for x in t]),
+        item_P=tensor(item_P),
+    )
+
+
+def _packed_batches(
+    model: nn.Module, items: Sequence[ScoredText], batch_size: int, pad_id: int
+) -> list[_Batch]:
+    """Items packed by context (:func:`_packed_rows`), at most ``batch_size`` targets a batch."""
+    batches: list[list[_Packed]] = []
+    count = batch_size
+    for row in _packed_rows(items, batch_size):
+        if count + len(row.items) > batch_size:
+            batches.append([])
+            count = 0
+        batches[-1].append(row)
+        count += len(row.items)
+    return [_packed_batch(model, rows, pad_id) for rows in batches]
 
 
 def _head_shifts(
@@ -133,6 +258,10 @@ def _head_shifts(
     return torch.stack(shifts)
 
 
+# attention implementations that take a custom 4D additive mask (the packed rows need one)
+MASKED_ATTENTION = ("sdpa", "eager")
+
+
 @torch.inference_mode()
 def target_logprobs(
     model: nn.Module,
@@ -142,12 +271,18 @@ def target_logprobs(
     pad_id: int,
     batch_size: int = 16,
     shortcut: bool = True,
+    share_contexts: bool = True,
     progress: bool = False,
     desc: str = "score",
 ) -> np.ndarray:
     """Sum of log p(target tokens | context) of every item under every steering condition,
     float64 [C, N] (C = ``len(vectors)``; ``None`` is the unsteered model; an empty target
     scores 0). Every position is steered; batches are left-padded (see :func:`_batches`).
+
+    ``share_contexts``: identical items are scored once, and items with the same context are
+    packed into one row (:func:`_packed_rows`; at most ``batch_size`` targets a batch), which
+    computes the same sums (to float rounding) with fewer tokens; it needs an attention that
+    takes a 4D mask (:data:`MASKED_ATTENTION`), else the items are batched one per row.
 
     ``shortcut``: when every vector steers the final-norm output, run the model once per batch
     and add ``W_head @ v`` to its logits per condition; it is exact when the logits are the
@@ -159,8 +294,34 @@ def target_logprobs(
     for i, item in enumerate(items):
         if not item.context_ids:
             raise InputError(f"text {i}: has an empty context; give at least one context token")
-    out_CN = np.zeros((len(vectors), len(items)))
-    batches = _batches(model, items, batch_size, pad_id)
+    options = {"shortcut": shortcut, "progress": progress, "desc": desc}
+    if not share_contexts:
+        batches = _batches(model, items, batch_size, pad_id)
+        return _score_batches(model, batches, vectors, len(items), **options)
+    keys = [(tuple(item.context_ids), tuple(item.target_ids)) for item in items]
+    unique = {key: u for u, key in enumerate(dict.fromkeys(keys))}
+    texts = [ScoredText(list(context), list(target)) for context, target in unique]
+    if getattr(model.config, "_attn_implementation", None) in MASKED_ATTENTION:
+        batches = _packed_batches(model, texts, batch_size, pad_id)
+    else:
+        batches = _batches(model, texts, batch_size, pad_id)
+    scores_CU = _score_batches(model, batches, vectors, len(texts), **options)
+    return scores_CU[:, [unique[key] for key in keys]]
+
+
+def _score_batches(
+    model: nn.Module,
+    batches: Sequence[_Batch],
+    vectors: Sequence[SteeringVector | None],
+    n_items: int,
+    *,
+    shortcut: bool,
+    progress: bool,
+    desc: str,
+) -> np.ndarray:
+    """The summed target log-probabilities [C, n_items] of the items in ``batches`` (items
+    in no batch score 0), by the ways :func:`target_logprobs` describes."""
+    out_CN = np.zeros((len(vectors), n_items))
     shifts_CV = None
     final_only = all(v is None or set(v.layer_activations) == {None} for v in vectors)
     if shortcut and batches and final_only and any(v is not None for v in vectors):
