@@ -59,7 +59,8 @@ def _flip_rates(study: StudyConfig, table, runs: dict) -> dict[str, float | None
     """The common-set probe flip rate of each method's runs on ``table``'s test split."""
     if table.labels is None:
         return dict.fromkeys(runs)
-    result = evaluate_probe_steering(table, runs, mean_difference=False, config=study.probes)
+    config = replace(study.probes, resamples=1)  # only the means are reported: no intervals
+    result = evaluate_probe_steering(table, runs, mean_difference=False, config=config)
     return {m: rounded(result["methods"][m]["common"]["flip_rate"]["mean"]) for m in runs}
 
 
