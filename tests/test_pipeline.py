@@ -122,7 +122,15 @@ def test_dvc_repro_end_to_end(reproduced):
 
 # The stages that run ssae_core/study/usability.py (the usable rule), and those downstream of them;
 # no training, extraction or synthetic stage imports it.
-USABILITY_STAGES = {"select", "identifiability", "steering", "behaviour", "inspect"}
+USABILITY_STAGES = {
+    "select",
+    "identifiability",
+    "steering",
+    "behaviour",
+    "inspect",
+    "ablation",
+    "report",
+}
 DOWNSTREAM = {"report"}
 
 
