@@ -38,15 +38,24 @@ def _minutes(seconds: float) -> str:
 
 def timing(times: Path = TIMES) -> str:
     """One line: how long each README command took on a fresh clone, and where that is from."""
-    found = json.loads(times.read_text())
-    repro, tests = found["repro"], found["tests"]
-    setup = repro.get("setup_seconds") or tests.get("setup_seconds")
+    found = json.loads(times.read_text()) if times.exists() else {}
+    parts = [
+        f"{label} {_minutes(found[key]['seconds'])} (commit {found[key]['commit'][:7]})"
+        for key, label in (("repro", "`dvc repro`"), ("tests", "the tests"))
+        if key in found
+    ]
+    if not parts:
+        return "(not measured yet: `python benchmarks/fresh_clone.py repro|tests`)"
+    cores = next(iter(found.values()))["cpu_cores"]
+    setup = next((v["setup_seconds"] for v in found.values() if v.get("setup_seconds")), None)
     return (
-        f"On {repro['cpu_cores']} CPU cores, measured on a fresh clone by "
-        "`python benchmarks/fresh_clone.py repro|tests` (benchmarks/fresh_clone.json): "
-        f"`dvc repro` {_minutes(repro['seconds'])} (commit {repro['commit'][:7]}), the tests "
-        f"{_minutes(tests['seconds'])} (commit {tests['commit'][:7]})"
-        + (f", setup {_minutes(setup)} with the package registry at hand." if setup else ".")
+        f"On {cores} CPU cores, measured on a fresh clone by `python benchmarks/fresh_clone.py "
+        f"repro|tests` (benchmarks/fresh_clone.json): {', '.join(parts)}"
+        + (
+            f"; `bash setup.sh` {_minutes(setup)} with the package registry at hand."
+            if setup
+            else "."
+        )
     )
 
 
