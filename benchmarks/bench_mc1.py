@@ -7,12 +7,16 @@ The held-out MC1 choices of the first ``--questions`` questions (template ``Q: {
 {answer}``) are scored unsteered and under ``--conditions`` - 1 random vectors at block
 ``--layer``, two ways, with the same loaded model:
 
-- full: one steered forward pass of the whole model per condition (``shortcut=False``);
-- shared: the library's default, blocks 0..L once per batch and only the blocks after L per
-  condition (:func:`ssae_core.evaluation.behaviour.logprobs.target_logprobs`).
+- full: one steered forward pass of the whole model per condition, one text per row
+  (``shortcut=False, share_contexts=False``);
+- shared: blocks 0..L once per batch and only the blocks after L per condition, one text per
+  row (``share_contexts=False``);
+- packed: the library's default, also the choices of one question in one row, the question
+  once (:func:`ssae_core.evaluation.behaviour.logprobs.target_logprobs`).
 
-It prints the scored tokens per second of each (real tokens x conditions / seconds), the speed-up,
-the largest score difference between the two (they compute the same thing), and the fraction of
+It prints the scored tokens per second of each (real tokens of the unpacked texts x conditions /
+seconds: the same work measured three ways), the speed-ups, the largest score difference (they
+compute the same thing), and the fraction of
 the machine's matmul peak the full way reaches: useful FLOPs = 2 x (decoder-body parameters) x
 (real tokens) x conditions, against the best rate of a large square float32 matmul measured here.
 """
@@ -69,9 +73,12 @@ def main() -> None:
     options = {"pad_id": pad_token_id(tokenizer), "batch_size": args.batch_size}
     logprobs.target_logprobs(model, texts[:8], vectors, **options)  # warm-up
     timings, scores = {}, {}
-    for name, shortcut in (("full", False), ("shared", True)):
+    ways = {"full": (False, False), "shared": (True, False), "packed": (True, True)}
+    for name, (shortcut, packed) in ways.items():
         start = time.perf_counter()
-        scores[name] = logprobs.target_logprobs(model, texts, vectors, shortcut=shortcut, **options)
+        scores[name] = logprobs.target_logprobs(
+            model, texts, vectors, shortcut=shortcut, share_contexts=packed, **options
+        )
         timings[name] = time.perf_counter() - start
     body = sum(p.numel() for p in decoder_blocks(model).parameters())
     peak = matmul_peak(torch.float32, torch.device("cpu"), 2048, repeats=5)
@@ -84,12 +91,16 @@ def main() -> None:
         "tokens": tokens,
         "conditions": len(vectors),
         "layer": args.layer,
-        "full_s": round(timings["full"], 2),
-        "shared_s": round(timings["shared"], 2),
-        "full_tokens_per_s": round(tokens * len(vectors) / timings["full"], 1),
-        "shared_tokens_per_s": round(tokens * len(vectors) / timings["shared"], 1),
+        **{f"{name}_s": round(seconds, 2) for name, seconds in timings.items()},
+        **{
+            f"{name}_tokens_per_s": round(tokens * len(vectors) / seconds, 1)
+            for name, seconds in timings.items()
+        },
         "speedup_shared_over_full": round(timings["full"] / timings["shared"], 2),
-        "max_abs_score_difference": float(np.abs(scores["full"] - scores["shared"]).max()),
+        "speedup_packed_over_full": round(timings["full"] / timings["packed"], 2),
+        "max_abs_score_difference": max(
+            float(np.abs(scores["full"] - scores[name]).max()) for name in ("shared", "packed")
+        ),
         "matmul_peak_gflops": round(peak / 1e9, 1),
         "full_fraction_of_peak": round(flops / timings["full"] / peak, 3),
     }
