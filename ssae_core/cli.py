@@ -180,7 +180,7 @@ def _sparsities(text: str) -> float | tuple[float, ...]:
 
 TRAIN_EXAMPLE = """\
 examples (after `dvc repro`, from the repository root):
-  ssae train data/embeddings/lang/layer-15 --out runs/lang --seeds 0,1,2
+  ssae train data/embeddings/lang/layer-15 --out runs/lang --seeds 0,1,2 --reverse-fraction 0.5
   ssae train data/embeddings/binary/layer-final --out runs/binary-aff --method aff --seeds 0,1
   ssae train data/embeddings/binary/layer-15 --out runs/binary --strict --quiet
   ssae train data/synthetic/synth_3_2.parquet --out runs/synth --latent-dim 3
@@ -228,6 +228,22 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="rows to train on: a split name, or 'all' (default: %(default)s)",
     )
     p.add_argument(
+        "--reverse-fraction",
+        type=in_range(float, 0, 1),
+        default=0.0,
+        help="read this seeded fraction of the pairs backwards (z <-> z_tilde), as the study "
+        "reads 0.5: where every pair moves the same way (post -> reply, English -> French), "
+        "the concept is the mean shift, which normalisation removes; range: "
+        f"{range_text(0, 1)} (default: %(default)s)",
+    )
+    p.add_argument(
+        "--reverse-seed",
+        type=in_range(int, 0),
+        default=0,
+        help=f"seed of the choice of reversed pairs; range: {range_text(0, math.inf)} "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
         "--allow-inactive",
         action="store_true",
         help="keep SSAE runs whose multiplier ended at 0 (else that is an error)",
@@ -246,13 +262,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 def _run_train(args: argparse.Namespace) -> None:
     from ssae_core.runs import train_run
+    from ssae_core.streaming import Reversal
     from ssae_core.train import TrainConfig
 
+    reverse = Reversal(args.reverse_fraction, args.reverse_seed) if args.reverse_fraction else None
     result = train_run(
         args.embeddings,
         args.out,
         config_from_args(TrainConfig, args),
         split=args.split,
+        reverse=reverse,
         require_active=not args.allow_inactive,
         progress=not args.quiet,
         warn=True,

@@ -251,3 +251,31 @@ def test_a_multi_layer_folder_names_its_layers(data, tmp_path, capsys, command):
         f"error: {emb} holds one table per layer (layer-15, layer-final); give one of them, "
         f"e.g. {emb / 'layer-15'}"
     )
+
+
+def test_train_reads_a_fraction_of_one_way_pairs_backwards(tmp_path):
+    """Every pair moves along one direction v (as English -> French): normalisation removes the
+    mean shift, so the learnt direction misses v; --reverse-fraction 0.5 makes v the main axis
+    of variation and recovers it, and the run records the reversal."""
+    from ssae_core.io import EmbeddingTable
+
+    rng = np.random.default_rng(0)
+    num, dim = 600, 12
+    v = rng.standard_normal(dim)
+    v /= np.linalg.norm(v)
+    z = rng.standard_normal((num, dim)).astype(np.float32)
+    z_tilde = (z + 3.0 * v + 0.3 * rng.standard_normal((num, dim))).astype(np.float32)
+    table = EmbeddingTable(np.arange(num), np.array(["train"] * num, dtype=object), z, z_tilde)
+    path = tmp_path / "one_way.parquet"
+    save_embeddings(table, path)
+    cosines = {}
+    for fraction in ("0", "0.5"):
+        out = tmp_path / f"run-{fraction}"
+        common = ["--method", "aff", "--latent-dim", "1", "--seeds", "0"]
+        argv = ["train", str(path), "--out", str(out), *common, "--reverse-fraction", fraction]
+        assert main([*argv, "--min-steps", "400", "--patience", "0", "--quiet"]) == 0
+        member = load_run(out)[0]
+        cosines[fraction] = abs(float(member.steering_vectors[0] @ v))
+        recorded = member.config["provenance"].get("reversed_fraction")
+        assert recorded == (None if fraction == "0" else "0.5")
+    assert cosines["0.5"] > 0.95 > cosines["0"], cosines
