@@ -132,3 +132,18 @@ def test_show_a_bad_file_is_one_line_naming_it_and_the_fix(tmp_path, capsys, nam
     code, _, err = ssae_in_process(capsys, "vector", "show", path)
     assert_one_line_error(code, err, f"{path}: {message}")
     assert "; " in err and ("export it again" in err or "give a" in err), err
+
+
+def test_concept_vector_is_the_matched_latent_oriented_along_the_concept(run, monkeypatch):
+    from ssae_core.errors import InputError
+    from ssae_core.evaluation.vector_evidence import concept_vector, with_evidence
+
+    monkeypatch.chdir(run)
+    concept = load_embeddings(run / "emb").concepts[0]
+    vector = concept_vector("run/seed-1", concept)
+    assert vector.metadata["matched_concept"] == concept and vector.metadata["latent"] == "0"
+    assert float(vector.metadata["alpha_fit"]) > 0  # it points along +concept
+    flipped = with_evidence(vf.vector_from_model("run/seed-1", latent=0, alpha=-1.0), "run/seed-1")
+    assert float(flipped.metadata["alpha_fit"]) == -float(vector.metadata["alpha_fit"])
+    with pytest.raises(InputError, match="not a concept"):
+        concept_vector("run/seed-1", "no-such-concept")

@@ -109,11 +109,13 @@ def training_table(model: ShiftAutoencoder) -> EmbeddingTable | None:
     return rows if labelled and rows.dim == model.config.get("dim", rows.dim) else None
 
 
-def label_evidence(model: ShiftAutoencoder, latent: int) -> dict:
-    """The concept ``latent`` is matched to on the labelled training pairs, the match's |score|,
-    how it was matched and the fitted alpha (module docstring); empty without labels or a
-    match."""
-    train = training_table(model)
+def label_evidence(
+    model: ShiftAutoencoder, latent: int, train: EmbeddingTable | None = None
+) -> dict:
+    """The concept ``latent`` is matched to on the labelled training pairs (``train``, else
+    :func:`training_table`), the match's |score|, how it was matched and the fitted alpha
+    (module docstring); empty without labels or a match."""
+    train = training_table(model) if train is None else train
     if train is None:
         return {}
     matching = learned_directions(model, train).matching
@@ -135,9 +137,18 @@ def with_evidence(vector: SteeringVector, model_dir: str | Path) -> SteeringVect
     """``vector`` (of one latent of the member at ``model_dir``, as
     :func:`~ssae_core.lm.vector_files.vector_from_model` makes it) with the evidence of its run
     and training data in its metadata."""
+    return _with_evidence(vector, load_model(model_dir), model_dir, None)
+
+
+def _with_evidence(
+    vector: SteeringVector,
+    model: ShiftAutoencoder,
+    model_dir: str | Path,
+    train: EmbeddingTable | None,
+) -> SteeringVector:
+    """:func:`with_evidence` of a loaded member (``train``: its training rows, if read)."""
     latent = int(vector.metadata["latent"])
-    model = load_model(model_dir)
-    found = {**stability_evidence(model, latent, model_dir), **label_evidence(model, latent)}
+    found = {**stability_evidence(model, latent, model_dir), **label_evidence(model, latent, train)}
     values = next(iter(vector.layer_activations.values()))
     if "alpha_fit" in found and float(values.double() @ _unit(model, latent)) < 0:
         found["alpha_fit"] = _number(-float(found["alpha_fit"]))  # the file points the other way
@@ -165,12 +176,13 @@ def concept_vector(model_dir: str | Path, concept: str) -> SteeringVector:
             f"concept {concept!r}: not a concept of {model_dir}'s training pairs; one of "
             f"{', '.join(map(str, train.concepts))}"
         )
-    for latent in range(model.config["latent_dim"]):
-        found = label_evidence(model, latent)
-        if found.get("matched_concept") == concept:
-            sign = 1.0 if float(found["alpha_fit"]) >= 0 else -1.0
-            return with_evidence(vector_from_model(model_dir, latent=latent, alpha=sign), model_dir)
-    raise InputError(f"concept {concept!r}: no latent of {model_dir} is matched to it")
+    matched = learned_directions(model, train).matching.members[list(train.concepts).index(concept)]
+    if not matched:
+        raise InputError(f"concept {concept!r}: no latent of {model_dir} is matched to it")
+    found = label_evidence(model, matched[0], train)
+    sign = 1.0 if float(found["alpha_fit"]) >= 0 else -1.0
+    vector = vector_from_model(model_dir, latent=matched[0], alpha=sign)
+    return _with_evidence(vector, model, model_dir, train)
 
 
 # --------------------------------------------------------------------------- ssae vector show
