@@ -8,7 +8,9 @@ Clones the committed HEAD into DIR (default: a temporary folder, removed afterwa
 either ``dvc repro`` followed by ``dvc status`` (``repro``: the first README command) or the
 README's test command (``tests``), and merges the wall times, the commit, the number of CPU
 cores and the load average before the run into benchmarks/fresh_clone.json under the command's
-key. The README quotes its times from that file. Exit status: the command's.
+key (for ``repro`` also each stage's seconds, from when its outputs were last written: the gap
+since the stage before, DVC's own work included). The README quotes its times from that file.
+Exit status: the command's.
 """
 
 from __future__ import annotations
@@ -52,6 +54,31 @@ def prepare(clone: Path, venv: Path | None) -> float | None:
     return seconds
 
 
+def _written(path: Path) -> float:
+    """When ``path`` (a file or a folder of files) was last written; 0 if it is missing."""
+    if path.is_dir():
+        return max((p.stat().st_mtime for p in path.rglob("*") if p.is_file()), default=0.0)
+    return path.stat().st_mtime if path.exists() else 0.0
+
+
+def stage_seconds(clone: Path, started: float) -> dict[str, float]:
+    """Each stage of the clone's dvc.lock by the seconds between the last write of its outputs
+    and that of the stage before (the first from ``started``), longest first."""
+    import yaml
+
+    stages = yaml.safe_load((clone / "dvc.lock").read_text())["stages"]
+    ends = sorted(
+        (max((_written(clone / out["path"]) for out in stage.get("outs", [])), default=0.0), name)
+        for name, stage in stages.items()
+    )
+    seconds, previous = {}, started
+    for end, name in ends:
+        if end >= started:
+            seconds[name] = round(end - previous, 1)
+            previous = end
+    return dict(sorted(seconds.items(), key=lambda item: -item[1]))
+
+
 def measure(what: str, clone: Path, venv: Path | None) -> dict:
     """Set up a fresh clone, run the command(s) of ``what`` there, and what they took."""
     load = os.getloadavg()[0]
@@ -59,6 +86,7 @@ def measure(what: str, clone: Path, venv: Path | None) -> dict:
     commit = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True, check=True
     ).stdout.strip()
+    started = time.time()
     status, seconds = timed(COMMANDS[what][0], clone)
     result = {
         "commit": commit,
@@ -74,6 +102,7 @@ def measure(what: str, clone: Path, venv: Path | None) -> dict:
             ["bash", "-c", COMMANDS[what][1]], cwd=clone, capture_output=True, text=True
         )
         result["dvc_status_clean"] = "up to date" in check.stdout
+        result["stage_seconds"] = stage_seconds(clone, started)
     return result
 
 

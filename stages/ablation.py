@@ -17,13 +17,12 @@ from stages.common import LAYOUT, load_section, run_stage
 
 def main() -> None:
     study = load_section(StudyConfig, "study")
-    layers: dict = {}
+    layouts = [LAYOUT.at(layer) for layer in load_section(EmbedConfig, "embed").layer_list]
+    started = time.perf_counter()
     with torch_threads(study.optim.threads):
-        for layer in load_section(EmbedConfig, "embed").layer_list:
-            at = LAYOUT.at(layer)
-            started = time.perf_counter()
-            layers[at.key] = ablate(study, study.ablation, at)
-            print(f"layer {at.key}: {time.perf_counter() - started:.0f} s", flush=True)
+        layers = ablate(study, study.ablation, layouts)
+    workers = study.ablation.workers
+    print(f"ablation: {time.perf_counter() - started:.0f} s, {workers} worker(s)", flush=True)
     out = {"chosen": chosen_option(study), "seeds": list(study.ablation.seeds), "layers": layers}
     write_json(out, LAYOUT.metrics("ablation"))
     rows = ablation_rows(layers)

@@ -20,6 +20,7 @@ ORDER = [
     "ssae_core.devices",
     "ssae_core.cache",
     "ssae_core.progress",
+    "ssae_core.workers",
     "ssae_core.metrics",
     "ssae_core.outliers",
     "ssae_core.record",

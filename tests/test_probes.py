@@ -372,6 +372,15 @@ def test_intervals_cover_the_estimate_and_count_test_entities():
     assert json.dumps(again, sort_keys=True) == json.dumps(out, sort_keys=True)
 
 
+def test_probes_fitted_earlier_give_the_same_report():
+    table, _ = binary_planted(noise=3.0)
+    config = ProbeConfig(resamples=50)
+    fitted = fit_probes(table.subset("train"), config)
+    given = evaluate_probe_steering(table, config=config, probes=fitted)
+    own = evaluate_probe_steering(table, config=config)
+    assert json.dumps(given, sort_keys=True) == json.dumps(own, sort_keys=True)
+
+
 def test_the_ceiling_searches_multiples_of_its_own_alpha():
     table, _ = binary_planted(noise=0.5)
     out = evaluate_probe_steering(table, config=ProbeConfig(ceiling_multiples=(0.25, 1.0, 2.0)))

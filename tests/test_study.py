@@ -12,7 +12,7 @@ import torch
 from ssae_core.config import load_config
 from ssae_core.errors import InputError
 from ssae_core.io import EmbeddingTable
-from ssae_core.model import Normalizer, ShiftAutoencoder, StackedSSAE
+from ssae_core.model import Normalizer, ShiftAutoencoder, StackedSSAE, uses_gram_form
 from ssae_core.record import RECORD_KEY, MemberRecord
 from ssae_core.study.budgets import Budgets
 from ssae_core.study.config import StudyConfig
@@ -139,24 +139,35 @@ def test_study_config_builds_fixed_length_train_configs():
     assert (cfg.min_steps, cfg.patience, cfg.dual_lr, cfg.sparsities) == (40, 0, 0.005, (0.5, 1.0))
 
 
-def test_expanded_squared_error_equals_the_direct_residual():
+@pytest.mark.parametrize("form", ["_expanded_sq_error", "_direct_sq_error"])
+def test_both_squared_error_forms_equal_the_residual_of_forward(form):
     torch.manual_seed(0)
     net = StackedSSAE(7, 3, [0, 1], x_rms=2.0)
     with torch.no_grad():
         net.b_dec_SD.normal_()
         net.b_enc_SM.normal_()
     x = torch.randn(2, 16, 7) * 3
-    codes, sq = net.codes_and_sq_error(x)
+    codes, sq = getattr(net, form)(x)
     codes_ref, recon = net(x)
     torch.testing.assert_close(codes, codes_ref)
     torch.testing.assert_close(sq, (x - recon).pow(2).sum(-1), rtol=1e-4, atol=1e-4)
     # and the gradients agree
-    grads = torch.autograd.grad(sq.sum(), [net.W_enc_SDM, net.b_dec_SD, net.gamma_SM])
-    ref = torch.autograd.grad(
-        (x - net(x)[1]).pow(2).sum(), [net.W_enc_SDM, net.b_dec_SD, net.gamma_SM]
-    )
+    params = [net.W_enc_SDM, net.W_dec_SMD, net.b_dec_SD, net.gamma_SM]
+    grads = torch.autograd.grad(sq.sum(), params)
+    ref = torch.autograd.grad((x - net(x)[1]).pow(2).sum(), params)
     for a, b in zip(grads, ref, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
+
+
+def test_the_squared_error_form_follows_the_measured_rule():
+    # benchmarks/bench_sq_error.py: expanded for few latents on wide batches, direct for
+    # many latents (cat: M = 135, B = 64) and for narrow embeddings (the synthetic D = 64)
+    assert uses_gram_form(1, 64, 576, 15)
+    assert not uses_gram_form(135, 64, 576, 15)
+    assert not uses_gram_form(20, 256, 64, 5)
+    net = StackedSSAE(576, 135, [0], x_rms=1.0)
+    x = torch.randn(1, 64, 576)
+    torch.testing.assert_close(net.codes_and_sq_error(x)[1], net._direct_sq_error(x)[1])
 
 
 def test_report_tables_render_selection_and_steering():

@@ -846,12 +846,14 @@ def evaluate_probe_steering(
     merge_threshold: float = MERGE_THRESHOLD,
     train_split: str = "train",
     test_split: str = "test",
+    probes: Mapping[str, LinearProbe | None] | None = None,
 ) -> dict:
     """Probe-measured steering of every method on one table (or source -> target, as
     :func:`~ssae_core.evaluation.steering_accuracy.evaluate_steering`: the same arguments, the
     same vectors and alpha), as the JSON-ready dict of the module docstring. The scored table
     (the source, or ``target``) must carry labels (:class:`~ssae_core.io.PairLabels`); its
-    ``train_split`` texts train the probes."""
+    ``train_split`` texts train the probes, unless ``probes`` gives them (:func:`fit_probes` of
+    that split with ``config``, from an earlier call on the same table)."""
     config = config or ProbeConfig()
     runs = dict(runs or {})
     setup = steering_setup(source, target, concept_map, train_split, test_split)
@@ -859,7 +861,8 @@ def evaluate_probe_steering(
     probe_train = scored_table.subset(train_split)
     if len(probe_train) == 0:
         raise InputError(f"the scored table has no '{train_split}' rows to train probes on")
-    probes = fit_probes(probe_train, config)
+    if probes is None:
+        probes = fit_probes(probe_train, config)
     pairs = ProbePairs.of(setup.test, setup.pairs, setup.target_names, probes)
     num = len(setup.source_names)
     random_KD = random_directions(num, source.dim, config.random_seed)

@@ -12,6 +12,7 @@ drops no pair is the same data as ``global`` and is not trained twice.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import NamedTuple
 
@@ -19,14 +20,16 @@ import numpy as np
 
 from ssae_core.errors import InputError
 from ssae_core.evaluation.identifiability import score_run
-from ssae_core.evaluation.probes import evaluate_probe_steering
+from ssae_core.evaluation.probes import evaluate_probe_steering, fit_probes
+from ssae_core.io import EmbeddingTable
 from ssae_core.metrics import rounded
 from ssae_core.runs import resolve_latent_dim
 from ssae_core.study.budgets import Budgets
 from ssae_core.study.config import AblationConfig, StudyConfig
 from ssae_core.study.layout import LayerLayout
-from ssae_core.study.sets import load_set
+from ssae_core.study.sets import load_set, outlier_pairs
 from ssae_core.train import train
+from ssae_core.workers import map_in_processes
 
 
 class Option(NamedTuple):
@@ -55,18 +58,31 @@ def _mcc(scores: dict) -> float | None:
     return None if part is None else rounded(part["mean"])
 
 
-def _flip_rates(study: StudyConfig, table, runs: dict) -> dict[str, float | None]:
-    """The common-set probe flip rate of each method's runs on ``table``'s test split."""
+def _flip_rates(
+    study: StudyConfig, table: EmbeddingTable, runs: dict, probes: dict
+) -> dict[str, float | None]:
+    """The common-set probe flip rate of each method's runs on ``table``'s test split;
+    ``probes``: the probes of earlier calls by ``study.drop_outliers`` (the table's only
+    difference between options), filled on first use."""
     if table.labels is None:
         return dict.fromkeys(runs)
     config = replace(study.probes, resamples=1)  # only the means are reported: no intervals
-    result = evaluate_probe_steering(table, runs, mean_difference=False, config=config)
+    if study.drop_outliers not in probes:
+        probes[study.drop_outliers] = fit_probes(table.subset("train"), config)
+    result = evaluate_probe_steering(
+        table,
+        runs,
+        mean_difference=False,
+        config=config,
+        probes=probes[study.drop_outliers],
+    )
     return {m: rounded(result["methods"][m]["common"]["flip_rate"]["mean"]) for m in runs}
 
 
-def run_option(study: StudyConfig, at: LayerLayout, name: str) -> dict:
+def run_option(study: StudyConfig, at: LayerLayout, name: str, probes: dict | None = None) -> dict:
     """aff and SSAE (the set's middle grid ratio) trained under ``study``'s settings on one set
-    at one layer: held-out MCC and probe flip rate of each, with the SSAE members' statuses."""
+    at one layer: held-out MCC and probe flip rate of each, with the SSAE members' statuses.
+    ``probes``: see :func:`_flip_rates` (a fresh one: fitted here)."""
     table = load_set(study, at, name)
     train_rows, test = table.subset("train"), table.subset("test")
     base = study.train_config("aff", lr=study.lr)
@@ -82,7 +98,7 @@ def run_option(study: StudyConfig, at: LayerLayout, name: str) -> dict:
     ssae = train(
         train_rows.delta, replace(cfg, latent_dim=latent), groups=groups, progress=False
     ).models
-    flips = _flip_rates(study, table, {"aff": aff, "ssae": ssae})
+    flips = _flip_rates(study, table, {"aff": aff, "ssae": ssae}, {} if probes is None else probes)
     return {
         "n_train": len(train_rows),
         "n_test": len(test),
@@ -93,27 +109,46 @@ def run_option(study: StudyConfig, at: LayerLayout, name: str) -> dict:
     }
 
 
-def _drops_nothing(study: StudyConfig, at: LayerLayout, name: str) -> bool:
-    """Whether dropping outliers leaves every pair of the set (then it equals ``global``)."""
-    plain = load_set(replace(study, drop_outliers=False), at, name)
-    return len(load_set(replace(study, drop_outliers=True), at, name)) == len(plain)
+class _Job(NamedTuple):
+    """One set at one layer: every option."""
+
+    study: StudyConfig
+    seeds: tuple[int, ...]
+    at: LayerLayout
+    name: str
 
 
-def ablate(study: StudyConfig, config: AblationConfig, at: LayerLayout) -> dict:
-    """``{set: {option: scores}}`` at one layer; an option identical to ``global`` (no outlier
-    to drop) repeats its scores with ``"same_as": "global"``."""
-    out: dict = {}
+def _ablate_set(job: _Job) -> dict:
+    """``{option: scores}`` of one set at one layer; an option identical to ``global`` (no
+    outlier to drop) repeats its scores with ``"same_as": "global"``."""
+    plain = load_set(replace(job.study, drop_outliers=False), job.at, job.name)
+    same = not outlier_pairs(plain, job.study.outlier_factor).any()
+    entry: dict = {}
+    probes: dict = {}  # global and layer read the same table: its probes are fitted once
+    for option_name, option in OPTIONS.items():
+        if option.drop and same:
+            entry[option_name] = {**entry["global"], "same_as": "global"}
+            continue
+        entry[option_name] = run_option(
+            variant(job.study, option, job.seeds), job.at, job.name, probes
+        )
+    return entry
+
+
+def ablate(study: StudyConfig, config: AblationConfig, layouts: Sequence[LayerLayout]) -> dict:
+    """``{layer: {set: {option: scores}}}`` for every layer of ``layouts`` and set of
+    ``config.sets``: ``config.workers`` (set, layer) pairs at a time, each in a worker process
+    of one torch thread (a single member of a few latents trains no faster on two); with one
+    worker, in this process with ``study.optim.threads``."""
     for name in config.sets:
         if name not in study.sets:
             raise InputError(f"study.ablation.sets: {name!r} is not one of study.sets")
-        same = _drops_nothing(study, at, name)
-        entry: dict = {}
-        for option_name, option in OPTIONS.items():
-            if option.drop and same:
-                entry[option_name] = {**entry["global"], "same_as": "global"}
-                continue
-            entry[option_name] = run_option(variant(study, option, config.seeds), at, name)
-        out[name] = entry
+    if config.workers > 1:
+        study = replace(study, optim=replace(study.optim, threads=1))
+    jobs = [_Job(study, config.seeds, at, name) for at in layouts for name in config.sets]
+    out: dict = {at.key: {} for at in layouts}
+    for job, entry in zip(jobs, map_in_processes(_ablate_set, jobs, config.workers), strict=True):
+        out[job.at.key][job.name] = entry
     return out
 
 

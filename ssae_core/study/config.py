@@ -53,6 +53,12 @@ class OvercompleteConfig:
             raise InputError(f"factors={list(self.factors)!r}: give integers >= 1")
 
 
+def check_workers(value: object, name: str) -> None:
+    """A count of worker processes: an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{name}={value!r}: give an integer >= 1")
+
+
 @dataclass(frozen=True)
 class AblationConfig:
     """params.yaml ``study.ablation``: the outlier ablation of the report."""
@@ -61,10 +67,14 @@ class AblationConfig:
     """The sets ablated (each of study.sets); every layer of embed.layers."""
     seeds: tuple[int, ...] = (0,)
     """Seeds of the aff and SSAE runs of each option."""
+    workers: int = 1
+    """(set, layer) pairs ablated at the same time, each in a worker process of one thread;
+    1: one after another in this process. range: [1, inf)."""
 
     def __post_init__(self) -> None:
         if not self.seeds:
             raise InputError("study.ablation.seeds: give one seed or more")
+        check_workers(self.workers, "study.ablation.workers")
 
 
 @dataclass(frozen=True)
@@ -263,8 +273,7 @@ class SyntheticRunsConfig:
     def __post_init__(self) -> None:
         if not self.latent_factors or any(f < 1 for f in self.latent_factors):
             raise InputError(f"latent_factors={list(self.latent_factors)}: give integers >= 1")
-        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
-            raise InputError(f"workers={self.workers!r}: give an integer >= 1")
+        check_workers(self.workers, "workers")
 
 
 def load_synthetic_runs(values: Mapping | None, method: str) -> SyntheticRunsConfig:

@@ -132,7 +132,10 @@ class LayerLayout:
         return layer_name(self.layer)
 
     def __getattr__(self, name: str) -> object:
-        """Everything that does not depend on the layer (pairs, metrics, lm...): the base's."""
+        """Everything that does not depend on the layer (pairs, metrics, lm...): the base's.
+        (Not ``base`` itself: a copy rebuilt in a worker process has no fields yet.)"""
+        if name.startswith("__") or name in ("base", "layer"):
+            raise AttributeError(name)
         return getattr(self.base, name)
 
     def embeddings(self, name: str) -> Path:

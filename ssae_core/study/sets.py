@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from ssae_core import outliers
-from ssae_core.io import EmbeddingTable, load_embeddings
-from ssae_core.study.config import StudyConfig
+from ssae_core.io import EmbeddingTable, load_embeddings, save_embeddings
+from ssae_core.study.config import EntangleConfig, StudyConfig
 from ssae_core.study.layout import LayerLayout
+from ssae_core.synthetic import entangle
+
+
+def write_entangled(config: EntangleConfig, at: LayerLayout, name: str) -> EmbeddingTable:
+    """The robustness variant of one pair set at one layer: one seeded, dense invertible D x D
+    map (params.yaml ``entangle``) applied to z and z~, written to ``at.entangled(name)``."""
+    table = load_embeddings(at.embeddings(name))
+    mixed = entangle(table, seed=config.seed, max_condition=config.max_condition)
+    save_embeddings(mixed, at.entangled(name))
+    return mixed
 
 
 def load_set(
@@ -29,7 +41,12 @@ def load_set(
     table = load_embeddings(path).reoriented(study.reverse_fraction, study.reverse_seed)
     table.metadata["path"] = at.relative(path)
     if study.drop_outliers:
-        train = table.subset("train").delta
-        keep = ~outliers.above(table.delta, outliers.threshold(train, study.outlier_factor))
-        table = table.select(keep)
+        table = table.select(~outlier_pairs(table, study.outlier_factor))
     return table
+
+
+def outlier_pairs(table: EmbeddingTable, factor: float) -> np.ndarray:
+    """bool [N]: the pairs whose shift norm exceeds ``factor`` x the median shift norm of the
+    table's training split (what ``study.drop_outliers`` drops)."""
+    train = table.subset("train").delta
+    return outliers.above(table.delta, outliers.threshold(train, factor))
