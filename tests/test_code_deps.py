@@ -70,3 +70,32 @@ def test_rewrite_keeps_data_deps_and_replaces_code_deps(tmp_path):
         "      - stages/__init__.py\n      - stages/job.py\n      - data/input.parquet\n"
         "    outs:\n      - out\n"
     )
+
+
+def _study_keys_read_by(path: Path, function: str) -> set[str]:
+    """The ``study.X`` attributes one function of a module reads."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    node = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == function)
+    return {
+        f"study.{a.attr}"
+        for a in ast.walk(node)
+        if isinstance(a, ast.Attribute) and isinstance(a.value, ast.Name) and a.value.id == "study"
+    }
+
+
+def test_every_stage_that_loads_a_study_set_declares_the_params_load_set_reads():
+    # a stage that reads the pair sets through load_set must re-run when any of its params
+    # changes (study.drop_outliers once was missing from eight stages: -S left them stale)
+    keys = _study_keys_read_by(ROOT / "ssae_core" / "study" / "sets.py", "load_set")
+    assert {"study.drop_outliers", "study.reverse_fraction"} <= keys
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        body = stage.get("do", stage)
+        if "ssae_core/study/sets.py" not in body["deps"]:
+            continue
+        declared = {p if isinstance(p, str) else next(iter(p)) for p in body.get("params", [])}
+        if "study" in declared:
+            continue
+        assert keys <= declared, f"{name}: params lack {sorted(keys - declared)}"

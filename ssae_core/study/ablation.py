@@ -137,17 +137,17 @@ def _ablate_set(job: _Job) -> dict:
 
 def ablate(study: StudyConfig, config: AblationConfig, layouts: Sequence[LayerLayout]) -> dict:
     """``{layer: {set: {option: scores}}}`` for every layer of ``layouts`` and set of
-    ``config.sets``: ``config.workers`` (set, layer) pairs at a time, each in a worker process
+    ``config.sets``: ``study.workers`` (set, layer) pairs at a time, each in a worker process
     of one torch thread (a single member of a few latents trains no faster on two); with one
     worker, in this process with ``study.optim.threads``."""
     for name in config.sets:
         if name not in study.sets:
             raise InputError(f"study.ablation.sets: {name!r} is not one of study.sets")
-    if config.workers > 1:
+    if study.workers > 1:
         study = replace(study, optim=replace(study.optim, threads=1))
     jobs = [_Job(study, config.seeds, at, name) for at in layouts for name in config.sets]
     out: dict = {at.key: {} for at in layouts}
-    for job, entry in zip(jobs, map_in_processes(_ablate_set, jobs, config.workers), strict=True):
+    for job, entry in zip(jobs, map_in_processes(_ablate_set, jobs, study.workers), strict=True):
         out[job.at.key][job.name] = entry
     return out
 

@@ -67,14 +67,10 @@ class AblationConfig:
     """The sets ablated (each of study.sets); every layer of embed.layers."""
     seeds: tuple[int, ...] = (0,)
     """Seeds of the aff and SSAE runs of each option."""
-    workers: int = 1
-    """(set, layer) pairs ablated at the same time, each in a worker process of one thread;
-    1: one after another in this process. range: [1, inf)."""
 
     def __post_init__(self) -> None:
         if not self.seeds:
             raise InputError("study.ablation.seeds: give one seed or more")
-        check_workers(self.workers, "study.ablation.workers")
 
 
 @dataclass(frozen=True)
@@ -158,8 +154,13 @@ class StudyConfig:
     """The held-out probes that measure what steering changes."""
     ablation: AblationConfig = field(default_factory=AblationConfig)
     """The outlier ablation of the report (ssae_core.study.ablation)."""
+    workers: int = 1
+    """Processes of the stages whose work splits into independent parts (ablation: its (set,
+    layer) pairs; steering: its layers), one thread each; 1: all in the stage's own process.
+    range: [1, inf)."""
 
     def __post_init__(self) -> None:
+        check_workers(self.workers, "study.workers")
         if self.latent_factor < 1:
             raise InputError(f"latent_factor={self.latent_factor}: must be >= 1")
         if self.overcomplete.set not in self.sets:

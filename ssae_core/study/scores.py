@@ -37,6 +37,7 @@ from ssae_core.study.selection import (
     sensitivity_cell,
 )
 from ssae_core.study.sets import load_set
+from ssae_core.workers import map_in_processes
 
 CELL_KEYS = ("lr", "budget_ratio", "sparsity", "usable")
 PROBE_PARTS = ("common", "all_concepts")
@@ -226,3 +227,16 @@ def score_steering(study: StudyConfig, at: LayerLayout) -> tuple[dict, dict]:
         for part, results in details.items()
     }
     return details, summary
+
+
+def _score_steering_at(job: tuple[StudyConfig, LayerLayout]) -> tuple[dict, dict]:
+    return score_steering(*job)
+
+
+def score_steering_layers(
+    study: StudyConfig, layouts: Sequence[LayerLayout]
+) -> list[tuple[dict, dict]]:
+    """:func:`score_steering` of every layer, ``study.workers`` layers at a time in worker
+    processes of one thread each (the probes' fits and bootstraps are largely Python and
+    single-threaded BLAS calls)."""
+    return map_in_processes(_score_steering_at, [(study, at) for at in layouts], study.workers)
