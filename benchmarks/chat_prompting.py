@@ -3,8 +3,11 @@ line before a plain English opening; this asks the Instruct model through its ch
 instead ("Answer in French. PROMPT" as the user turn) and lets it answer from scratch, greedy,
 for every held-out prompt of the language behaviour, and records the detector's language and the
 share of distinct tokens (the stage's degeneracy measure; its perplexity bound is not applied:
-the answer is not a continuation of the plain prompt). Run from the project root after
-`dvc repro prepare_model`:
+the answer is not a continuation of the plain prompt). It then scores TruthfulQA MC1 on the
+held-out questions with the question as the chat's user turn (with and without "Answer
+truthfully.") and each choice as the assistant's answer, as the stage scores choices (summed
+log-probability), with a 95% bootstrap interval over questions. Run from the project root after
+`dvc repro prepare_model download_truthfulqa`:
 
     python benchmarks/chat_prompting.py     # -> benchmarks/results/chat_prompting.json
 """
@@ -22,13 +25,45 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
+
 from ssae_core.evaluation.behaviour.fluency import distinct_share  # noqa: E402
 from ssae_core.evaluation.behaviour.language import (  # noqa: E402
     HELD_OUT_PROMPTS,
     identify_languages,
     language_identifier,
 )
+from ssae_core.evaluation.behaviour.logprobs import ScoredText, target_logprobs  # noqa: E402
+from ssae_core.evaluation.behaviour.mc1 import load_mc_questions, mc1_correct  # noqa: E402
 from ssae_core.lm import loading as lm  # noqa: E402
+from ssae_core.lm.tokens import pad_token_id  # noqa: E402
+from ssae_core.metrics import bootstrap_interval  # noqa: E402
+
+
+def _chat_context(tokenizer, content: str) -> list[int]:
+    turn = [{"role": "user", "content": content}]
+    text = tokenizer.apply_chat_template(turn, tokenize=False, add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def chat_mc1(model, tokenizer, questions, instruction: str | None) -> dict:
+    """MC1 accuracy with each question as the chat's user turn and each choice as the answer."""
+    items = []
+    for item in questions:
+        content = item.question if instruction is None else f"{instruction} {item.question}"
+        context = _chat_context(tokenizer, content)
+        for choice in item.choices:
+            items.append(
+                ScoredText(context, tokenizer(choice, add_special_tokens=False)["input_ids"])
+            )
+    scores = target_logprobs(model, items, [None], pad_id=pad_token_id(tokenizer), batch_size=32)
+    correct = mc1_correct(scores[0], questions).astype(float)
+    found = bootstrap_interval(correct, np.arange(len(correct)))
+    return {
+        "instruction": instruction,
+        "accuracy": round(float(correct.mean()), 3),
+        "interval": [round(found.low, 3), round(found.high, 3)],
+    }
 
 
 def main() -> None:
@@ -37,6 +72,7 @@ def main() -> None:
     parser.add_argument("--instruction", default="Answer in French.")
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--min-distinct", type=float, default=0.4, help="as behaviour.min_distinct")
+    parser.add_argument("--mc", default=str(ROOT / "data" / "truthfulqa" / "mc.parquet"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/chat_prompting.json")
     args = parser.parse_args()
@@ -65,8 +101,12 @@ def main() -> None:
         row["language"] = code
     french = [r["language"] == "fr" for r in rows]
     fluent = [r["distinct"] >= args.min_distinct for r in rows]
+    questions = load_mc_questions(args.mc)
+    mc1 = [chat_mc1(model, tokenizer, questions, i) for i in (None, "Answer truthfully.")]
     result = {
         "model": source.name,
+        "mc1_questions": len(questions),
+        "mc1_chat": mc1,
         "instruction": args.instruction,
         "prompts": len(rows),
         "french_share": round(sum(french) / len(rows), 3),
