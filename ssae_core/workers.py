@@ -1,10 +1,10 @@
 """Independent jobs in worker processes, a few at a time.
 
-Training a stacked model of a few latents is bound by Python and dispatch overhead, not by
-arithmetic: a second torch thread in the same process hardly helps, a second process doubles the
-throughput (benchmarks/bench_sq_error.py and the ablation stage's timings in its log). The
-pipeline's stages that train many such small runs (``train_synthetic``, ``ablation``) hand them
-to :func:`map_in_processes`.
+Training a stacked model of a few latents, or fitting and bootstrapping probes, is bound by
+Python and dispatch overhead more than by arithmetic: a second torch or BLAS thread in the same
+process hardly helps, a second process does nearly twice the work. The pipeline's stages made of
+many such independent parts (``train_synthetic``, ``ablation``, ``steering``) hand them to
+:func:`map_in_processes`; their seconds per stage are in benchmarks/fresh_clone.json.
 """
 
 from __future__ import annotations

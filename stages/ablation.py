@@ -21,8 +21,8 @@ def main() -> None:
     started = time.perf_counter()
     with torch_threads(study.optim.threads):
         layers = ablate(study, study.ablation, layouts)
-    workers = study.workers
-    print(f"ablation: {time.perf_counter() - started:.0f} s, {workers} worker(s)", flush=True)
+    seconds = time.perf_counter() - started
+    print(f"ablation: {seconds:.0f} s, {study.workers} worker(s)", flush=True)
     out = {"chosen": chosen_option(study), "seeds": list(study.ablation.seeds), "layers": layers}
     write_json(out, LAYOUT.metrics("ablation"))
     rows = ablation_rows(layers)

@@ -198,7 +198,7 @@ def test_report_tables_render_selection_and_steering():
 
 def _synthetic_runs(tmp_path, workers: int):
     from ssae_core.study.config import load_synthetic_runs
-    from ssae_core.study.synthetic_training import train_synthetic
+    from ssae_core.study.synthetic_training import SyntheticJob, train_synthetic_jobs
     from ssae_core.synthetic import SynthConfig, write_synthetic
 
     data = tmp_path / "data.parquet"
@@ -207,7 +207,7 @@ def _synthetic_runs(tmp_path, workers: int):
     values = {"seeds": [0, 1], "epochs": 3, "min_steps": 0, "patience": 0, "batch_size": 32}
     runs = load_synthetic_runs({**values, "workers": workers, "require_active": False}, "ssae")
     out = tmp_path / f"workers-{workers}"
-    train_synthetic(data, out, runs)
+    train_synthetic_jobs([SyntheticJob(data, out, runs)])
     return out
 
 

@@ -265,9 +265,8 @@ class SyntheticRunsConfig:
     require_active: bool = True
     """An SSAE run whose multiplier ends at 0 is an error."""
     workers: int = 1
-    """Latent sizes trained at the same time (``threads`` torch threads each): the largest in
-    this process, the others in worker processes; 1: one after another in this process. The
-    runs are the same either way."""
+    """Runs trained at the same time, each in a worker process (``threads`` torch threads
+    each); 1: one after another in this process. The runs are the same either way."""
     train: TrainConfig = field(default_factory=TrainConfig)
     """Everything else: the training of each run."""
 

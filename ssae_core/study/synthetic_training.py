@@ -38,16 +38,11 @@ class _Run(NamedTuple):
     require_active: bool
 
 
-def train_synthetic(path: Path, out_dir: Path, runs: SyntheticRunsConfig) -> None:
-    """One run per latent size m = factor x (the table's number of concepts, or the config's m)
-    of the table at ``path`` (:func:`train_synthetic_jobs` with one job)."""
-    train_synthetic_jobs([SyntheticJob(path, out_dir, runs)])
-
-
 def train_synthetic_jobs(jobs: Sequence[SyntheticJob]) -> None:
-    """Every latent size of every job, ``workers`` runs at a time in worker processes (the
-    largest ``workers`` of the jobs; 1: one after another in this process). The runs are the
-    same either way; each job's folder is swapped in once every run has ended."""
+    """Every latent size m = factor x (the table's number of concepts, or the config's m) of
+    every job, ``workers`` runs at a time in worker processes (the largest ``workers`` of the
+    jobs; 1: one after another in this process). The runs are the same either way; each job's
+    folder is swapped in once every run has ended."""
     with ExitStack() as stack:
         todo: list[_Run] = []
         for job in jobs:
