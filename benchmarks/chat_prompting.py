@@ -1,13 +1,13 @@
-"""Does the prompting baseline undersell prompting? The behaviour stage puts its instruction on the
-line before a plain English opening; this asks the Instruct model through its chat template
-instead ("Answer in French. PROMPT" as the user turn) and lets it answer from scratch, greedy,
-for every held-out prompt of the language behaviour, and records the detector's language and the
-share of distinct tokens (the stage's degeneracy measure; its perplexity bound is not applied:
-the answer is not a continuation of the plain prompt). It then scores TruthfulQA MC1 on the
-held-out questions with the question as the chat's user turn (with and without "Answer
-truthfully.") and each choice as the assistant's answer, as the stage scores choices (summed
-log-probability), with a 95% bootstrap interval over questions. Run from the project root after
-`dvc repro prepare_model download_truthfulqa`:
+"""How should the prompting baseline ask? The Instruct model is asked "Answer in French." in the
+two prompt formats of the behaviour stage (``behaviour.prompt_format``): ``plain``, the instruction
+on the line before the English opening, and ``chat``, the instruction and the opening as the user's
+turn of the chat template. For every held-out prompt of the language behaviour it records the
+greedy answer (the stage's generation: ``language.continue_prompts``), the detector's language,
+the share of distinct tokens and the perplexity under the unsteered model given the prompt
+without the instruction in each format (the stage's fluency inputs). It then scores TruthfulQA
+MC1 on the held-out questions in the chat format, with and without "Answer truthfully.", as the
+stage does (``mc1.choice_texts(chat=True)``), with a 95% bootstrap interval over questions. Run
+from the project root after `dvc repro prepare_model download_truthfulqa`:
 
     python benchmarks/chat_prompting.py     # -> benchmarks/results/chat_prompting.json
 """
@@ -27,43 +27,54 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 
 import numpy as np  # noqa: E402
 
+from ssae_core.evaluation.behaviour import language, mc1  # noqa: E402
 from ssae_core.evaluation.behaviour.fluency import distinct_share  # noqa: E402
-from ssae_core.evaluation.behaviour.language import (  # noqa: E402
-    HELD_OUT_PROMPTS,
-    identify_languages,
-    language_identifier,
-)
-from ssae_core.evaluation.behaviour.logprobs import ScoredText, target_logprobs  # noqa: E402
-from ssae_core.evaluation.behaviour.mc1 import load_mc_questions, mc1_correct  # noqa: E402
+from ssae_core.evaluation.behaviour.logprobs import target_logprobs  # noqa: E402
+from ssae_core.evaluation.behaviour.protocol import condition_prompts  # noqa: E402
 from ssae_core.lm import loading as lm  # noqa: E402
 from ssae_core.lm.tokens import pad_token_id  # noqa: E402
 from ssae_core.metrics import bootstrap_interval  # noqa: E402
 
-
-def _chat_context(tokenizer, content: str) -> list[int]:
-    turn = [{"role": "user", "content": content}]
-    text = tokenizer.apply_chat_template(turn, tokenize=False, add_generation_prompt=True)
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+MC_TEMPLATE = "Q: {question}\nA: {answer}"  # unused by the chat format, required by the call
 
 
 def chat_mc1(model, tokenizer, questions, instruction: str | None) -> dict:
     """MC1 accuracy with each question as the chat's user turn and each choice as the answer."""
-    items = []
-    for item in questions:
-        content = item.question if instruction is None else f"{instruction} {item.question}"
-        context = _chat_context(tokenizer, content)
-        for choice in item.choices:
-            items.append(
-                ScoredText(context, tokenizer(choice, add_special_tokens=False)["input_ids"])
-            )
+    items = mc1.choice_texts(tokenizer, questions, MC_TEMPLATE, instruction, chat=True)
     scores = target_logprobs(model, items, [None], pad_id=pad_token_id(tokenizer), batch_size=32)
-    correct = mc1_correct(scores[0], questions).astype(float)
+    correct = mc1.mc1_correct(scores[0], questions).astype(float)
     found = bootstrap_interval(correct, np.arange(len(correct)))
     return {
         "instruction": instruction,
         "accuracy": round(float(correct.mean()), 3),
         "interval": [round(found.low, 3), round(found.high, 3)],
     }
+
+
+def ask(model, tokenizer, prompts, instruction: str, chat: bool, max_new_tokens: int) -> list:
+    """The stage's prompting condition in one format: answers, languages, distinct-token shares
+    and perplexities given the prompt without the instruction."""
+    given, template = condition_prompts(prompts, instruction, chat=chat)
+    answers = language.continue_prompts(
+        model, tokenizer, given, max_new_tokens=max_new_tokens, batch_size=8, template=template
+    )
+    logprob, count = language._continuation_logprobs(
+        model, tokenizer, prompts, [answers], 8, False, [template]
+    )
+    ids = tokenizer(answers, add_special_tokens=False)["input_ids"]
+    codes = language.identify_languages(answers, language.language_identifier())
+    return [
+        {
+            "prompt": prompt,
+            "answer": answer,
+            "language": code,
+            "distinct": round(distinct_share(row), 3),
+            "perplexity": round(float(np.exp(-lp / n)), 2) if n else None,
+        }
+        for prompt, answer, code, row, lp, n in zip(
+            prompts, answers, codes, ids, logprob[0], count[0], strict=True
+        )
+    ]
 
 
 def main() -> None:
@@ -80,44 +91,39 @@ def main() -> None:
     source = lm.resolve_model(args.lm, verbose=False)
     model = lm.load_model(source, device="cpu", dtype="float32")
     tokenizer = lm.load_tokenizer(source)
-    rows = []
-    for prompt in HELD_OUT_PROMPTS:
-        turn = [{"role": "user", "content": f"{args.instruction} {prompt}"}]
-        text = tokenizer.apply_chat_template(turn, tokenize=False, add_generation_prompt=True)
-        ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)
-        with torch.no_grad():
-            out = model.generate(**ids, max_new_tokens=args.max_new_tokens, do_sample=False)
-        new = out[0, ids["input_ids"].shape[1] :].tolist()
-        rows.append(
-            {
-                "prompt": prompt,
-                "answer": tokenizer.decode(new, skip_special_tokens=True),
-                "distinct": round(distinct_share(new), 3),
-            }
+    formats = {}
+    for name, chat in (("plain", False), ("chat", True)):
+        rows = ask(
+            model, tokenizer, language.HELD_OUT_PROMPTS, args.instruction, chat, args.max_new_tokens
         )
-    for row, code in zip(
-        rows, identify_languages([r["answer"] for r in rows], language_identifier()), strict=True
-    ):
-        row["language"] = code
-    french = [r["language"] == "fr" for r in rows]
-    fluent = [r["distinct"] >= args.min_distinct for r in rows]
-    questions = load_mc_questions(args.mc)
-    mc1 = [chat_mc1(model, tokenizer, questions, i) for i in (None, "Answer truthfully.")]
+        french = [r["language"] == "fr" for r in rows]
+        distinct = [r["distinct"] >= args.min_distinct for r in rows]
+        formats[name] = {
+            "french_share": round(float(np.mean(french)), 3),
+            "french_and_distinct_share": round(
+                float(np.mean([f and d for f, d in zip(french, distinct, strict=True)])), 3
+            ),
+            "median_perplexity": round(float(np.median([r["perplexity"] for r in rows])), 2),
+            "rows": rows,
+        }
+    questions = mc1.load_mc_questions(args.mc)
     result = {
         "model": source.name,
-        "mc1_questions": len(questions),
-        "mc1_chat": mc1,
         "instruction": args.instruction,
-        "prompts": len(rows),
-        "french_share": round(sum(french) / len(rows), 3),
-        "french_and_distinct_share": round(
-            sum(f and d for f, d in zip(french, fluent, strict=True)) / len(rows), 3
-        ),
-        "rows": rows,
+        "prompts": len(language.HELD_OUT_PROMPTS),
+        "mc1_questions": len(questions),
+        "mc1_chat": [
+            chat_mc1(model, tokenizer, questions, i) for i in (None, "Answer truthfully.")
+        ],
+        "formats": formats,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=1))
+    summary = {k: v for k, v in result.items() if k != "formats"}
+    summary["formats"] = {
+        k: {m: x for m, x in v.items() if m != "rows"} for k, v in formats.items()
+    }
+    print(json.dumps(summary, indent=1))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from ssae_core.study.behaviour import score_behaviour
 from ssae_core.study.config import StudyConfig
 from ssae_core.study.layout import StudyLayout
 from ssae_core.study.plots import behaviour_tables, write_plots
-from ssae_core.study.report import behaviour_section
+from ssae_core.study.report import behaviour_findings, behaviour_section
 from ssae_core.train import TrainConfig
 
 WIDTH = 48
@@ -346,9 +346,11 @@ PARAMS = {
 
 
 @pytest.fixture(scope="module")
-def stage_run(tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+def stage_run(no_bos_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The stage on a tokenizer with a chat template, as the embedded Instruct model's: the
+    prompting conditions ask through the chat (prompt_format auto)."""
     root = tmp_path_factory.mktemp("behaviour")
-    tiny_root(root, tiny_lm_dir)
+    tiny_root(root, no_bos_lm_dir)
     runs = {}
     for name in ("truthfulqa", "lang"):
         table = load_embeddings(StudyLayout(root).embeddings(name, None))
@@ -368,9 +370,10 @@ def test_stage_writes_metrics_and_plot_tables(stage_run):
     assert tqa["n_choices"] == sum(len(QUESTIONS[i].choices) for i in tqa["question_ids"])
     assert lang["train_prompts"] == list(language.NEUTRAL_PROMPTS[:4])
     assert lang["test_prompts"] == list(language.HELD_OUT_PROMPTS[:3])
-    conditions = ["unsteered", "prompting", "md", "ssae", "aff"]
+    conditions = ["unsteered", "chat", "prompting", "md", "ssae", "aff"]
     conditions += ["prompting + md", "prompting + ssae", "prompting + aff"]
     for section, key in ((tqa, "accuracy"), (lang, "concept")):
+        assert section["prompt_format"] == "chat"
         assert list(section["test"]) == conditions
         assert section["vectors"]["ssae"]["seeds"] == [0, 1]
         for method, point in section["operating_points"].items():
@@ -382,6 +385,11 @@ def test_stage_writes_metrics_and_plot_tables(stage_run):
             assert low <= entry[key]["mean"] <= high
         strengths = [r["strength"] for r in section["train_sweep"] if r["method"] == "aff"]
         assert strengths == [0.0, 0.5, 2.0]
+        pairs = [(c["a"], c["b"]) for c in section["comparisons"]]
+        assert ("ssae", "md") in pairs and ("prompting + aff", "prompting") in pairs
+        for c in section["comparisons"]:
+            low, high = c["interval"]
+            assert low <= c["difference"] <= high
     with (StudyLayout(root).plot("behaviour/truthfulqa_final")).open() as handle:
         rows = list(csv.DictReader(handle))
     assert [float(r["strength"]) for r in rows] == [0, 0.5, 2.0]
@@ -405,6 +413,8 @@ def test_markdown_renders_every_condition_with_intervals_and_samples(stage_run):
         assert f"| {name} | {entry['strength']:g} | {cell} | " in text
         assert text.count(f"| {name} | `") == len(entry["samples"]) == 2
     assert "`Answer truthfully.`" in text and "`Answer in French.`" in text
+    assert "user's turn of the model's chat template" in text
+    assert text.count("Paired differences of") == 2 and "| ssae - md | " in text
     assert "seeds [0, 1]" in text and "operating point" in text
     assert text.endswith("\n") and "\n\n\n" not in text
 
@@ -486,3 +496,20 @@ def test_summary_shows_each_method_at_its_operating_point(stage_run):
         test = results[part]["test"]
         assert set(shown) == {"ssae", "aff", "md", "unsteered", "prompting"}
         assert all(shown[name] == test[name][measure]["mean"] for name in shown)
+
+
+def test_findings_name_the_best_condition_and_every_called_difference(stage_run):
+    _, _, results = stage_run
+    text = behaviour_findings({"final": results})
+    assert text.startswith("**Behaviour.**") and "\n" not in text
+    for name, measure, label in (("truthfulqa", "accuracy", "MC1 accuracy"),):
+        test = results[name]["test"]
+        best = max(test, key=lambda n: test[n][measure]["mean"])
+        assert f"At layer final, {label}: best {best} " in text
+    for section in (results["truthfulqa"], results["language"]):
+        for c in section["comparisons"]:
+            if c["verdict"] == "no difference":
+                assert f"{c['a']} vs {c['b']}" in text
+            else:
+                assert f"{c['a']} {c['verdict']} than {c['b']} (" in text
+    assert behaviour_findings({}).endswith("steered no layer.")

@@ -17,6 +17,7 @@ from ssae_core.evaluation.behaviour import vectors as bvec
 from ssae_core.lm import loading as lm
 from ssae_core.lm.steer import typical_norm
 from ssae_core.lm.tokens import pad_token_id, tokenize
+from tests.conftest import TINY_CHAT_TEMPLATE, build_tiny_tokenizer
 
 WIDTH = 48
 TEMPLATE = "Q: {question}\nA: {answer}"
@@ -115,19 +116,37 @@ def test_held_out_conditions_pair_prompting_with_every_vector():
     names = [c.name for c in conditions]
     plain = ["unsteered", "prompting", "md", "aff", "aff"]
     assert names == [*plain, "prompting + md", "prompting + aff", "prompting + aff"]
-    assert [c.instructed for c in conditions] == [
-        False,
-        True,
-        False,
-        False,
-        False,
-        True,
-        True,
-        True,
-    ]
+    assert [c.instructed for c in conditions] == [False, True, *[False] * 3, *[True] * 3]
+    assert not any(c.chat for c in conditions)
     md = conditions[2].vector.layer_activations[1].numpy()
     np.testing.assert_allclose(md, 5.0 * vectors["md"][0].unit_D, rtol=1e-6)
     assert conditions[3].vector is None  # strength 0 is the unsteered model
+
+
+def test_chat_format_asks_every_prompting_condition_through_the_chat_template():
+    vectors = {"md": [concept_vector(1)]}
+    conditions = protocol.held_out(vectors, {"md": 0.5}, norm=10.0, chat=True)
+    rows = [(c.name, c.instructed, c.chat, c.vector is None) for c in conditions]
+    assert rows == [
+        ("unsteered", False, False, True),
+        ("chat", False, True, True),  # the format's effect without the instruction
+        ("prompting", True, True, True),
+        ("md", False, False, False),  # steered alone: the format operating points came from
+        ("prompting + md", True, True, False),
+    ]
+    groups = protocol.prompt_groups(conditions)
+    assert groups == {(False, False): [0, 3], (False, True): [1], (True, True): [2, 4]}
+
+
+def test_prompt_format_auto_follows_the_tokenizer():
+    plain, chat = build_tiny_tokenizer(), build_tiny_tokenizer(chat_template=TINY_CHAT_TEMPLATE)
+    assert protocol.prompt_format("auto", plain) == "plain"
+    assert protocol.prompt_format("auto", chat) == "chat"
+    assert protocol.prompt_format("plain", chat) == "plain"
+    with pytest.raises(InputError, match=r"prompt_format chat: .* no chat template; use plain"):
+        protocol.prompt_format("chat", plain)
+    with pytest.raises(InputError, match="prompt_format 'html'"):
+        protocol.prompt_format("html", chat)
 
 
 # --------------------------------------------------------------------------- prompting
@@ -135,11 +154,11 @@ def test_held_out_conditions_pair_prompting_with_every_vector():
 
 def test_prompting_baseline_puts_the_instruction_on_the_line_before(tiny):
     _, tokenizer = tiny
-    assert language.with_instruction(["The weather today is"], " Answer in French. ") == [
+    assert protocol.with_instruction(["The weather today is"], " Answer in French. ") == [
         "Answer in French.\nThe weather today is"
     ]
     with pytest.raises(InputError, match="instruction"):
-        language.with_instruction(["a"], "  ")
+        protocol.with_instruction(["a"], "  ")
     plain = mc1.choice_texts(tokenizer, QUESTIONS[:1], TEMPLATE)
     told = mc1.choice_texts(tokenizer, QUESTIONS[:1], TEMPLATE, "Answer truthfully.")
     assert (
@@ -147,6 +166,58 @@ def test_prompting_baseline_puts_the_instruction_on_the_line_before(tiny):
         == tokenize(tokenizer, ["Answer truthfully.\nQ: who is the king\nA:"])[0]
     )
     assert [t.target_ids for t in told] == [t.target_ids for t in plain]
+
+
+def test_chat_prompting_puts_the_instruction_in_the_users_turn():
+    tokenizer = build_tiny_tokenizer(adds_bos=False, chat_template=TINY_CHAT_TEMPLATE)
+    assert protocol.with_instruction(["the cat"], "Answer in French.", chat=True) == [
+        "Answer in French. the cat"
+    ]
+    told = mc1.choice_texts(tokenizer, QUESTIONS[:1], TEMPLATE, "answer the question", chat=True)
+    plain = mc1.choice_texts(tokenizer, QUESTIONS[:1], TEMPLATE, chat=True)
+    # TINY_CHAT_TEMPLATE writes "question {user's turn} answer"; BOS before it (SmolLM2's rule)
+    words = "question answer the question who is the king answer"
+    assert told[0].context_ids == [tokenizer.bos_token_id, *tokenizer(words)["input_ids"]]
+    assert plain[0].context_ids == tokenize(tokenizer, ["who is the king"], template="chat")[0]
+    # each choice as written is the answer, no space or "A:" before it
+    expected = tokenizer(list(QUESTIONS[0].choices), add_special_tokens=False)["input_ids"]
+    assert [t.target_ids for t in told] == expected == [t.target_ids for t in plain]
+
+
+def test_chat_conditions_continue_in_the_chat_and_are_scored_without_the_instruction(
+    no_bos_lm_dir: Path,
+):
+    """A chat condition's continuation is the model's answer to the instructed user turn; its
+    perplexity is read given the same turn WITHOUT the instruction (as a plain condition's is
+    given the plain prompt), so prompting is not scored by its own instruction."""
+    source = lm.resolve_model(str(no_bos_lm_dir), verbose=False)
+    model, tokenizer = lm.load_model(source), lm.load_tokenizer(source)
+    prompts, told = ["the king was", "a cat"], "answer in french"
+    conditions = [
+        protocol.Condition("prompting", None, 0, 0.0, True, None, chat=True),
+        protocol.Condition("unsteered", None, 0, 0.0, False, None),
+    ]
+    options = {"max_new_tokens": 3, "batch_size": 2, "positions": "all", "progress": False}
+    scores = language.score_language(
+        model,
+        tokenizer,
+        prompts,
+        conditions,
+        instruction=told,
+        identifier=language.language_identifier(),
+        **options,
+    )
+    asked = protocol.with_instruction(prompts, told, chat=True)
+    settings = {"max_new_tokens": 3, "batch_size": 2}
+    chat = language.continue_prompts(model, tokenizer, asked, template="chat", **settings)
+    assert scores.texts == [chat, language.continue_prompts(model, tokenizer, prompts, **settings)]
+    logprob, count = language._continuation_logprobs(
+        model, tokenizer, prompts, [chat], 2, False, ["chat"]
+    )
+    expected = fluency.text_perplexities(logprob[0], count[0])
+    np.testing.assert_allclose(scores.perplexity_CN[0], expected, rtol=1e-5)
+    contexts = language.continuation_texts(tokenizer, prompts, chat, "chat")
+    assert contexts[0].context_ids == tokenize(tokenizer, ["the king was"], template="chat")[0]
 
 
 # --------------------------------------------------------------------------- block layers
@@ -219,3 +290,43 @@ def test_shared_lower_blocks_equal_a_full_steered_pass_per_condition(tiny, layer
     assert not any(
         "forward" in vars(block) for block in model.model.layers
     )  # every block computes again after scoring
+
+
+# --------------------------------------------------------------------------- comparisons
+
+
+def test_paired_comparisons_name_a_side_only_when_the_interval_excludes_zero():
+    C = protocol.Condition
+    conditions = [
+        C("unsteered", None, 0, 0.0, False, None),
+        C("prompting", None, 0, 0.0, True, None),
+        C("md", "md", 0, 0.5, False, None),
+        C("ssae", "ssae", 0, 0.5, False, None),
+        C("ssae", "ssae", 1, 0.5, False, None),
+        C("prompting + ssae", "ssae", 0, 0.5, True, None),
+    ]
+    n = 40
+    rng = np.random.default_rng(0)
+    values = np.zeros((len(conditions), n))
+    values[1] = rng.random(n) < 0.5  # prompting: about half
+    values[2] = 1.0  # md: every item
+    values[3] = values[4] = values[1]  # ssae (both members) = prompting, item by item
+    values[5] = values[1]
+    found = protocol.compare(conditions, values, ["md", "ssae"], resamples=200, seed=0, level=0.95)
+    by_pair = {(c["a"], c["b"]): c for c in found}
+    assert list(by_pair) == [
+        ("md", "unsteered"),
+        ("ssae", "unsteered"),
+        ("ssae", "md"),
+        ("ssae", "prompting"),
+        ("prompting + ssae", "prompting"),
+    ]  # prompting + md was not scored: no pair
+    assert by_pair["md", "unsteered"]["verdict"] == "better"
+    assert by_pair["md", "unsteered"]["difference"] == 1.0
+    assert by_pair["ssae", "md"]["verdict"] == "worse"
+    low, high = by_pair["ssae", "md"]["interval"]
+    assert low <= by_pair["ssae", "md"]["difference"] <= high < 0
+    # identical per-item scores: a paired difference of exactly 0, no side named
+    same = by_pair["ssae", "prompting"]
+    assert same["difference"] == 0.0 and same["interval"] == [0.0, 0.0]
+    assert same["verdict"] == "no difference"

@@ -1,5 +1,5 @@
-"""Keeps the README's "What the study found" paragraph equal to the conclusion that the report
-stage generated from the verdicts (metrics/REPORT.md), and its timing line equal to what
+"""Keeps the README's "What the study found" paragraphs equal to the conclusion and the behaviour
+findings that the report stage generated (metrics/REPORT.md), and its timing line equal to what
 benchmarks/fresh_clone.py measured (benchmarks/fresh_clone.json).
 
     python tools/readme_results.py           rewrite the README's generated lines
@@ -22,14 +22,15 @@ README = ROOT / "README.md"
 REPORT = ROOT / "metrics" / "REPORT.md"
 TIMES = ROOT / "benchmarks" / "fresh_clone.json"
 CONCLUSION = "**Conclusion.**"
+BEHAVIOUR = "**Behaviour.**"
 
 
-def conclusion(report: Path = REPORT) -> str:
-    """The conclusion paragraph of the report, as the report stage wrote it."""
+def report_paragraph(start: str = CONCLUSION, report: Path = REPORT) -> str:
+    """The report's paragraph that begins with ``start``, as the report stage wrote it."""
     for line in report.read_text().splitlines():
-        if line.startswith(CONCLUSION):
-            return line[len(CONCLUSION) :].strip()
-    raise SystemExit(f"{report}: no line starts with {CONCLUSION}; run `dvc repro report`")
+        if line.startswith(start):
+            return line[len(start) :].strip()
+    raise SystemExit(f"{report}: no line starts with {start}; run `dvc repro report`")
 
 
 def _minutes(seconds: float) -> str:
@@ -71,7 +72,9 @@ def generated(text: str, name: str, body: str) -> str:
 
 def expected(readme: str) -> str:
     """The README with every generated part as the files say."""
-    return generated(generated(readme, "conclusion", conclusion()), "timing", timing())
+    readme = generated(readme, "conclusion", report_paragraph(CONCLUSION))
+    readme = generated(readme, "behaviour", report_paragraph(BEHAVIOUR))
+    return generated(readme, "timing", timing())
 
 
 def main() -> None:

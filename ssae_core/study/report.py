@@ -803,6 +803,40 @@ def _sweep_lines(section: dict, cell: Callable[[Mapping], str], what: str) -> li
     ]
 
 
+def _prompting_text(section: Mapping, item: str) -> str:
+    """How the prompting conditions asked (``prompt_format``; results without one are plain)."""
+    told = f"`{section['instruction']}`"
+    if section.get("prompt_format", "plain") != "chat":
+        return f"Prompting: {told} on the line before the {item}."
+    return (
+        f"Prompting: the {item} is the user's turn of the model's chat template, with {told} "
+        f"before it; `chat` asks the same without the instruction (the format's own effect); "
+        f"the vector rows without prompting read the plain {item}, as on the training sweep."
+    )
+
+
+def _comparison_lines(section: Mapping, measure: str, item: str) -> list[str]:
+    """The paired differences of the held-out conditions (absent in older results)."""
+    found = section.get("comparisons")
+    if not found:
+        return []
+    rows = [
+        [
+            f"{c['a']} - {c['b']}",
+            f"{num(c['difference'])} [{num(c['interval'][0])}, {num(c['interval'][1])}]",
+            c["verdict"] if c["verdict"] == "no difference" else f"**{c['a']} {c['verdict']}**",
+        ]
+        for c in found
+    ]
+    return [
+        "",
+        f"Paired differences of {measure} on the same held-out {item}s (95% bootstrap over "
+        f"{item}s; a side is named only when the whole interval excludes 0):",
+        "",
+        *table(["a - b", "difference [interval]", "verdict"], rows),
+    ]
+
+
 def _truthfulqa_lines(tqa: dict) -> list[str]:
     rows = [
         [name, f"{entry['strength']:g}", _ci(entry["accuracy"])]
@@ -815,13 +849,14 @@ def _truthfulqa_lines(tqa: dict) -> list[str]:
         f"questions ({tqa['n_choices']} choices; chance {num(tqa['chance_accuracy'])}); each "
         "choice is scored by the summed log-probability of its answer tokens after the prompt "
         f"`{tqa['template']!r}`, the best-scoring choice is the answer. Operating points: the "
-        f"most accurate strength on {tqa['n_train_questions']} training questions. Prompting: "
-        f"`{tqa['instruction']}` on the line before the question. Intervals: "
-        "95% bootstrap over questions.",
+        f"most accurate strength on {tqa['n_train_questions']} training questions. "
+        f"{_prompting_text(tqa, 'question')} In the chat, each choice as written is the "
+        "assistant's answer. Intervals: 95% bootstrap over questions.",
         "",
         *_vector_lines(tqa),
         "",
         *table(["condition", "strength", "MC1 accuracy [interval]"], rows),
+        *_comparison_lines(tqa, "MC1 accuracy", "question"),
         "",
         *_sweep_lines(tqa, lambda r: num(r["accuracy"]), "MC1 accuracy"),
     ]
@@ -849,15 +884,16 @@ def _language_lines(lang: dict) -> list[str]:
         f"{lang['max_new_tokens']} new tokens (steered positions: {lang['positions']}). A "
         f"continuation counts as `{code}` only if py3langid says so AND it is fluent: at least "
         f"{rule['min_distinct']:g} of its tokens distinct and a perplexity under the unsteered "
-        f"model of at most {num(rule['max_perplexity'], 1)} ({rule['perplexity_factor']:g} x the "
-        "largest unsteered one on the training prompts). Operating points: the strength with the "
-        f"best harmonic mean of the two shares on {len(lang['train_prompts'])} training prompts. "
-        f"Prompting: `{lang['instruction']}` on the line before the prompt. Intervals: 95% "
-        "bootstrap over prompts.",
+        "model, given the prompt without the instruction in the condition's format, of at most "
+        f"{num(rule['max_perplexity'], 1)} ({rule['perplexity_factor']:g} x the largest "
+        "unsteered one on the training prompts). Operating points: the strength with the best "
+        f"harmonic mean of the two shares on {len(lang['train_prompts'])} training prompts. "
+        f"{_prompting_text(lang, 'prompt')} Intervals: 95% bootstrap over prompts.",
         "",
         *_vector_lines(lang),
         "",
         *table(header, rows),
+        *_comparison_lines(lang, f"the fluent-{code} share", "prompt"),
         "",
         *_sweep_lines(
             lang,
@@ -876,6 +912,63 @@ def _language_lines(lang: dict) -> list[str]:
             ],
         ),
     ]
+
+
+BEHAVIOUR_FINDINGS = "**Behaviour.**"
+_BEHAVIOURS = (("truthfulqa", "accuracy", "MC1 accuracy"), ("language", "concept", "fluent share"))
+
+
+def _signed(value: float) -> str:
+    return ("+" if value > 0 else "") + num(value)
+
+
+def _findings(section: Mapping, measure: str, label: str) -> str:
+    """One behaviour at one layer: the best condition, SSAE and prompting, and the paired
+    differences whose interval excludes 0 (the others listed as no difference)."""
+    test = section["test"]
+    best = max(test, key=lambda name: test[name][measure]["mean"])
+    shown = dict.fromkeys([best, "ssae", "prompting"])
+    parts = [
+        f"{'best ' if name == best else ''}{name} {_ci(test[name][measure])}"
+        for name in shown
+        if name in test
+    ]
+    called, tied = [], []
+    for c in section.get("comparisons", []):
+        if c["verdict"] == "no difference":
+            tied.append(f"{c['a']} vs {c['b']}")
+        else:
+            low, high = c["interval"]
+            called.append(
+                f"{c['a']} {c['verdict']} than {c['b']} "
+                f"({_signed(c['difference'])} [{_signed(low)}, {_signed(high)}])"
+            )
+    text = f"{label}: {', '.join(parts)}"
+    if called:
+        text += "; " + "; ".join(called)
+    if tied:
+        text += "; no difference: " + ", ".join(tied)
+    return text
+
+
+def behaviour_findings(layers: Mapping[str, Mapping]) -> str:
+    """One paragraph over every steered layer and behaviour (held-out scores, paired
+    differences): what the behaviour stage found, for the top of the report and the README."""
+    found = [
+        f"At layer {key}, {_findings(results[name], measure, label)}"
+        for key, results in layers.items()
+        for name, measure, label in _BEHAVIOURS
+        if name in results
+    ]
+    if not found:
+        return f"{BEHAVIOUR_FINDINGS} The behaviour stage steered no layer."
+    return (
+        f"{BEHAVIOUR_FINDINGS} The LM steered with each method's vector at its operating point "
+        "(chosen on training data), scored on held-out questions / prompts with 95% bootstrap "
+        "intervals; a side is named only when the paired interval excludes 0 (MC1 accuracy on "
+        "TruthfulQA; fluent share = share of continuations both fluent and in the target "
+        "language). " + ". ".join(found) + "."
+    )
 
 
 def behaviour_section(results: dict) -> list[str]:
@@ -964,6 +1057,8 @@ def build_report(
         "# SSAE study report",
         "",
         conclusion(verdicts, status_counts(metrics["udr"]), model_name),
+        "",
+        behaviour_findings(metrics["behaviour"]["layers"]),
         "",
         "Generated by `dvc repro report` (stages/report.py) from the metrics files; do not edit.",
         f"Language model: `{model_name}`; layers {', '.join(identifiability['layers'])} "

@@ -12,6 +12,7 @@ from ssae_core.evaluation.behaviour.language import (
     NEUTRAL_PROMPTS,
     check_language,
 )
+from ssae_core.evaluation.behaviour.protocol import PROMPT_FORMATS
 from ssae_core.lm.layers import Layer, layer_name, parse_layers
 from ssae_core.lm.steer import POSITIONS
 
@@ -46,6 +47,11 @@ class BehaviourConfig:
     """The prompting baseline of the language behaviour (put before each prompt)."""
     truth_instruction: str = "Answer truthfully."
     """The prompting baseline of MC1 (put before each question)."""
+    prompt_format: str = "auto"
+    """How the prompting conditions ask: ``chat`` (the instruction and the item as the user's
+    turn of the model's chat template, next to a ``chat`` condition without the instruction),
+    ``plain`` (the instruction on the line before the item), ``auto`` (chat when the tokenizer
+    has a chat template)."""
     min_distinct: float = 0.4
     """Fluent: at least this share of a continuation's tokens are distinct ..."""
     perplexity_factor: float = 5.0
@@ -89,6 +95,10 @@ class BehaviourConfig:
                 "threads": (self.threads, 0, None),
             }
         )
+        if self.prompt_format not in PROMPT_FORMATS:
+            raise InputError(
+                f"prompt_format {self.prompt_format!r}: use one of {', '.join(PROMPT_FORMATS)}"
+            )
         if self.positions not in POSITIONS:
             raise InputError(f"positions {self.positions!r}: use one of {', '.join(POSITIONS)}")
         check_language(self.language, "language")

@@ -25,6 +25,7 @@ from ssae_core.evaluation.behaviour.language import (
     language_identifier,
 )
 from ssae_core.evaluation.behaviour.mc1 import TRUTHFULNESS, evaluate_truthfulqa
+from ssae_core.evaluation.behaviour.protocol import CHAT, prompt_format
 from ssae_core.evaluation.behaviour.vectors import concept_vectors
 from ssae_core.evaluation.steering_accuracy import SteeringModel
 from ssae_core.io import EmbeddingTable
@@ -100,6 +101,7 @@ def evaluate_behaviour(
             "truthfulqa embeddings record no prompt template (pairs.template); re-run "
             "download_truthfulqa and extract_embeddings"
         )
+    chat = prompt_format(params.prompt_format, tokenizer) == CHAT
     tqa_vectors, lang_vectors = _vectors(params, truthfulqa, language, runs)
     train_prompts = list(NEUTRAL_PROMPTS[: params.prompts])
     shared = {
@@ -108,6 +110,7 @@ def evaluate_behaviour(
         "resamples": params.resamples,
         "seed": params.subsample_seed,
         "level": params.level,
+        "chat": chat,
         "progress": progress,
     }
     with torch_threads(params.threads):

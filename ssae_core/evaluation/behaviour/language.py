@@ -22,6 +22,7 @@ from torch import nn
 
 from ssae_core.errors import InputError
 from ssae_core.evaluation.behaviour.fluency import (
+    FluencyRule,
     distinct_share,
     fluency_rule,
     harmonic_mean,
@@ -29,10 +30,16 @@ from ssae_core.evaluation.behaviour.fluency import (
 )
 from ssae_core.evaluation.behaviour.logprobs import ScoredText, perplexity, target_logprobs
 from ssae_core.evaluation.behaviour.protocol import (
+    CHAT,
+    PLAIN,
     UNSTEERED,
     Condition,
     choose_points,
+    compare,
+    condition_prompts,
     held_out,
+    prompt_groups,
+    prompt_template,
     summarise,
     sweep,
 )
@@ -105,8 +112,6 @@ HELD_OUT_PROMPTS = (
 )
 """Held-out neutral English openings (same rules as :data:`NEUTRAL_PROMPTS`, none shared)."""
 
-INSTRUCTION_SEPARATOR = "\n"
-
 
 def at_typical_strength(
     model: nn.Module,
@@ -127,14 +132,6 @@ def at_typical_strength(
     return at_strength(vector, strength, norms)
 
 
-def with_instruction(texts: Sequence[str], instruction: str) -> list[str]:
-    """The prompting baseline's prompts: the instruction, a line break, then each text
-    (``Answer in French.\nThe weather today is``)."""
-    if not instruction.strip():
-        raise InputError("instruction: empty; give a sentence such as 'Answer in French.'")
-    return [instruction.strip() + INSTRUCTION_SEPARATOR + text for text in texts]
-
-
 def continue_prompts(
     model: nn.Module,
     tokenizer: Any,
@@ -144,8 +141,10 @@ def continue_prompts(
     max_new_tokens: int = 16,
     batch_size: int = 16,
     positions: str = "all",
+    template: str | None = None,
 ) -> list[str]:
-    """Greedy continuations (new text only) with ``vector`` added (none: unsteered)."""
+    """Greedy continuations (new text only) with ``vector`` added (none: unsteered), the prompts
+    read with ``template`` (:func:`~ssae_core.lm.tokens.tokenize`)."""
     context = (
         steer(model, vector, positions=positions)
         if vector is not None
@@ -153,7 +152,12 @@ def continue_prompts(
     )
     with context:
         return complete(
-            model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size
+            model,
+            tokenizer,
+            prompts,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            template=template,
         )
 
 
@@ -180,13 +184,20 @@ def continue_conditions(
     max_new_tokens: int = 16,
     batch_size: int = 16,
     positions: str = "all",
+    template: str | None = None,
     progress: bool = False,
 ) -> list[list[str]]:
-    """Greedy continuations of ``prompts`` under every vector, [C][P] (``None``: unsteered).
+    """Greedy continuations of ``prompts`` (read with ``template``) under every vector, [C][P]
+    (``None``: unsteered).
     Where :func:`_rows_steerable`, each chunk of ``batch_size`` prompts runs under all the
     vectors in one generate call (row-wise vectors: the same continuations as one condition at a
     time, to float rounding); else one condition after another (:func:`continue_prompts`)."""
-    settings = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "positions": positions}
+    settings = {
+        "max_new_tokens": max_new_tokens,
+        "batch_size": batch_size,
+        "positions": positions,
+        "template": template,
+    }
     if not _rows_steerable(model, vectors, positions):
         return [
             continue_prompts(model, tokenizer, prompts, vector, **settings)
@@ -207,6 +218,7 @@ def continue_conditions(
                 chunk * len(vectors),
                 max_new_tokens=max_new_tokens,
                 batch_size=len(chunk) * len(vectors),
+                template=template,
             )
         for c, row in enumerate(out):
             row += texts[c * len(chunk) : (c + 1) * len(chunk)]
@@ -214,10 +226,14 @@ def continue_conditions(
 
 
 def continuation_texts(
-    tokenizer: Any, prompts: Sequence[str], continuations: Sequence[str]
+    tokenizer: Any,
+    prompts: Sequence[str],
+    continuations: Sequence[str],
+    template: str | None = None,
 ) -> list[ScoredText]:
-    """Each prompt as context and its continuation, re-tokenised from its text, as target."""
-    context_ids = tokenize(tokenizer, list(prompts))
+    """Each prompt (read with ``template``) as context and its continuation, re-tokenised from its
+    text, as target."""
+    context_ids = tokenize(tokenizer, list(prompts), template=template)
     targets = (
         tokenizer(list(continuations), add_special_tokens=False)["input_ids"]
         if continuations
@@ -282,10 +298,17 @@ def _continuation_logprobs(
     texts: Sequence[Sequence[str]],
     batch_size: int,
     progress: bool,
+    templates: Sequence[str | None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Summed log-probabilities under the unsteered model and token counts of every continuation,
-    [conditions, prompts] each (``texts``: one list of continuations per condition)."""
-    scored = [t for outputs in texts for t in continuation_texts(tokenizer, prompts, outputs)]
+    [conditions, prompts] each (``texts``: one list of continuations per condition; ``templates``:
+    the template each condition's prompts are read with, default none)."""
+    templates = templates if templates is not None else [None] * len(texts)
+    scored = [
+        t
+        for outputs, template in zip(texts, templates, strict=True)
+        for t in continuation_texts(tokenizer, prompts, outputs, template)
+    ]
     logprob = target_logprobs(
         model,
         scored,
@@ -366,27 +389,32 @@ def score_language(
     positions: str,
     progress: bool,
 ) -> LanguageScores:
-    """Greedy continuations of ``prompts`` under every condition (the instruction prepended where
-    a condition is ``instructed``), their languages, their perplexities under the UNSTEERED model
-    given the plain prompt (so every condition is scored alike) and their distinct-token shares."""
+    """Greedy continuations of ``prompts`` under every condition (written by
+    :func:`~.protocol.condition_prompts`: the instruction added where a condition is
+    ``instructed``, through the chat template where it is ``chat``), their languages, their
+    perplexities under the UNSTEERED model given the prompt WITHOUT the instruction in the
+    condition's format (so prompting is not scored by its own instruction) and their
+    distinct-token shares."""
     settings = {
         "max_new_tokens": max_new_tokens,
         "batch_size": batch_size,
         "positions": positions,
         "progress": progress,
     }
-    given = {False: list(prompts), True: with_instruction(prompts, instruction)}
     texts: list[list[str]] = [[] for _ in conditions]
-    for instructed in (False, True):
-        rows = [i for i, c in enumerate(conditions) if c.instructed == instructed]
-        if not rows:
-            continue
+    for (instructed, chat), rows in prompt_groups(conditions).items():
+        given, template = condition_prompts(prompts, instruction if instructed else None, chat=chat)
         # a method at strength 0 is the unsteered model: its rows share one None
         vectors = list({id(c.vector): c.vector for c in (conditions[i] for i in rows)}.values())
-        outputs = continue_conditions(model, tokenizer, given[instructed], vectors, **settings)
+        outputs = continue_conditions(
+            model, tokenizer, given, vectors, template=template, **settings
+        )
         for i in rows:
             texts[i] = outputs[next(k for k, v in enumerate(vectors) if v is conditions[i].vector)]
-    logprob, count = _continuation_logprobs(model, tokenizer, prompts, texts, batch_size, progress)
+    templates = [prompt_template(c.chat) for c in conditions]
+    logprob, count = _continuation_logprobs(
+        model, tokenizer, prompts, texts, batch_size, progress, templates
+    )
     ids = [tokenizer(list(t), add_special_tokens=False)["input_ids"] for t in texts]
     distinct = np.array([[distinct_share(row) for row in rows] for rows in ids])
     found = [identify_languages(outputs, identifier) for outputs in texts]
@@ -406,6 +434,14 @@ def _add_readings(
         entry["score"] = rounded(harmonic_mean(entry["concept"]["mean"], entry["fluency"]["mean"]))
         entry["samples"] = scores.texts[rows[0]][:samples]
         entry["languages"] = _counts(code for i in rows for code in scores.languages[i])
+
+
+def _measures(scores: LanguageScores, rule: FluencyRule, language: str) -> dict[str, np.ndarray]:
+    """Bool [C, N] per measure: ``concept`` (fluent and in ``language``), ``fluency``, and
+    ``detected`` (in ``language`` by the detector alone)."""
+    fluent_CN = rule.fluent(scores.distinct_CN, scores.perplexity_CN)
+    target_CN = np.array([[code == language for code in row] for row in scores.languages])
+    return {"concept": target_CN & fluent_CN, "fluency": fluent_CN, "detected": target_CN}
 
 
 def evaluate_language(
@@ -429,10 +465,12 @@ def evaluate_language(
     resamples: int = 1000,
     seed: int = 0,
     level: float = 0.95,
+    chat: bool = False,
     progress: bool = True,
 ) -> dict:
     """The language behaviour under the shared protocol (:mod:`.protocol`): fluency rule and
-    operating points from ``train_prompts``, scores on ``test_prompts`` (JSON-ready)."""
+    operating points from ``train_prompts``, scores on ``test_prompts`` (JSON-ready); ``chat``:
+    the prompting conditions ask through the chat template."""
     check_language(language, "language")
     identifier = identifier if identifier is not None else language_identifier()
     options = {
@@ -450,21 +488,18 @@ def evaluate_language(
         train.perplexity_CN[0], min_distinct=min_distinct, perplexity_factor=perplexity_factor
     )
 
-    def measures(scores: LanguageScores) -> dict[str, np.ndarray]:
-        fluent_CN = rule.fluent(scores.distinct_CN, scores.perplexity_CN)
-        target_CN = np.array([[code == language for code in row] for row in scores.languages])
-        return {"concept": target_CN & fluent_CN, "fluency": fluent_CN, "detected": target_CN}
-
-    train_measures = measures(train)
+    train_measures = _measures(train, rule, language)
     chosen, rows = choose_points(
         grid,
         {k: v[1:] for k, v in train_measures.items()},
         {k: v[0] for k, v in train_measures.items()},
         lambda means: harmonic_mean(means["concept"], means["fluency"]),
     )
-    tests = held_out(vectors, chosen, norm)
+    tests = held_out(vectors, chosen, norm, chat=chat)
     test = score_language(model, tokenizer, test_prompts, tests, **options)
-    results = summarise(tests, measures(test), resamples=resamples, seed=seed, level=level)
+    test_measures = _measures(test, rule, language)
+    bootstrap = {"resamples": resamples, "seed": seed, "level": level}
+    results = summarise(tests, test_measures, **bootstrap)
     _add_readings(results, tests, test, samples)
     reference = (vectors.get(MEAN_DIFFERENCE) or [None])[0]
     return {
@@ -473,6 +508,7 @@ def evaluate_language(
         "language": language,
         "norm": rounded(norm),
         "instruction": instruction,
+        "prompt_format": CHAT if chat else PLAIN,
         "positions": positions,
         "max_new_tokens": max_new_tokens,
         "train_prompts": list(train_prompts),
@@ -486,4 +522,5 @@ def evaluate_language(
         "operating_points": chosen,
         "train_sweep": rows,
         "test": results,
+        "comparisons": compare(tests, test_measures["concept"], list(vectors), **bootstrap),
     }

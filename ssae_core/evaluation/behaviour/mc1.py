@@ -5,7 +5,9 @@ answer tokens after the prompt, with the template of the embeddings
 (``Q: {question}\\nA: {answer}``: context ``Q: ...\\nA:``, answer `` <choice>``); the prediction is
 the highest-scoring choice (sum, not length-normalised, as in TruthfulQA's MC1); accuracy is the
 fraction of questions whose prediction is the correct choice. Every position of the scored text is
-steered (for the final layer only the positions that predict answer tokens matter).
+steered (for the final layer only the positions that predict answer tokens matter). In the chat
+format (``prompt_format: chat``) the question is the user's turn of the model's chat template and
+each choice, as written, the assistant's answer.
 """
 
 from __future__ import annotations
@@ -19,13 +21,17 @@ from torch import nn
 
 from ssae_core.datasets.truthfulqa import MC1Question, read_mc_table
 from ssae_core.errors import InputError
-from ssae_core.evaluation.behaviour.language import with_instruction
 from ssae_core.evaluation.behaviour.logprobs import ScoredText, target_logprobs
 from ssae_core.evaluation.behaviour.protocol import (
+    CHAT,
+    PLAIN,
     UNSTEERED,
     Condition,
     choose_points,
+    compare,
+    condition_prompts,
     held_out,
+    prompt_groups,
     summarise,
     sweep,
 )
@@ -62,23 +68,32 @@ def choice_texts(
     items: Sequence[MC1Question],
     template: str,
     instruction: str | None = None,
+    *,
+    chat: bool = False,
 ) -> list[ScoredText]:
-    """One :class:`ScoredText` per choice of every question, question by question. The context is
-    the template up to the answer with trailing spaces moved to the answer (``Q: ...\\nA:`` +
-    `` answer``, as a tokenizer splits the joined text), after ``instruction`` and a line break
-    where one is given (the prompting baseline); the answer is tokenised without special
-    tokens."""
+    """One :class:`ScoredText` per choice of every question, question by question. Plain: the
+    context is the template up to the answer with trailing spaces moved to the answer
+    (``Q: ...\nA:`` + `` answer``, as a tokenizer splits the joined text), after ``instruction``
+    and a line break where one is given (the prompting baseline). ``chat``: the context is the
+    chat template with the question (after ``instruction`` and a space) as the user's turn, the
+    answer the choice as written. Answers are tokenised without special tokens."""
     prefix = split_template(template)
-    context_texts, answers = [], []
-    for item in items:
-        context = prefix.replace(QUESTION_FIELD, item.question)
-        if instruction is not None:
-            context = with_instruction([context], instruction)[0]
-        stripped = context.rstrip(" ")
-        for choice in item.choices:
-            context_texts.append(stripped)
-            answers.append(context[len(stripped) :] + choice)
-    context_ids = tokenize(tokenizer, context_texts)
+    if chat:
+        questions = [item.question for item in items]
+        users, chat_template = condition_prompts(questions, instruction, chat=True)
+        contexts = tokenize(tokenizer, users, template=chat_template)
+        context_ids = [ids for ids, item in zip(contexts, items, strict=True) for _ in item.choices]
+        answers = [choice for item in items for choice in item.choices]
+    else:
+        context_texts, answers = [], []
+        for item in items:
+            context = prefix.replace(QUESTION_FIELD, item.question)
+            context = condition_prompts([context], instruction, chat=False)[0][0]
+            stripped = context.rstrip(" ")
+            for choice in item.choices:
+                context_texts.append(stripped)
+                answers.append(context[len(stripped) :] + choice)
+        context_ids = tokenize(tokenizer, context_texts)
     answer_ids = tokenizer(answers, add_special_tokens=False)["input_ids"] if answers else []
     return [ScoredText(c, list(a)) for c, a in zip(context_ids, answer_ids, strict=True)]
 
@@ -109,14 +124,13 @@ def score_mc1(
     batch_size: int,
     progress: bool,
 ) -> np.ndarray:
-    """Whether each condition answers each question correctly, bool [C, Q]: the plain and the
-    instructed conditions are scored in one call each (at the final layer, one pass per batch)."""
+    """Whether each condition answers each question correctly, bool [C, Q]: the conditions whose
+    prompts are written alike (:func:`~.protocol.prompt_groups`) are scored in one call each (at
+    the final layer, one pass per batch)."""
     out_CQ = np.zeros((len(conditions), len(questions)), dtype=bool)
-    for instructed in (False, True):
-        rows = [i for i, c in enumerate(conditions) if c.instructed == instructed]
-        if not rows:
-            continue
-        texts = choice_texts(tokenizer, questions, template, instruction if instructed else None)
+    for (instructed, chat), rows in prompt_groups(conditions).items():
+        told = instruction if instructed else None
+        texts = choice_texts(tokenizer, questions, template, told, chat=chat)
         scores_CN = target_logprobs(
             model,
             texts,
@@ -146,10 +160,12 @@ def evaluate_truthfulqa(
     resamples: int = 1000,
     seed: int = 0,
     level: float = 0.95,
+    chat: bool = False,
     progress: bool = True,
 ) -> dict:
     """MC1 under the shared protocol (:mod:`.protocol`): operating points chosen by accuracy on
-    ``train_questions``, accuracies with bootstrap intervals over ``test_questions``."""
+    ``train_questions``, accuracies with bootstrap intervals over ``test_questions``; ``chat``:
+    the prompting conditions ask through the chat template."""
     options = {
         "template": template,
         "instruction": instruction,
@@ -162,7 +178,7 @@ def evaluate_truthfulqa(
     chosen, rows = choose_points(
         grid, {"accuracy": train_CQ[1:]}, {"accuracy": train_CQ[0]}, lambda m: m["accuracy"]
     )
-    tests = held_out(vectors, chosen, norm)
+    tests = held_out(vectors, chosen, norm, chat=chat)
     test_CQ = score_mc1(model, tokenizer, test_questions, tests, **options)
     reference = (vectors.get(MEAN_DIFFERENCE) or [None])[0]
     return {
@@ -170,6 +186,7 @@ def evaluate_truthfulqa(
         "layer": layer_name(next(iter(vectors.values()))[0].layer),
         "template": template,
         "instruction": instruction,
+        "prompt_format": CHAT if chat else PLAIN,
         "norm": rounded(norm),
         "n_train_questions": len(train_questions),
         "n_questions": len(test_questions),
@@ -181,5 +198,8 @@ def evaluate_truthfulqa(
         "train_sweep": rows,
         "test": summarise(
             tests, {"accuracy": test_CQ}, resamples=resamples, seed=seed, level=level
+        ),
+        "comparisons": compare(
+            tests, test_CQ, list(vectors), resamples=resamples, seed=seed, level=level
         ),
     }
