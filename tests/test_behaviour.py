@@ -387,6 +387,7 @@ def test_stage_writes_metrics_and_plot_tables(stage_run):
         assert strengths == [0.0, 0.5, 2.0]
         pairs = [(c["a"], c["b"]) for c in section["comparisons"]]
         assert ("ssae", "md") in pairs and ("prompting + aff", "prompting") in pairs
+        assert ("prompting", "chat") in pairs
         for c in section["comparisons"]:
             low, high = c["interval"]
             assert low <= c["difference"] <= high

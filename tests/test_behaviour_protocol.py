@@ -315,6 +315,7 @@ def test_paired_comparisons_name_a_side_only_when_the_interval_excludes_zero():
     found = protocol.compare(conditions, values, ["md", "ssae"], resamples=200, seed=0, level=0.95)
     by_pair = {(c["a"], c["b"]): c for c in found}
     assert list(by_pair) == [
+        ("prompting", "unsteered"),  # no chat row was scored: no (prompting, chat) pair
         ("md", "unsteered"),
         ("ssae", "unsteered"),
         ("ssae", "md"),

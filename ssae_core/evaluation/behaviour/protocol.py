@@ -226,10 +226,11 @@ def summarise(
 
 
 def comparison_pairs(names: Sequence[str], methods: Sequence[str]) -> list[tuple[str, str]]:
-    """``(a, b)`` pairs of held-out condition names to compare, where both were scored: every
-    method against the unsteered model, SSAE against every other method and against prompting,
-    and prompting + each method against prompting alone."""
-    pairs = [(m, UNSTEERED) for m in methods]
+    """``(a, b)`` pairs of held-out condition names to compare, where both were scored:
+    prompting against the unsteered model and against the chat without the instruction (the
+    instruction's own effect), every method against the unsteered model, SSAE against every other
+    method and against prompting, and prompting + each method against prompting alone."""
+    pairs = [(PROMPTING, UNSTEERED), (PROMPTING, CHAT), *((m, UNSTEERED) for m in methods)]
     if SSAE in methods:
         pairs += [(SSAE, other) for other in (*methods, PROMPTING) if other != SSAE]
     pairs += [(f"{PROMPTING} + {m}", PROMPTING) for m in methods]
