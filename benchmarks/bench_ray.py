@@ -23,7 +23,7 @@ All three use ``--shard-rows`` (so that the bare processes have several shards t
 prints texts/s of each (distinct texts / wall time of the call), Ray against the bare processes
 (``ray_vs_bare``: bare wall time / Ray wall time, 1.0 = no overhead), the speed-ups over one
 process, the worst per-row cosine and the largest absolute difference between the outputs, and
-writes them as JSON to ``--out`` (benchmarks/results/ is not committed).
+writes them as JSON to ``--out`` (benchmarks/results/*.json are committed records).
 """
 
 from __future__ import annotations

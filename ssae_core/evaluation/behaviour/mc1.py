@@ -34,6 +34,7 @@ from ssae_core.evaluation.behaviour.protocol import (
     prompt_groups,
     summarise,
     sweep,
+    with_instruction,
 )
 from ssae_core.evaluation.behaviour.vectors import ConceptVector, vector_report
 from ssae_core.evaluation.steering_accuracy import MEAN_DIFFERENCE
@@ -73,7 +74,7 @@ def choice_texts(
 ) -> list[ScoredText]:
     """One :class:`ScoredText` per choice of every question, question by question. Plain: the
     context is the template up to the answer with trailing spaces moved to the answer
-    (``Q: ...\nA:`` + `` answer``, as a tokenizer splits the joined text), after ``instruction``
+    (``Q: ...\\nA:`` + `` answer``, as a tokenizer splits the joined text), after ``instruction``
     and a line break where one is given (the prompting baseline). ``chat``: the context is the
     chat template with the question (after ``instruction`` and a space) as the user's turn, the
     answer the choice as written. Answers are tokenised without special tokens."""
@@ -88,7 +89,8 @@ def choice_texts(
         context_texts, answers = [], []
         for item in items:
             context = prefix.replace(QUESTION_FIELD, item.question)
-            context = condition_prompts([context], instruction, chat=False)[0][0]
+            if instruction is not None:
+                context = with_instruction([context], instruction)[0]
             stripped = context.rstrip(" ")
             for choice in item.choices:
                 context_texts.append(stripped)

@@ -86,7 +86,7 @@ def prompt_format(setting: str, tokenizer: Any) -> str:
 
 def with_instruction(texts: Sequence[str], instruction: str, *, chat: bool = False) -> list[str]:
     """The prompting baseline's words: the instruction, then each text, on the line before it
-    (``Answer in French.\nThe weather today is``) or, for a chat's user turn, after a space."""
+    (``Answer in French.\\nThe weather today is``) or, for a chat's user turn, after a space."""
     if not instruction.strip():
         raise InputError("instruction: empty; give a sentence such as 'Answer in French.'")
     separator = " " if chat else INSTRUCTION_SEPARATOR
